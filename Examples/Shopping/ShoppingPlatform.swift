@@ -1,0 +1,75 @@
+import ATHCore
+import ATHServer
+import Foundation
+import Hummingbird
+
+/// The e-commerce platform of seed 001, with ATH built in ("SDK native integration mode").
+public enum ShoppingPlatform {
+    public static let did = try! DID("did:ath:ecommerce_platform_001")
+
+    /// The platform's side of the trusted handshake: what it offers and how it limits grants.
+    public static let policy = ServerPolicy(
+        scopesSupported: ["goods:read", "order:create", "user:profile"], tokenMaxTTL: 7200, requireUserConfirmation: true,
+        restrictions: Restrictions(rate_limit: "100/minute", order_amount_limit: 5000))
+
+    public struct Goods: Codable, Sendable {
+        public var id: String
+        public var name: String
+        public var price: Double
+    }
+
+    public static let catalog = [
+        Goods(id: "123", name: "Phone X (128 GB)", price: 3999),
+        Goods(id: "124", name: "Phone X Pro (256 GB)", price: 5999),
+        Goods(id: "200", name: "Phone case", price: 59),
+        Goods(id: "300", name: "Laptop Air 13", price: 7999),
+    ]
+
+    struct OrderRequest: Decodable {
+        var goods_id: String
+        var quantity: Int
+    }
+
+    /// The platform's API: each route names the scope it needs.
+    public static func router(service: ATHService) -> Router<ATHRequestContext> {
+        let router = Router(context: ATHRequestContext.self)
+        router.get("health") { _, _ in ["status": "ok"] }
+        HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
+        let api = router.group("api").add(middleware: ErrorShapeMiddleware<ATHRequestContext>())
+        api.group("goods").add(middleware: ATHAccessMiddleware(service, scope: "goods:read"))
+            .get { request, _ -> Response in
+                let keyword = request.uri.queryParameters["keyword"].map { String($0).lowercased() } ?? ""
+                let found = catalog.filter { keyword.isEmpty || $0.name.lowercased().contains(keyword) }
+                return try jsonResponse(["goods": found], status: .ok)
+            }
+        api.group("order").add(middleware: ATHAccessMiddleware(service, scope: "order:create"))
+            .post { request, context -> Response in
+                let access = try context.requireAccess()
+                let order: OrderRequest
+                do {
+                    order = try await request.decode(as: OrderRequest.self, context: context)
+                } catch {
+                    throw ATHError(.malformedMessage, "order needs goods_id and quantity")
+                }
+                guard order.quantity > 0, order.quantity <= 1000, let goods = catalog.first(where: { $0.id == order.goods_id }) else {
+                    throw ATHError(.malformedMessage, "unknown goods_id or bad quantity")
+                }
+                let amount = goods.price * Double(order.quantity)
+                try access.checkAmount(amount)
+                return try jsonResponse(
+                    ["order_id": .string(Nonce.generate(bytes: 8)), "goods_id": .string(goods.id), "amount": .number(amount),
+                     "user": .string(access.claims.sub)] as [String: JSONValue], status: .created)
+            }
+        api.group("profile").add(middleware: ATHAccessMiddleware(service, scope: "user:profile"))
+            .get { _, context -> Response in
+                try jsonResponse(["user": try context.requireAccess().claims.sub], status: .ok)
+            }
+        return router
+    }
+
+    static func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status) throws -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(value))))
+    }
+}

@@ -1,0 +1,101 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+    name: "swift-ath",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ATHCore", targets: ["ATHCore"]),
+        .library(name: "ATHStore", targets: ["ATHStore"]),
+        .library(name: "ATHServer", targets: ["ATHServer"]),
+        .library(name: "ATHAgent", targets: ["ATHAgent"]),
+        .executable(name: "ath", targets: ["ath"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // The protocol itself: messages, signatures, tokens, state machines. No I/O.
+        .target(
+            name: "ATHCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
+        // Durable state behind one protocol: SQLite (GRDB) by default.
+        .target(
+            name: "ATHStore",
+            dependencies: [
+                "ATHCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        // Server SDK: Hummingbird routes for the handshake and the middleware that guards an API.
+        .target(
+            name: "ATHServer",
+            dependencies: [
+                "ATHCore", "ATHStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Agent SDK: async/await client of the handshake and of protected APIs.
+        .target(
+            name: "ATHAgent",
+            dependencies: [
+                "ATHCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+        // The seed-001 scenario: a shopping platform and its assistant.
+        .target(
+            name: "ShoppingExample",
+            dependencies: ["ATHCore", "ATHServer", "ATHAgent", "ATHStore"],
+            path: "Examples/Shopping",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ath",
+            dependencies: [
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ATHCoreTests",
+            dependencies: ["ATHCore"],
+            resources: [.copy("Vectors")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ATHIntegrationTests",
+            dependencies: [
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,73 @@
+import ATHCore
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+
+/// An established grant: sends API requests with the access token and a fresh proof of
+/// possession each, and renews the token before it expires (never past the grant).
+public actor ATHSession {
+    public private(set) var grant: EstablishedGrant
+    let transport: HTTPTransport
+    let clock: @Sendable () -> Date
+    /// Renew when the token has less than this many seconds left.
+    public var renewalMargin: Int64 = 60
+
+    init(grant: EstablishedGrant, transport: HTTPTransport, clock: @escaping @Sendable () -> Date) {
+        self.grant = grant
+        self.transport = transport
+        self.clock = clock
+    }
+
+    public struct Response: Sendable {
+        public var status: Int
+        public var body: Data
+
+        public func json() throws -> JSONValue { try JSONValue.parse(body) }
+    }
+
+    /// Sends `method target` with the token and proof. An ATH refusal throws `ATHError`; any
+    /// other answer (including the application's own errors) is returned.
+    public func send(_ method: String, _ target: String, json body: JSONValue? = nil) async throws -> Response {
+        try await renewIfDue()
+        let bytes = try body.map { try JSONEncoder().encode($0) } ?? Data()
+        let reply = try await transport.send(
+            HTTPMethod(rawValue: method), target, body: body == nil ? nil : bytes, headers: authHeaders(method, target, bytes))
+        if reply.status >= 400, let err = try? JSONDecoder().decode(ATHErrorBody.self, from: reply.body),
+            ATHError.Code(rawValue: err.code) != nil
+        {
+            throw err.error
+        }
+        return Response(status: reply.status, body: reply.body)
+    }
+
+    public func get(_ target: String) async throws -> Response { try await send("GET", target) }
+    public func post(_ target: String, json: JSONValue) async throws -> Response { try await send("POST", target, json: json) }
+
+    /// Headers for a request; exposed so that other transports (and tests) can build them.
+    public func authHeaders(_ method: String, _ target: String, _ body: Data) -> [(String, String)] {
+        let proof = PossessionProof.make(
+            key: grant.secrets.proofKey, method: method, target: target, body: body, token: grant.accessToken, now: clock())
+        return [("authorization", "Bearer \(grant.accessToken)"), (PossessionProof.header, proof.headerValue)]
+    }
+
+    /// Gets a new access token within the grant (no user interaction).
+    public func renew() async throws {
+        let reply = try await transport.send(.POST, "/ath/token/renew", headers: authHeaders("POST", "/ath/token/renew", Data()))
+        try HTTPTransport.throwIfError(reply)
+        let renewed = try JSONDecoder().decode(RenewedToken.self, from: reply.body)
+        grant.accessToken = renewed.access_token
+        grant.tokenExpiresAt = renewed.token_expires_at
+    }
+
+    private func renewIfDue() async throws {
+        let now = Freshness.unix(clock())
+        if grant.tokenExpiresAt - now < renewalMargin && grant.tokenExpiresAt < grant.grantExpiresAt {
+            try await renew()
+        }
+    }
+
+    struct RenewedToken: Decodable {
+        var access_token: String
+        var token_expires_at: Int64
+    }
+}

@@ -1,0 +1,123 @@
+/// Every refusal the protocol can produce, with its HTTP status and whether a retry can help.
+///
+/// One catalogue serves the server (which renders it as `{code, message, ...}`), the agent SDK
+/// (which maps the JSON back to this type) and docs/PROTOCOL.md (which lists it), so a code
+/// never means two things.
+public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: String, Sendable, Codable, CaseIterable {
+        // Message level, any step.
+        case malformedMessage = "MALFORMED_MESSAGE"
+        case payloadTooLarge = "PAYLOAD_TOO_LARGE"
+        case unsupportedVersion = "UNSUPPORTED_VERSION"
+        case unsupportedAlgorithm = "UNSUPPORTED_ALGORITHM"
+        case timestampOutOfRange = "TIMESTAMP_OUT_OF_RANGE"
+        case nonceReplayed = "NONCE_REPLAYED"
+        // Handshake identity, steps 1-4.
+        case invalidSignature = "INVALID_SIGNATURE"
+        case unknownIdentity = "UNKNOWN_IDENTITY"
+        case keyMismatch = "KEY_MISMATCH"
+        case downgradeDetected = "DOWNGRADE_DETECTED"
+        // Handshake flow.
+        case handshakeNotFound = "HANDSHAKE_NOT_FOUND"
+        case unexpectedMessage = "UNEXPECTED_MESSAGE"
+        case handshakeExpired = "HANDSHAKE_EXPIRED"
+        case handshakeFailed = "HANDSHAKE_FAILED"
+        // Scope request and the user, steps 5-8.
+        case invalidUserCredential = "INVALID_USER_CREDENTIAL"
+        case userCredentialExpired = "USER_CREDENTIAL_EXPIRED"
+        case credentialClientMismatch = "CREDENTIAL_CLIENT_MISMATCH"
+        case scopeNotSupported = "SCOPE_NOT_SUPPORTED"
+        case scopeExceedsCredential = "SCOPE_EXCEEDS_CREDENTIAL"
+        case confirmationPending = "CONFIRMATION_PENDING"
+        case confirmationTimeout = "CONFIRMATION_TIMEOUT"
+        case userDenied = "USER_DENIED"
+        case noScopesGranted = "NO_SCOPES_GRANTED"
+        case confirmationNotFound = "CONFIRMATION_NOT_FOUND"
+        case userAuthenticationFailed = "USER_AUTHENTICATION_FAILED"
+        // Access to the protected API.
+        case tokenMissing = "TOKEN_MISSING"
+        case tokenInvalid = "TOKEN_INVALID"
+        case tokenExpired = "TOKEN_EXPIRED"
+        case tokenRevoked = "TOKEN_REVOKED"
+        case grantExpired = "GRANT_EXPIRED"
+        case proofMissing = "PROOF_MISSING"
+        case proofInvalid = "PROOF_INVALID"
+        case proofReplayed = "PROOF_REPLAYED"
+        case scopeInsufficient = "SCOPE_INSUFFICIENT"
+        case rateLimited = "RATE_LIMITED"
+        case amountLimitExceeded = "AMOUNT_LIMIT_EXCEEDED"
+        case ipNotAllowed = "IP_NOT_ALLOWED"
+        case outsideAccessTime = "OUTSIDE_ACCESS_TIME"
+        case internalError = "INTERNAL_ERROR"
+    }
+
+    public var code: Code
+    public var message: String
+    /// The handshake step that failed, when the error is a handshake refusal.
+    public var step: Int?
+
+    public init(_ code: Code, _ message: String, step: Int? = nil) {
+        self.code = code
+        self.message = message
+        self.step = step
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+
+    public var httpStatus: Int { code.httpStatus }
+    public var retryable: Bool { code.retryable }
+}
+
+extension ATHError.Code {
+    public var httpStatus: Int {
+        switch self {
+        case .malformedMessage, .unsupportedVersion, .unsupportedAlgorithm, .scopeNotSupported: 400
+        case .payloadTooLarge: 413
+        case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
+            .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
+            .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
+            .proofReplayed:
+            401
+        case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
+            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime:
+            403
+        case .handshakeNotFound, .confirmationNotFound: 404
+        case .confirmationTimeout: 408
+        case .unexpectedMessage: 409
+        case .handshakeExpired, .handshakeFailed: 410
+        case .confirmationPending: 202
+        case .rateLimited: 429
+        case .internalError: 500
+        }
+    }
+
+    /// Whether repeating the same request later can succeed without changing it.
+    public var retryable: Bool {
+        switch self {
+        case .confirmationPending, .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime:
+            true
+        default: false
+        }
+    }
+}
+
+/// The JSON body of every error response: `{code, message, step?, retryable}`.
+public struct ATHErrorBody: Codable, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public var step: Int?
+    public var retryable: Bool
+
+    public init(_ error: ATHError) {
+        code = error.code.rawValue
+        message = error.message
+        step = error.step
+        retryable = error.retryable
+    }
+
+    /// The typed error; an unknown code from a newer peer maps to INTERNAL_ERROR, keeping its text.
+    public var error: ATHError {
+        let known = ATHError.Code(rawValue: code)
+        return ATHError(known ?? .internalError, known == nil ? "\(code): \(message)" : message, step: step)
+    }
+}

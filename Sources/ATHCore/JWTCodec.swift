@@ -1,0 +1,85 @@
+import Crypto
+import Foundation
+import JWTKit
+
+/// Signs and verifies the protocol's JWTs (user credential, access token, user request) with
+/// jwt-kit, adding what jwt-kit leaves to the caller: the `typ` that keeps one kind of token
+/// from being accepted as another, and an `alg` that must match the key.
+public struct JWTCodec: Sendable {
+    let keys: JWTKeyCollection
+    public let algorithm: SignatureAlgorithm
+    public let kid: String
+
+    public init(key: PrivateKey) async throws {
+        keys = JWTKeyCollection()
+        algorithm = key.algorithm
+        kid = key.publicKey.thumbprint
+        switch key {
+        case .p256(let k): await keys.add(ecdsa: try ES256PrivateKey(backing: k))
+        case .ed25519(let k): await keys.add(eddsa: EdDSA.PrivateKey(backing: k))
+        }
+    }
+
+    public init(verifying key: PublicKey) async throws {
+        keys = JWTKeyCollection()
+        algorithm = key.algorithm
+        kid = key.thumbprint
+        switch key {
+        case .p256(let k): await keys.add(ecdsa: try ES256PublicKey(backing: k))
+        case .ed25519(let k): await keys.add(eddsa: EdDSA.PublicKey(backing: k))
+        }
+    }
+
+    public func sign(_ payload: some JWTPayload, typ: String) async throws -> String {
+        var header = JWTHeader()
+        header.typ = typ
+        header.kid = kid
+        header.alg = algorithm.rawValue
+        return try await keys.sign(payload, header: header)
+    }
+
+    /// Verifies the signature, the `typ` and the `alg`; claims are the caller's to check.
+    public func verify<P: JWTPayload>(_ token: String, as type: P.Type, typ: String, error code: ATHError.Code) async throws -> P {
+        let header = try Self.header(of: token, error: code)
+        guard header.typ == typ else {
+            throw ATHError(code, "token type is '\(header.typ ?? "none")', expected '\(typ)'")
+        }
+        guard header.alg == algorithm.rawValue else {
+            throw ATHError(code, "token algorithm '\(header.alg ?? "none")' does not match the key")
+        }
+        do {
+            return try await keys.verify(token, as: P.self)
+        } catch let e as ATHError {
+            throw e
+        } catch {
+            throw ATHError(code, "token signature or encoding is invalid")
+        }
+    }
+
+    /// The unverified header: only to choose a key, never to trust.
+    public static func header(of token: String, error code: ATHError.Code) throws -> JWTHeader {
+        guard token.utf8.count <= 16 * 1024, token.split(separator: ".", omittingEmptySubsequences: false).count == 3
+        else { throw ATHError(code, "not a compact JWS") }
+        do {
+            return try DefaultJWTParser().parse(Array(token.utf8), as: OpaquePayload.self).header
+        } catch {
+            throw ATHError(code, "token header or payload is not valid JSON")
+        }
+    }
+
+    /// The unverified claims: only to find the issuer's key, never to trust.
+    public static func unverifiedClaims<P: JWTPayload>(of token: String, as type: P.Type, error code: ATHError.Code) throws -> P {
+        _ = try header(of: token, error: code)
+        do {
+            return try DefaultJWTParser().parse(Array(token.utf8), as: P.self).payload
+        } catch {
+            throw ATHError(code, "token claims are malformed")
+        }
+    }
+}
+
+struct OpaquePayload: JWTPayload {
+    init(from decoder: any Decoder) throws {}
+    func encode(to encoder: any Encoder) throws {}
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}

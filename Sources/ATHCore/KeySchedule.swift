@@ -1,0 +1,108 @@
+import Crypto
+import Foundation
+
+/// The step-9 key exchange and what is derived from it.
+///
+/// Both sides contribute an ephemeral key (the client in step 5, the server in step 9), so the
+/// secrets are forward-secret; HKDF-SHA256 with the transcript hash through step 8 as salt binds
+/// them to this handshake. Outputs, each 32 bytes unless noted, by `info` label:
+/// "ath/0.1 pop" (request proof key), "ath/0.1 c2s" and "ath/0.1 s2c" (session-layer keys, one
+/// per direction), "ath/0.1 sid" (16 bytes, the session id).
+public enum KeyExchangeAlgorithm: String, Sendable, Codable, CaseIterable {
+    case ecdhP256 = "ECDH-P256"
+    case x25519 = "X25519"
+}
+
+/// One side's ephemeral private key.
+public enum EphemeralKey: Sendable {
+    case p256(P256.KeyAgreement.PrivateKey)
+    case x25519(Curve25519.KeyAgreement.PrivateKey)
+
+    public static func generate(_ alg: KeyExchangeAlgorithm) -> EphemeralKey {
+        switch alg {
+        case .ecdhP256: .p256(P256.KeyAgreement.PrivateKey())
+        case .x25519: .x25519(Curve25519.KeyAgreement.PrivateKey())
+        }
+    }
+
+    public var algorithm: KeyExchangeAlgorithm {
+        switch self {
+        case .p256: .ecdhP256
+        case .x25519: .x25519
+        }
+    }
+
+    /// base64url of the uncompressed P-256 point or the raw X25519 key.
+    public var publicKey: String {
+        switch self {
+        case .p256(let k): Base64URL.encode(k.publicKey.x963Representation)
+        case .x25519(let k): Base64URL.encode(k.publicKey.rawRepresentation)
+        }
+    }
+
+    /// The raw representation, kept while a handshake waits (server side: never; client: in memory).
+    public var rawRepresentation: Data {
+        switch self {
+        case .p256(let k): k.rawRepresentation
+        case .x25519(let k): k.rawRepresentation
+        }
+    }
+
+    public init(alg: KeyExchangeAlgorithm, raw: Data) throws {
+        switch alg {
+        case .ecdhP256: self = .p256(try P256.KeyAgreement.PrivateKey(rawRepresentation: raw))
+        case .x25519: self = .x25519(try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: raw))
+        }
+    }
+
+    public func sharedSecret(with peer: String) throws -> SharedSecret {
+        guard let raw = Base64URL.decode(peer) else {
+            throw ATHError(.malformedMessage, "key share is not base64url")
+        }
+        do {
+            switch self {
+            case .p256(let k):
+                return try k.sharedSecretFromKeyAgreement(with: P256.KeyAgreement.PublicKey(x963Representation: raw))
+            case .x25519(let k):
+                return try k.sharedSecretFromKeyAgreement(with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw))
+            }
+        } catch {
+            throw ATHError(.malformedMessage, "key share is not a valid \(algorithm.rawValue) public key")
+        }
+    }
+}
+
+/// The secrets one handshake yields.
+public struct SessionSecrets: Sendable, Equatable {
+    public var sessionID: String
+    public var proofKey: SymmetricKey
+    public var clientToServer: SymmetricKey
+    public var serverToClient: SymmetricKey
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.sessionID == b.sessionID && a.proofKey == b.proofKey && a.clientToServer == b.clientToServer
+            && a.serverToClient == b.serverToClient
+    }
+
+    public init(shared: SharedSecret, transcriptHash: Data) {
+        func derive(_ label: String, _ count: Int = 32) -> SymmetricKey {
+            shared.hkdfDerivedSymmetricKey(
+                using: SHA256.self, salt: transcriptHash, sharedInfo: Data(label.utf8), outputByteCount: count)
+        }
+        sessionID = Base64URL.encode(derive("ath/0.1 sid", 16).withUnsafeBytes { Data($0) })
+        proofKey = derive("ath/0.1 pop")
+        clientToServer = derive("ath/0.1 c2s")
+        serverToClient = derive("ath/0.1 s2c")
+    }
+
+    public init(sessionID: String, proofKey: SymmetricKey, clientToServer: SymmetricKey, serverToClient: SymmetricKey) {
+        self.sessionID = sessionID
+        self.proofKey = proofKey
+        self.clientToServer = clientToServer
+        self.serverToClient = serverToClient
+    }
+}
+
+extension SymmetricKey {
+    public var bytes: Data { withUnsafeBytes { Data($0) } }
+}

@@ -1,0 +1,84 @@
+/// What a server decides on its own side of the trusted handshake (the "server authorization").
+public struct ServerPolicy: Sendable, Codable, Equatable {
+    public var scopesSupported: [String]
+    /// The longest grant (and session) the server gives, in seconds; tokens are renewed within it.
+    public var tokenMaxTTL: Int
+    /// Whether steps 6-7 run. When false, the user's pre-authorization credential alone is the
+    /// user's consent; the server may only turn this off for scopes it deems low risk.
+    public var requireUserConfirmation: Bool
+    /// Seconds the user has to answer a confirmation request (then CONFIRMATION_TIMEOUT).
+    public var confirmationTimeout: Int
+    /// Seconds a handshake may wait between steps before it expires.
+    public var handshakeTimeout: Int
+    /// Restrictions attached to every grant.
+    public var restrictions: Restrictions
+    /// Scopes the server refuses to delegate to agents, with the reason shown in scopes_denied.
+    public var deniedScopes: [String: String]
+    /// When true, a did:ath client must be registered with its key; did:key clients always carry theirs.
+    public var requireRegisteredClients: Bool
+
+    public init(
+        scopesSupported: [String], tokenMaxTTL: Int = 7200, requireUserConfirmation: Bool = true,
+        confirmationTimeout: Int = 120, handshakeTimeout: Int = 600, restrictions: Restrictions = Restrictions(),
+        deniedScopes: [String: String] = [:], requireRegisteredClients: Bool = false
+    ) {
+        self.scopesSupported = scopesSupported
+        self.tokenMaxTTL = tokenMaxTTL
+        self.requireUserConfirmation = requireUserConfirmation
+        self.confirmationTimeout = confirmationTimeout
+        self.handshakeTimeout = handshakeTimeout
+        self.restrictions = restrictions
+        self.deniedScopes = deniedScopes
+        self.requireRegisteredClients = requireRegisteredClients
+    }
+
+    public var metadata: IdentityMetadata {
+        IdentityMetadata(
+            scopes_supported: scopesSupported, token_max_ttl: tokenMaxTTL, require_user_confirmation: requireUserConfirmation)
+    }
+}
+
+/// The server's identity: its DID and one signing key per algorithm it offers.
+public struct ServerIdentity: Sendable {
+    public var did: DID
+    public var keys: [PrivateKey]
+
+    public init(did: DID, keys: [PrivateKey]) {
+        precondition(!keys.isEmpty, "a server needs at least one signing key")
+        self.did = did
+        self.keys = keys
+    }
+
+    func key(for alg: SignatureAlgorithm) -> PrivateKey? { keys.first { $0.algorithm == alg } }
+
+    /// The key that signs access tokens: ES256 when the server has one (every peer can check it).
+    public var tokenKey: PrivateKey { key(for: .es256) ?? keys[0] }
+}
+
+/// Version and algorithm negotiation (steps 1-2).
+public enum Negotiation {
+    public static let supportedVersions = ["0.1"]
+
+    /// The highest version both sides speak; none is a refusal, never a silent fallback.
+    public static func version(offered: [String], supported: [String] = supportedVersions) throws -> String {
+        let common = offered.filter(supported.contains)
+        guard let best = common.max(by: { compare($0, $1) }) else {
+            throw ATHError(.unsupportedVersion, "no common protocol version; this server speaks \(supported.joined(separator: ", "))", step: 1)
+        }
+        return best
+    }
+
+    static func compare(_ a: String, _ b: String) -> Bool {
+        let x = a.split(separator: ".").map { Int($0) ?? 0 }
+        let y = b.split(separator: ".").map { Int($0) ?? 0 }
+        return x.lexicographicallyPrecedes(y)
+    }
+
+    /// The strongest signature algorithm the client offers and the server has a key for.
+    public static func algorithm(offered: [String], available: [SignatureAlgorithm]) throws -> SignatureAlgorithm {
+        for alg in SignatureAlgorithm.preference where offered.contains(alg.rawValue) && available.contains(alg) {
+            return alg
+        }
+        throw ATHError(.unsupportedAlgorithm, "no common signature algorithm (ES256 is mandatory)", step: 1)
+    }
+}

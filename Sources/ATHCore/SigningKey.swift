@@ -1,0 +1,146 @@
+import Crypto
+import CryptoExtras
+import Foundation
+
+/// A public key of a peer: an agent, a server or a user.
+///
+/// Keys travel as PEM (SubjectPublicKeyInfo) in handshake messages and as JWK in registries;
+/// both forms of the same key are one value.
+public enum PublicKey: Sendable, Hashable {
+    case p256(P256.Signing.PublicKey)
+    case ed25519(Curve25519.Signing.PublicKey)
+
+    public var algorithm: SignatureAlgorithm {
+        switch self {
+        case .p256: .es256
+        case .ed25519: .edDSA
+        }
+    }
+
+    public init(pem: String) throws {
+        if let key = try? P256.Signing.PublicKey(pemRepresentation: pem) {
+            self = .p256(key)
+        } else if let key = try? Curve25519.Signing.PublicKey(pemRepresentation: pem) {
+            self = .ed25519(key)
+        } else {
+            throw ATHError(.unsupportedAlgorithm, "public key is not a P-256 or Ed25519 SubjectPublicKeyInfo PEM")
+        }
+    }
+
+    public var pem: String {
+        switch self {
+        case .p256(let k): k.pemRepresentation
+        case .ed25519(let k): k.pemRepresentation
+        }
+    }
+
+    /// Verifies a raw signature (R||S for ES256, 64 bytes for EdDSA) over `message`.
+    public func isValidSignature(_ signature: some DataProtocol, for message: some DataProtocol) -> Bool {
+        switch self {
+        case .p256(let k):
+            guard let sig = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+            return k.isValidSignature(sig, for: SHA256.hash(data: Data(message)))
+        case .ed25519(let k):
+            return k.isValidSignature(Data(signature), for: Data(message))
+        }
+    }
+
+    /// The JWK (RFC 7517) form, public members only.
+    public var jwk: JWK {
+        switch self {
+        case .p256(let k):
+            let raw = k.rawRepresentation
+            return JWK(kty: "EC", crv: "P-256", x: Base64URL.encode(raw.prefix(32)), y: Base64URL.encode(raw.suffix(32)))
+        case .ed25519(let k):
+            return JWK(kty: "OKP", crv: "Ed25519", x: Base64URL.encode(k.rawRepresentation), y: nil)
+        }
+    }
+
+    public init(jwk: JWK) throws {
+        switch (jwk.kty, jwk.crv) {
+        case ("EC", "P-256"):
+            guard let x = Base64URL.decode(jwk.x), let y = jwk.y.flatMap(Base64URL.decode), x.count == 32, y.count == 32,
+                let key = try? P256.Signing.PublicKey(rawRepresentation: x + y)
+            else { throw ATHError(.malformedMessage, "invalid P-256 JWK") }
+            self = .p256(key)
+        case ("OKP", "Ed25519"):
+            guard let x = Base64URL.decode(jwk.x), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: x)
+            else { throw ATHError(.malformedMessage, "invalid Ed25519 JWK") }
+            self = .ed25519(key)
+        default:
+            throw ATHError(.unsupportedAlgorithm, "JWK \(jwk.kty)/\(jwk.crv ?? "-") is not supported")
+        }
+    }
+
+    /// RFC 7638 thumbprint: the key identifier (kid) used in JWT headers.
+    public var thumbprint: String {
+        let canonical = try! CanonicalJSON.bytes(of: jwk)
+        return Base64URL.encode(Data(SHA256.hash(data: canonical)))
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.pem == b.pem }
+    public func hash(into h: inout Hasher) { h.combine(pem) }
+}
+
+/// A JSON Web Key holding a public EC or OKP key.
+public struct JWK: Codable, Sendable, Hashable {
+    public var kty: String
+    public var crv: String?
+    public var x: String
+    public var y: String?
+
+    public init(kty: String, crv: String?, x: String, y: String?) {
+        self.kty = kty
+        self.crv = crv
+        self.x = x
+        self.y = y
+    }
+}
+
+/// A private signing key held by one party.
+public enum PrivateKey: Sendable {
+    case p256(P256.Signing.PrivateKey)
+    case ed25519(Curve25519.Signing.PrivateKey)
+
+    public static func generate(_ algorithm: SignatureAlgorithm = .es256) -> PrivateKey {
+        switch algorithm {
+        case .es256: .p256(P256.Signing.PrivateKey())
+        case .edDSA: .ed25519(Curve25519.Signing.PrivateKey())
+        }
+    }
+
+    public var algorithm: SignatureAlgorithm { publicKey.algorithm }
+
+    public var publicKey: PublicKey {
+        switch self {
+        case .p256(let k): .p256(k.publicKey)
+        case .ed25519(let k): .ed25519(k.publicKey)
+        }
+    }
+
+    /// PKCS#8 PEM, the file format of `ath keygen`.
+    public var pem: String {
+        switch self {
+        case .p256(let k): k.pemRepresentation
+        case .ed25519(let k): k.pemRepresentation
+        }
+    }
+
+    public init(pem: String) throws {
+        if let key = try? P256.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .p256(key)
+        } else if let key = try? Curve25519.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .ed25519(key)
+        } else {
+            throw ATHError(.unsupportedAlgorithm, "private key is not a P-256 or Ed25519 PKCS#8 PEM")
+        }
+    }
+
+    /// A raw signature: R||S (64 bytes) for ES256, as JOSE encodes it; 64 bytes for EdDSA.
+    public func signature(for message: some DataProtocol) throws -> Data {
+        switch self {
+        case .p256(let k): try k.signature(for: SHA256.hash(data: Data(message))).rawRepresentation
+        case .ed25519(let k): try k.signature(for: Data(message))
+        }
+    }
+}

@@ -1,0 +1,24 @@
+import Foundation
+
+/// The user's answer to a step-6 request, signed by the user's key (step 7).
+///
+/// The signature covers the step-6 request as received (which carries the hash of the agent's
+/// transcript) and the answer, so an approval cannot be moved to another request or handshake.
+public enum UserConfirmation {
+    public static func answer(
+        _ request: AuthorizationConfirmationRequest, approvedScopes: [String]?, expiresAt: Int64? = nil, key: PrivateKey,
+        now: Date
+    ) throws -> JSONValue {
+        let approved = approvedScopes.map { !$0.isEmpty } ?? false
+        var m7 = AuthorizationConfirmationResponse(
+            request_id: request.request_id, approved: approved, approved_scopes: approvedScopes ?? [],
+            expires_at: expiresAt ?? (request.timestamp + Int64(request.ttl)), signature: "", timestamp: Freshness.unix(now))
+        var transcript = Transcript()
+        transcript.append(try JSONValue.of(request))
+        m7.signature = try SigningInput(
+            .userConfirmation, client: request.client_did, server: request.server_did, user: request.user_did,
+            transcriptHash: transcript.hash(including: JSONValue.of(m7).withoutSignature())
+        ).sign(with: key)
+        return try JSONValue.of(m7)
+    }
+}

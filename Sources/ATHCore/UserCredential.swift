@@ -1,0 +1,85 @@
+import Foundation
+import JWTKit
+
+/// The user's pre-authorization (step 0): a JWT the user signs and hands to the agent.
+///
+/// Header: `typ` "ath-user-auth+jwt", `alg` ES256 or EdDSA, `kid` the RFC 7638 thumbprint of
+/// the user's key. Claims map onto the ATH fields: `iss` = user_did, `sub` = client_did,
+/// `scopes`, `exp` = expires_at; `aud` (optional) restricts it to one server; `jti` names it
+/// so that it can be revoked.
+public struct UserCredentialClaims: JWTPayload, Equatable {
+    public var iss: String
+    public var sub: String
+    public var aud: String?
+    public var scopes: [String]
+    public var iat: Int64
+    public var exp: Int64
+    public var jti: String
+
+    public init(iss: String, sub: String, aud: String?, scopes: [String], iat: Int64, exp: Int64, jti: String) {
+        self.iss = iss
+        self.sub = sub
+        self.aud = aud
+        self.scopes = scopes
+        self.iat = iat
+        self.exp = exp
+        self.jti = jti
+    }
+
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+public enum UserCredential {
+    public static let typ = "ath-user-auth+jwt"
+
+    /// Issues a pre-authorization (what `ath user authorize` does).
+    public static func issue(
+        user: DID, key: PrivateKey, client: DID, scopes: [String], validFor seconds: Int, audience: DID? = nil,
+        now: Date = Date()
+    ) async throws -> String {
+        let iat = Int64(now.timeIntervalSince1970)
+        let claims = UserCredentialClaims(
+            iss: user.value, sub: client.value, aud: audience?.value, scopes: scopes, iat: iat, exp: iat + Int64(seconds),
+            jti: Nonce.generate())
+        return try await JWTCodec(key: key).sign(claims, typ: typ)
+    }
+
+    /// Who claims to have issued it and with which key: the server looks the key up with these.
+    public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
+        let claims = try JWTCodec.unverifiedClaims(of: credential, as: UserCredentialClaims.self, error: .invalidUserCredential)
+        let header = try JWTCodec.header(of: credential, error: .invalidUserCredential)
+        guard let user = try? DID(claims.iss) else {
+            throw ATHError(.invalidUserCredential, "credential issuer is not a DID", step: 5)
+        }
+        return (user, header.kid)
+    }
+
+    /// Verifies a credential for one client and one server at `now`.
+    public static func verify(
+        _ credential: String, userKey: PublicKey, client: DID, server: DID, now: Date
+    ) async throws -> UserCredentialClaims {
+        let claims: UserCredentialClaims
+        do {
+            claims = try await JWTCodec(verifying: userKey).verify(
+                credential, as: UserCredentialClaims.self, typ: typ, error: .invalidUserCredential)
+        } catch var e as ATHError {
+            e.step = 5
+            throw e
+        }
+        let t = Int64(now.timeIntervalSince1970)
+        guard claims.exp > t else { throw ATHError(.userCredentialExpired, "the user's credential expired", step: 5) }
+        guard claims.iat <= t + Freshness.maxSkew else {
+            throw ATHError(.invalidUserCredential, "the user's credential is issued in the future", step: 5)
+        }
+        guard claims.sub == client.value else {
+            throw ATHError(.credentialClientMismatch, "the user's credential was issued to another client", step: 5)
+        }
+        if let aud = claims.aud, aud != server.value {
+            throw ATHError(.credentialClientMismatch, "the user's credential is for another server", step: 5)
+        }
+        guard !claims.scopes.isEmpty else {
+            throw ATHError(.invalidUserCredential, "the user's credential delegates no scope", step: 5)
+        }
+        return claims
+    }
+}

@@ -1,0 +1,66 @@
+import ATHCore
+import Foundation
+import Hummingbird
+
+/// Every refusal leaves the server as `{code, message, step?, retryable}` with the code's status;
+/// 401s carry a WWW-Authenticate challenge (RFC 7235).
+extension ATHError: HTTPResponseError {
+    public var status: HTTPResponse.Status { .init(code: httpStatus) }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        if httpStatus == 401 {
+            headers[.wwwAuthenticate] = "ATH realm=\"ath\", error=\"\(code.rawValue)\""
+        }
+        if code == .rateLimited { headers[.retryAfter] = "1" }
+        let body = try JSONEncoder().encode(ATHErrorBody(self))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Converts whatever a handler threw into the documented error shape: never a stack trace,
+/// never Hummingbird's plain-text default.
+public struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as ATHError {
+            throw error
+        } catch let error as HTTPError {
+            switch error.status {
+            case .contentTooLarge: throw ATHError(.payloadTooLarge, "request body is too large")
+            case .notFound: throw ATHError(.handshakeNotFound, "no such endpoint")
+            default: throw ATHError(.malformedMessage, error.body ?? "bad request")
+            }
+        } catch {
+            context.logger.error("unexpected error: \(error)")
+            throw ATHError(.internalError, "the server failed to handle this request")
+        }
+    }
+}
+
+enum JSONResponse {
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = try encoder.encode(value)
+        return Response(
+            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+extension Request {
+    /// The body as JSON, refused with PAYLOAD_TOO_LARGE over `limit` bytes.
+    mutating func json(limit: Int) async throws -> JSONValue {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await collectBody(upTo: limit)
+        } catch {
+            throw ATHError(.payloadTooLarge, "request body is over \(limit) bytes")
+        }
+        return try JSONValue.parse(buffer.readableBytesView)
+    }
+}

@@ -1,0 +1,138 @@
+import ATHCore
+import ATHStore
+import Crypto
+import Foundation
+
+/// The check of every protected request: token, proof of possession, revocation, scope and
+/// restrictions, in that order, failing closed at the first refusal.
+extension ATHService {
+    public struct RequestFacts: Sendable {
+        public var method: String
+        public var target: String
+        public var authorization: String?
+        public var proof: String?
+        public var body: [UInt8]
+        public var remoteAddress: String?
+
+        public init(method: String, target: String, authorization: String?, proof: String?, body: [UInt8], remoteAddress: String?) {
+            self.method = method
+            self.target = target
+            self.authorization = authorization
+            self.proof = proof
+            self.body = body
+            self.remoteAddress = remoteAddress
+        }
+    }
+
+    /// Admits a request needing `scope` (nil: any valid access, as token renewal needs).
+    public func authorize(_ facts: RequestFacts, scope: String?) async throws -> VerifiedAccess {
+        let now = clock()
+        do {
+            let access = try await check(facts, scope: scope, now: now)
+            return access
+        } catch let error as ATHError {
+            try? await audit(
+                "access.refused", actor: facts.remoteAddress ?? "-", subject: "\(facts.method) \(facts.target)",
+                outcome: error.code.rawValue, detail: error.message, at: now)
+            throw error
+        }
+    }
+
+    private func check(_ facts: RequestFacts, scope: String?, now: Date) async throws -> VerifiedAccess {
+        guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
+            throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
+        }
+        let token = String(authorization.dropFirst("Bearer ".count))
+        let claims = try await verifyToken(token, now: now)
+        guard let proofHeader = facts.proof else {
+            throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
+        }
+        let proof = try PossessionProof(headerValue: proofHeader)
+        var state = try await sessionState(claims, now: now)
+        try proof.verify(
+            key: state.proofKey, method: facts.method, target: facts.target, body: facts.body, token: token, now: now)
+        guard proofNonces.insert("\(claims.sid):\(proof.nonce)", expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
+        else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
+        if state.tokenRevoked[claims.jti] == nil {
+            let stored = try await store.token(jti: claims.jti)
+            state.tokenRevoked[claims.jti] = stored?.revokedAt != nil || stored == nil
+            let s = state
+            sessions.withLock { $0[claims.sid] = s }
+        }
+        guard state.tokenRevoked[claims.jti] == false, !state.grant.revoked else {
+            throw ATHError(.tokenRevoked, "this access token or its grant was revoked")
+        }
+        guard state.grant.expiresAt > Freshness.unix(now) else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
+        if let scope, !claims.scopes.contains(scope) {
+            throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
+        }
+        try state.grant.restrictions.checkRequest(from: facts.remoteAddress, at: now)
+        if let rate = state.grant.restrictions.rate_limit {
+            try limiter.admit(state.grant.id, limit: RateLimit(parsing: rate), now: now)
+        }
+        return VerifiedAccess(claims: claims, grant: state.grant)
+    }
+
+    /// Signature and claims; a verified token is remembered until it expires, so the signature
+    /// check runs once per token, not once per request.
+    func verifyToken(_ token: String, now: Date) async throws -> AccessTokenClaims {
+        if let cached = verifiedTokens.withLock({ $0[token] }) {
+            try AccessToken.checkClaims(cached, server: identity.did, now: now)
+            return cached
+        }
+        let verifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
+        let claims = try await verifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
+        try AccessToken.checkClaims(claims, server: identity.did, now: now)
+        verifiedTokens.withLock { cache in
+            if cache.count > 50_000 { cache = cache.filter { $0.value.exp > Freshness.unix(now) } }
+            cache[token] = claims
+        }
+        return claims
+    }
+
+    func sessionState(_ claims: AccessTokenClaims, now: Date) async throws -> SessionState {
+        if let s = sessions.withLock({ $0[claims.sid] }), now.timeIntervalSince(s.loadedAt) < Self.statusCacheSeconds {
+            return s
+        }
+        guard let session = try await store.session(id: claims.sid), session.grantID == claims.gid,
+            let grant = try await store.grant(id: claims.gid)
+        else { throw ATHError(.tokenInvalid, "the token's session is unknown") }
+        let s = SessionState(proofKey: SymmetricKey(data: session.proofKey), grant: grant, tokenRevoked: [:], loadedAt: now)
+        sessions.withLock { $0[claims.sid] = s }
+        return s
+    }
+
+    // MARK: Renewal and revocation
+
+    public struct RenewedToken: Codable, Sendable {
+        public var access_token: String
+        public var token_expires_at: Int64
+    }
+
+    /// A new access token for the same grant and session, without asking the user again; the
+    /// old one is revoked.
+    public func renew(_ access: VerifiedAccess) async throws -> RenewedToken {
+        let now = clock()
+        let t = Freshness.unix(now)
+        let old = access.claims
+        var claims = old
+        claims.iat = t
+        claims.exp = min(access.grant.expiresAt, t + AccessToken.maxLifetime)
+        claims.jti = Nonce.generate()
+        guard claims.exp > t else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
+        let token = try await tokenCodec.sign(claims, typ: AccessToken.typ)
+        try await store.recordToken(StoredToken(jti: claims.jti, grantID: claims.gid, sessionID: claims.sid, issuedAt: t, expiresAt: claims.exp))
+        try await store.revokeToken(jti: old.jti, now: t)
+        sessions.withLock { $0[old.sid]?.tokenRevoked[old.jti] = true }
+        try await audit("token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", at: now)
+        return RenewedToken(access_token: token, token_expires_at: claims.exp)
+    }
+
+    /// Revokes a grant and every token of it; this instance refuses them at once.
+    public func revokeGrant(_ id: String, by actor: String) async throws {
+        let now = clock()
+        try await store.revokeGrant(id: id, now: Freshness.unix(now))
+        sessions.withLock { $0 = $0.filter { $0.value.grant.id != id } }
+        try await audit("grant.revoke", actor: actor, subject: id, outcome: "ok", at: now)
+    }
+}

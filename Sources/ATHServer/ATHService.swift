@@ -1,0 +1,302 @@
+import ATHCore
+import ATHStore
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+/// The server side of ATH without HTTP: the handshake steps, the user's confirmation API and the
+/// check of every protected request. Routes and middleware are thin wrappers around it.
+public final class ATHService: Sendable {
+    public let identity: ServerIdentity
+    public let policy: ServerPolicy
+    public let store: any ATHStore
+    let channel: any UserConfirmationChannel
+    let tokenCodec: JWTCodec
+    let clock: @Sendable () -> Date
+    let limiter = SlidingWindowLimiter()
+    let proofNonces = ReplayCache()
+    let verifiedTokens = Mutex<[String: AccessTokenClaims]>([:])
+    let sessions = Mutex<[String: SessionState]>([:])
+    let logger: Logger
+
+    /// How long a grant/token status read from the store is trusted before it is read again.
+    /// Revocation through this instance is seen at once; through another, within this time.
+    public static let statusCacheSeconds: Double = 2
+
+    struct SessionState {
+        var proofKey: SymmetricKey
+        var grant: Grant
+        var tokenRevoked: [String: Bool]
+        var loadedAt: Date
+    }
+
+    public init(
+        identity: ServerIdentity, policy: ServerPolicy, store: any ATHStore,
+        channel: any UserConfirmationChannel = PullConfirmationChannel(), logger: Logger = Logger(label: "ath.server"),
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) async throws {
+        _ = try policy.restrictions.validated()
+        self.identity = identity
+        self.policy = policy
+        self.store = store
+        self.channel = channel
+        self.clock = clock
+        self.logger = logger
+        tokenCodec = try await JWTCodec(key: identity.tokenKey)
+    }
+
+    // MARK: Handshake, steps 1-4
+
+    public func begin(_ raw: JSONValue) async throws -> JSONValue {
+        let now = clock()
+        let clientDID = raw["client_did"]?.stringValue ?? "?"
+        do {
+            let registered = try await (try? DID(clientDID)).asyncMap { did in
+                did.method == .ath ? try await store.activeKeys(did: did.value).first : nil
+            } ?? nil
+            let (handshake, response) = try ServerHandshake.begin(
+                request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
+            // Step-1 nonces are single-use for as long as their timestamp could pass the check.
+            let fresh = try await store.consumeNonce(
+                "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", expiresAt: Freshness.unix(now) + 2 * Freshness.maxSkew,
+                now: Freshness.unix(now))
+            guard fresh else { throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 1) }
+            try await store.insertHandshake(handshake)
+            try await audit("handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok", at: now)
+            return response
+        } catch let error as ATHError {
+            try? await audit("handshake.start", actor: clientDID, subject: "-", outcome: error.code.rawValue, at: now)
+            throw error
+        }
+    }
+
+    public func identityProof(handshakeID: String, _ raw: JSONValue) async throws -> JSONValue {
+        try await step(handshakeID, event: "handshake.identity") { h, now in
+            try h.receiveIdentityProof(raw, policy: self.policy, now: now)
+        }
+    }
+
+    // MARK: Step 5
+
+    public enum ScopeAnswer: Sendable {
+        case pending(ConfirmationPending)
+        case complete(HandshakeOutcome)
+    }
+
+    public func scopeRequest(handshakeID: String, _ raw: JSONValue) async throws -> ScopeAnswer {
+        let now = clock()
+        var stored = try await load(handshakeID)
+        var h = stored.handshake
+        do {
+            let m5 = try h.receiveScopeRequest(raw, policy: policy, now: now)
+            let claims = try await verifyCredential(m5.user_authorization.credential, client: h.clientDID, now: now)
+            let info = try await clientInfo(h.clientDID)
+            if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, now: now) {
+                try await save(h, revision: stored.revision, event: "handshake.scope_request", outcome: "awaiting_user", now: now)
+                await channel.deliver(confirmation)
+                return .pending(pending(confirmation))
+            }
+            stored.handshake = h
+            return .complete(try await complete(stored, now: now, event: "handshake.scope_request"))
+        } catch let error as ATHError {
+            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.scope_request", now: now)
+            throw error
+        }
+    }
+
+    /// The agent's wait for steps 6-7: answers at once when decided, else polls the store
+    /// (so that a confirmation taken by another instance is seen) for up to `wait` seconds.
+    public func result(handshakeID: String, wait: Double) async throws -> ScopeAnswer {
+        let deadline = clock().addingTimeInterval(min(max(wait, 0), 30))
+        while true {
+            let now = clock()
+            var stored = try await load(handshakeID)
+            if stored.handshake.expireIfDue(now: now) {
+                try await store.updateHandshake(
+                    stored.handshake, expectedRevision: stored.revision, completion: nil,
+                    audit: [AuditEvent(at: Freshness.unix(now), event: "handshake.timeout", actor: "server", subject: handshakeID, outcome: stored.handshake.failure?.code ?? "")])
+                stored = try await load(handshakeID)
+            }
+            let h = stored.handshake
+            switch h.state {
+            case .completed:
+                if let outcome = h.outcome { return .complete(outcome) }
+            case .failed:
+                throw h.failure?.error ?? ATHError(.handshakeFailed, "the handshake failed")
+            case .awaitingConfirmation:
+                if now >= deadline, let c = h.confirmation { return .pending(pending(c)) }
+            default:
+                throw ATHError(.unexpectedMessage, "the scope request has not been sent", step: 8)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    func pending(_ c: AuthorizationConfirmationRequest) -> ConfirmationPending {
+        ConfirmationPending(handshake_id: c.handshake_id, request_id: c.request_id, expires_at: c.expires_at, poll_interval: 1)
+    }
+
+    // MARK: Steps 6-7, the user's side
+
+    /// Pending requests for the user who signed `authorization` (the `ATH-User` JWT).
+    public func pendingConfirmations(authorization: String) async throws -> [AuthorizationConfirmationRequest] {
+        let now = clock()
+        let user = try await authenticateUser(authorization, now: now)
+        return try await store.pendingConfirmations(userDID: user.value, now: Freshness.unix(now)).compactMap(\.confirmation)
+    }
+
+    public struct ConfirmationReceipt: Codable, Sendable {
+        public var request_id: String
+        public var status: String
+        public var grant_id: String?
+    }
+
+    public func confirm(requestID: String, _ raw: JSONValue) async throws -> ConfirmationReceipt {
+        let now = clock()
+        guard var stored = try await store.handshake(requestID: requestID) else {
+            throw ATHError(.confirmationNotFound, "no confirmation request \(requestID)", step: 7)
+        }
+        var h = stored.handshake
+        guard let user = h.scopeRequest?.userDID else { throw ATHError(.confirmationNotFound, "no user for this request", step: 7) }
+        do {
+            let keys = try await userKeys(user)
+            var lastError = ATHError(.userAuthenticationFailed, "the user has no active key", step: 7)
+            var accepted = false
+            for key in keys {
+                var attempt = h
+                do {
+                    try attempt.receiveConfirmation(raw, userKey: key, now: now)
+                    h = attempt
+                    accepted = true
+                    break
+                } catch let e as ATHError where e.code == .invalidSignature {
+                    lastError = e
+                }
+            }
+            guard accepted else { throw lastError }
+            stored.handshake = h
+            let outcome = try await complete(stored, now: now, event: "handshake.user_approved")
+            let grantID = outcome.handshake_complete["grant_id"]?.stringValue
+            return ConfirmationReceipt(request_id: requestID, status: "approved", grant_id: grantID)
+        } catch let error as ATHError {
+            if error.code == .unexpectedMessage || error.code == .confirmationNotFound { throw error }
+            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.user_decision", now: now)
+            if error.code == .userDenied {
+                return ConfirmationReceipt(request_id: requestID, status: "denied", grant_id: nil)
+            }
+            throw error
+        }
+    }
+
+    // MARK: Shared step plumbing
+
+    private func step(_ id: String, event: String, _ body: (inout ServerHandshake, Date) throws -> JSONValue) async throws -> JSONValue {
+        let now = clock()
+        let stored = try await load(id)
+        var h = stored.handshake
+        do {
+            let reply = try body(&h, now)
+            try await save(h, revision: stored.revision, event: event, outcome: "ok", now: now)
+            return reply
+        } catch let error as ATHError {
+            try await saveFailure(&h, error, revision: stored.revision, event: event, now: now)
+            throw error
+        }
+    }
+
+    private func complete(_ stored: StoredHandshake, now: Date, event: String) async throws -> HandshakeOutcome {
+        var h = stored.handshake
+        let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
+        let g = completion.grant
+        try await store.updateHandshake(
+            h, expectedRevision: stored.revision, completion: completion,
+            audit: [
+                AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
+                AuditEvent(
+                    at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
+                    detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
+            ])
+        return completion.outcome
+    }
+
+    private func save(_ h: ServerHandshake, revision: Int, event: String, outcome: String, now: Date) async throws {
+        try await store.updateHandshake(
+            h, expectedRevision: revision, completion: nil,
+            audit: [AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome)])
+    }
+
+    /// Persists a refusal that ended the handshake; an out-of-order message changes nothing.
+    private func saveFailure(_ h: inout ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async throws {
+        if h.state != .failed { return }
+        try? await store.updateHandshake(
+            h, expectedRevision: revision, completion: nil,
+            audit: [
+                AuditEvent(
+                    at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
+                    detail: error.message)
+            ])
+    }
+
+    private func load(_ id: String) async throws -> StoredHandshake {
+        guard id.utf8.count <= 128, let stored = try await store.handshake(id: id) else {
+            throw ATHError(.handshakeNotFound, "no handshake with this id")
+        }
+        return stored
+    }
+
+    func audit(_ event: String, actor: String, subject: String, outcome: String, detail: String = "", at: Date) async throws {
+        try await store.appendAudit([
+            AuditEvent(at: Freshness.unix(at), event: event, actor: actor, subject: subject, outcome: outcome, detail: detail)
+        ])
+    }
+
+    // MARK: Keys and identities
+
+    /// The user's keys: the registry's active keys for did:ath, the embedded key for did:key.
+    func userKeys(_ user: DID) async throws -> [PublicKey] {
+        if let key = try user.embeddedKey() { return [key] }
+        return try await store.activeKeys(did: user.value)
+    }
+
+    func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
+        let (user, kid) = try UserCredential.issuer(of: credential)
+        let keys = try await userKeys(user).filter { kid == nil || $0.thumbprint == kid }
+        guard let key = keys.first else {
+            throw ATHError(.invalidUserCredential, "no active key of \(user) signs this credential", step: 5)
+        }
+        return try await UserCredential.verify(credential, userKey: key, client: client, server: identity.did, now: now)
+    }
+
+    func authenticateUser(_ authorization: String, now: Date) async throws -> DID {
+        let prefix = UserRequestToken.scheme + " "
+        guard authorization.hasPrefix(prefix) else {
+            throw ATHError(.userAuthenticationFailed, "expected Authorization: \(UserRequestToken.scheme) <jwt>")
+        }
+        let token = String(authorization.dropFirst(prefix.count))
+        let header = try JWTCodec.header(of: token, error: .userAuthenticationFailed)
+        let unverified = try JWTCodec.unverifiedClaims(of: token, as: UserRequestClaims.self, error: .userAuthenticationFailed)
+        guard let user = try? DID(unverified.iss),
+            let key = try await userKeys(user).first(where: { $0.thumbprint == header.kid })
+        else { throw ATHError(.userAuthenticationFailed, "unknown user or key") }
+        let claims = try await UserRequestToken.verify(token, key: key, server: identity.did, now: now)
+        guard try await store.consumeNonce("user-req:\(claims.jti)", expiresAt: claims.exp, now: Freshness.unix(now)) else {
+            throw ATHError(.userAuthenticationFailed, "this user request token was already used")
+        }
+        return user
+    }
+
+    func clientInfo(_ client: DID) async throws -> ClientInfo {
+        if let account = try await store.account(did: client.value) {
+            return ClientInfo(name: account.name, developer: account.developer ?? "unknown developer")
+        }
+        return ClientInfo(name: client.value, developer: "unregistered agent")
+    }
+}
+
+extension Optional {
+    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}

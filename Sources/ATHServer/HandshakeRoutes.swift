@@ -1,0 +1,66 @@
+import ATHCore
+import Foundation
+import Hummingbird
+
+/// The HTTP binding of the handshake (docs/PROTOCOL.md, "HTTP binding").
+///
+/// POST /ath/handshake                       step 1 -> step 2
+/// POST /ath/handshake/{id}/identity         step 3 -> step 4
+/// POST /ath/handshake/{id}/scope            step 5 -> 202 pending, or 200 steps 8+9
+/// GET  /ath/handshake/{id}/result?wait=N    202 pending, or 200 steps 8+9, or the error
+/// GET  /ath/confirmations                   the user's pending step-6 requests (ATH-User auth)
+/// POST /ath/confirmations/{request_id}      step 7
+/// POST /ath/token/renew                     a new access token within the grant
+public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
+    let service: ATHService
+    public static var bodyLimit: Int { 64 * 1024 }
+
+    public init(service: ATHService) {
+        self.service = service
+    }
+
+    public func register(on router: Router<Context>) {
+        let service = self.service
+        let limit = Self.bodyLimit
+        let group = router.group("ath").add(middleware: ErrorShapeMiddleware<Context>())
+        group.post("handshake") { request, _ in
+            var request = request
+            return try JSONResponse.make(try await service.begin(request.json(limit: limit)))
+        }
+        group.post("handshake/:id/identity") { request, context in
+            var request = request
+            let id = try context.parameters.require("id")
+            return try JSONResponse.make(try await service.identityProof(handshakeID: id, request.json(limit: limit)))
+        }
+        group.post("handshake/:id/scope") { request, context in
+            var request = request
+            let id = try context.parameters.require("id")
+            return try Self.render(try await service.scopeRequest(handshakeID: id, request.json(limit: limit)))
+        }
+        group.get("handshake/:id/result") { request, context in
+            let id = try context.parameters.require("id")
+            let wait = request.uri.queryParameters["wait"].flatMap { Double(String($0)) } ?? 0
+            return try Self.render(try await service.result(handshakeID: id, wait: wait))
+        }
+        group.get("confirmations") { request, _ in
+            let pending = try await service.pendingConfirmations(authorization: request.headers[.authorization] ?? "")
+            return try JSONResponse.make(["requests": pending])
+        }
+        group.post("confirmations/:request_id") { request, context in
+            var request = request
+            let id = try context.parameters.require("request_id")
+            return try JSONResponse.make(try await service.confirm(requestID: id, request.json(limit: limit)))
+        }
+        group.post("token/renew") { request, context in
+            let access = try await ATHAccessMiddleware<Context>.admit(request, context: context, service: service, scope: nil)
+            return try JSONResponse.make(try await service.renew(access.0))
+        }
+    }
+
+    static func render(_ answer: ATHService.ScopeAnswer) throws -> Response {
+        switch answer {
+        case .pending(let p): try JSONResponse.make(p, status: .accepted)
+        case .complete(let outcome): try JSONResponse.make(outcome)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import ATHCore
+import Foundation
+
+/// Everything a server must remember across requests and restarts, behind one protocol so that
+/// several instances can later share PostgreSQL instead of one SQLite file.
+///
+/// Contract: each method is atomic. `completeHandshake` writes the handshake, its grant, session
+/// and token in one transaction, so a failure leaves no half-made grant.
+public protocol ATHStore: Sendable {
+    // Accounts and their keys (the registry behind did:ath).
+    func registerAccount(_ account: Account, key: PublicKey?) async throws
+    func account(did: String) async throws -> Account?
+    func addKey(did: String, key: PublicKey) async throws
+    func revokeKey(did: String, kid: String) async throws
+    func activeKeys(did: String) async throws -> [PublicKey]
+
+    /// Records a single-use value; false when it was already recorded and not yet expired.
+    func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool
+
+    // Handshakes in progress.
+    func insertHandshake(_ handshake: ServerHandshake) async throws
+    func handshake(id: String) async throws -> StoredHandshake?
+    func handshake(requestID: String) async throws -> StoredHandshake?
+    func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake]
+    /// Saves a changed handshake if nobody else changed it since `revision` was read;
+    /// throws UNEXPECTED_MESSAGE otherwise. With a completion, also creates grant, session and token.
+    func updateHandshake(
+        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, audit: [AuditEvent]
+    ) async throws
+
+    // Grants, sessions and tokens.
+    func grant(id: String) async throws -> Grant?
+    func session(id: String) async throws -> StoredSession?
+    func token(jti: String) async throws -> StoredToken?
+    func recordToken(_ token: StoredToken) async throws
+    func revokeGrant(id: String, now: Int64) async throws
+    func revokeToken(jti: String, now: Int64) async throws
+
+    // Audit.
+    func appendAudit(_ events: [AuditEvent]) async throws
+    func auditEvents(limit: Int) async throws -> [AuditRecord]
+}
+
+public struct Account: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case user, agent, service
+    }
+
+    public var did: String
+    public var kind: Kind
+    public var name: String
+    public var developer: String?
+
+    public init(did: String, kind: Kind, name: String, developer: String? = nil) {
+        self.did = did
+        self.kind = kind
+        self.name = name
+        self.developer = developer
+    }
+}
+
+public struct StoredHandshake: Sendable {
+    public var handshake: ServerHandshake
+    public var revision: Int
+}
+
+public struct StoredSession: Sendable {
+    public var id: String
+    public var grantID: String
+    public var proofKey: Data
+    public var expiresAt: Int64
+}
+
+public struct StoredToken: Sendable, Equatable {
+    public var jti: String
+    public var grantID: String
+    public var sessionID: String
+    public var issuedAt: Int64
+    public var expiresAt: Int64
+    public var revokedAt: Int64?
+
+    public init(jti: String, grantID: String, sessionID: String, issuedAt: Int64, expiresAt: Int64, revokedAt: Int64? = nil) {
+        self.jti = jti
+        self.grantID = grantID
+        self.sessionID = sessionID
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// One decision worth keeping: who did what to which subject, and how it ended.
+public struct AuditEvent: Codable, Sendable, Equatable {
+    public var at: Int64
+    public var event: String
+    public var actor: String
+    public var subject: String
+    public var outcome: String
+    public var detail: String
+
+    public init(at: Int64, event: String, actor: String, subject: String, outcome: String, detail: String = "") {
+        self.at = at
+        self.event = event
+        self.actor = actor
+        self.subject = subject
+        self.outcome = outcome
+        self.detail = detail
+    }
+}
+
+/// An audit event as stored: numbered and chained to the one before by SHA-256.
+public struct AuditRecord: Sendable, Equatable {
+    public var sequence: Int64
+    public var event: AuditEvent
+    public var hash: String
+}

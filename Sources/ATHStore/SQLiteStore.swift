@@ -1,0 +1,295 @@
+import ATHCore
+import Crypto
+import Foundation
+import GRDB
+
+/// The default store: one SQLite file through GRDB, in WAL mode.
+public final class SQLiteStore: ATHStore {
+    let db: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        db = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE account (
+                        did TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, developer TEXT);
+                    CREATE TABLE account_key (
+                        did TEXT NOT NULL REFERENCES account(did), kid TEXT NOT NULL, pem TEXT NOT NULL,
+                        revoked_at INTEGER, PRIMARY KEY (did, kid));
+                    CREATE TABLE nonce (key TEXT PRIMARY KEY NOT NULL, expires_at INTEGER NOT NULL);
+                    CREATE INDEX nonce_expiry ON nonce(expires_at);
+                    CREATE TABLE handshake (
+                        id TEXT PRIMARY KEY NOT NULL, state TEXT NOT NULL, client_did TEXT NOT NULL, user_did TEXT,
+                        request_id TEXT UNIQUE, deadline INTEGER NOT NULL, revision INTEGER NOT NULL, data TEXT NOT NULL);
+                    CREATE INDEX handshake_user ON handshake(user_did, state);
+                    CREATE TABLE grant_record (
+                        id TEXT PRIMARY KEY NOT NULL, handshake_id TEXT NOT NULL UNIQUE REFERENCES handshake(id),
+                        client_did TEXT NOT NULL, user_did TEXT NOT NULL, credential_id TEXT NOT NULL,
+                        data TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, revoked_at INTEGER);
+                    CREATE TABLE session (
+                        id TEXT PRIMARY KEY NOT NULL, grant_id TEXT NOT NULL REFERENCES grant_record(id),
+                        proof_key BLOB NOT NULL, expires_at INTEGER NOT NULL);
+                    CREATE TABLE token (
+                        jti TEXT PRIMARY KEY NOT NULL, grant_id TEXT NOT NULL REFERENCES grant_record(id),
+                        session_id TEXT NOT NULL REFERENCES session(id), issued_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL, revoked_at INTEGER);
+                    CREATE TABLE audit (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, event TEXT NOT NULL,
+                        actor TEXT NOT NULL, subject TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+                        hash TEXT NOT NULL);
+                    """)
+        }
+        return m
+    }
+
+    // MARK: Accounts
+
+    public func registerAccount(_ account: Account, key: PublicKey?) async throws {
+        try await db.write { db in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM account WHERE did = ?", arguments: [account.did]) != nil {
+                throw StoreError.duplicate("account \(account.did) already exists")
+            }
+            try db.execute(
+                sql: "INSERT INTO account (did, kind, name, developer) VALUES (?, ?, ?, ?)",
+                arguments: [account.did, account.kind.rawValue, account.name, account.developer])
+            if let key {
+                try db.execute(
+                    sql: "INSERT INTO account_key (did, kid, pem) VALUES (?, ?, ?)", arguments: [account.did, key.thumbprint, key.pem])
+            }
+        }
+    }
+
+    public func account(did: String) async throws -> Account? {
+        try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM account WHERE did = ?", arguments: [did]).map {
+                Account(did: $0["did"], kind: Account.Kind(rawValue: $0["kind"]) ?? .user, name: $0["name"], developer: $0["developer"])
+            }
+        }
+    }
+
+    public func addKey(did: String, key: PublicKey) async throws {
+        try await db.write { db in
+            guard try Row.fetchOne(db, sql: "SELECT 1 FROM account WHERE did = ?", arguments: [did]) != nil else {
+                throw StoreError.notFound("account \(did)")
+            }
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO account_key (did, kid, pem) VALUES (?, ?, ?)", arguments: [did, key.thumbprint, key.pem])
+        }
+    }
+
+    public func revokeKey(did: String, kid: String) async throws {
+        try await db.write { db in
+            try db.execute(
+                sql: "UPDATE account_key SET revoked_at = ? WHERE did = ? AND kid = ? AND revoked_at IS NULL",
+                arguments: [Int64(Date().timeIntervalSince1970), did, kid])
+        }
+    }
+
+    public func activeKeys(did: String) async throws -> [PublicKey] {
+        let pems = try await db.read { db in
+            try String.fetchAll(db, sql: "SELECT pem FROM account_key WHERE did = ? AND revoked_at IS NULL", arguments: [did])
+        }
+        return pems.compactMap { try? PublicKey(pem: $0) }
+    }
+
+    // MARK: Nonces
+
+    public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM nonce WHERE key = ? AND expires_at < ?", arguments: [key, now])
+            try db.execute(sql: "INSERT OR IGNORE INTO nonce (key, expires_at) VALUES (?, ?)", arguments: [key, expiresAt])
+            let fresh = db.changesCount == 1
+            // Sweep a few expired entries on every write so the table stays bounded.
+            try db.execute(
+                sql: "DELETE FROM nonce WHERE key IN (SELECT key FROM nonce WHERE expires_at < ? LIMIT 16)", arguments: [now])
+            return fresh
+        }
+    }
+
+    // MARK: Handshakes
+
+    public func insertHandshake(_ handshake: ServerHandshake) async throws {
+        let data = try Self.encode(handshake)
+        try await db.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
+                    VALUES (?, ?, ?, NULL, NULL, ?, 0, ?)
+                    """,
+                arguments: [handshake.id, handshake.state.rawValue, handshake.clientDID.value, handshake.deadline, data])
+        }
+    }
+
+    public func handshake(id: String) async throws -> StoredHandshake? {
+        try await loadHandshake(sql: "SELECT data, revision FROM handshake WHERE id = ?", id)
+    }
+
+    public func handshake(requestID: String) async throws -> StoredHandshake? {
+        try await loadHandshake(sql: "SELECT data, revision FROM handshake WHERE request_id = ?", requestID)
+    }
+
+    private func loadHandshake(sql: String, _ key: String) async throws -> StoredHandshake? {
+        let row = try await db.read { db in
+            try Row.fetchOne(db, sql: sql, arguments: [key]).map { ($0["data"] as String, $0["revision"] as Int) }
+        }
+        guard let row else { return nil }
+        return StoredHandshake(handshake: try JSONDecoder().decode(ServerHandshake.self, from: Data(row.0.utf8)), revision: row.1)
+    }
+
+    public func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake] {
+        let rows = try await db.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT data FROM handshake WHERE user_did = ? AND state = ? AND deadline >= ? ORDER BY deadline",
+                arguments: [userDID, ServerHandshake.State.awaitingConfirmation.rawValue, now])
+        }
+        return try rows.map { try JSONDecoder().decode(ServerHandshake.self, from: Data($0.utf8)) }
+    }
+
+    public func updateHandshake(
+        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, audit: [AuditEvent]
+    ) async throws {
+        let data = try Self.encode(handshake)
+        let grantData = try completion.map { try Self.encode($0.grant) }
+        try await db.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE handshake SET state = ?, user_did = ?, request_id = ?, deadline = ?, revision = revision + 1, data = ?
+                    WHERE id = ? AND revision = ?
+                    """,
+                arguments: [
+                    handshake.state.rawValue, handshake.scopeRequest?.userDID.value, handshake.confirmation?.request_id,
+                    handshake.deadline, data, handshake.id, expectedRevision,
+                ])
+            guard db.changesCount == 1 else {
+                throw ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
+            }
+            if let completion, let grantData {
+                let g = completion.grant
+                try db.execute(
+                    sql: """
+                        INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [g.id, g.handshakeID, g.clientDID.value, g.userDID.value, g.credentialID, grantData, g.createdAt, g.expiresAt])
+                try db.execute(
+                    sql: "INSERT INTO session (id, grant_id, proof_key, expires_at) VALUES (?, ?, ?, ?)",
+                    arguments: [completion.session.sessionID, g.id, completion.session.proofKey.bytes, g.expiresAt])
+                let t = completion.token
+                try db.execute(
+                    sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [t.jti, g.id, t.sid, t.iat, t.exp])
+            }
+            try Self.append(audit, in: db)
+        }
+    }
+
+    // MARK: Grants, sessions, tokens
+
+    public func grant(id: String) async throws -> Grant? {
+        let row = try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM grant_record WHERE id = ?", arguments: [id]).map {
+                ($0["data"] as String, $0["revoked_at"] as Int64?)
+            }
+        }
+        guard let row else { return nil }
+        var grant = try JSONDecoder().decode(Grant.self, from: Data(row.0.utf8))
+        grant.revoked = row.1 != nil
+        return grant
+    }
+
+    public func session(id: String) async throws -> StoredSession? {
+        try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM session WHERE id = ?", arguments: [id]).map {
+                StoredSession(id: $0["id"], grantID: $0["grant_id"], proofKey: $0["proof_key"], expiresAt: $0["expires_at"])
+            }
+        }
+    }
+
+    public func token(jti: String) async throws -> StoredToken? {
+        try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM token WHERE jti = ?", arguments: [jti]).map {
+                StoredToken(
+                    jti: $0["jti"], grantID: $0["grant_id"], sessionID: $0["session_id"], issuedAt: $0["issued_at"],
+                    expiresAt: $0["expires_at"], revokedAt: $0["revoked_at"])
+            }
+        }
+    }
+
+    public func recordToken(_ token: StoredToken) async throws {
+        try await db.write { db in
+            try db.execute(
+                sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [token.jti, token.grantID, token.sessionID, token.issuedAt, token.expiresAt])
+        }
+    }
+
+    public func revokeGrant(id: String, now: Int64) async throws {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
+            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
+        }
+    }
+
+    public func revokeToken(jti: String, now: Int64) async throws {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])
+        }
+    }
+
+    // MARK: Audit
+
+    public func appendAudit(_ events: [AuditEvent]) async throws {
+        guard !events.isEmpty else { return }
+        try await db.write { db in try Self.append(events, in: db) }
+    }
+
+    /// Appends events, each hashed with the previous record's hash, inside the caller's transaction.
+    static func append(_ events: [AuditEvent], in db: Database) throws {
+        var previous = try String.fetchOne(db, sql: "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1") ?? ""
+        for e in events {
+            let hash = try Self.chainHash(previous: previous, event: e)
+            try db.execute(
+                sql: "INSERT INTO audit (at, event, actor, subject, outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                arguments: [e.at, e.event, e.actor, e.subject, e.outcome, e.detail, hash])
+            previous = hash
+        }
+    }
+
+    /// SHA-256 over the previous hash and the event's canonical JSON.
+    public static func chainHash(previous: String, event: AuditEvent) throws -> String {
+        var input = Array(previous.utf8)
+        input.append(0x0A)
+        input += try CanonicalJSON.bytes(of: event)
+        return Base64URL.encode(Data(SHA256.hash(data: input)))
+    }
+
+    public func auditEvents(limit: Int) async throws -> [AuditRecord] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq", arguments: [limit]).map {
+                AuditRecord(
+                    sequence: $0["seq"],
+                    event: AuditEvent(
+                        at: $0["at"], event: $0["event"], actor: $0["actor"], subject: $0["subject"], outcome: $0["outcome"],
+                        detail: $0["detail"]), hash: $0["hash"])
+            }
+        }
+    }
+
+    static func encode(_ value: some Encodable) throws -> String {
+        String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+    }
+}
+
+public enum StoreError: Error, Sendable, Equatable {
+    case duplicate(String)
+    case notFound(String)
+}

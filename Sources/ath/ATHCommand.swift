@@ -1,0 +1,183 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import ATHStore
+import ArgumentParser
+import Foundation
+import ShoppingExample
+
+@main
+struct ATHCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ath",
+        abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
+        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Agent.self])
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the seed-001 shopping scenario end to end on loopback (a temporary SQLite store).")
+
+    @Flag(help: "Print each step as a JSON line instead of text.")
+    var json = false
+
+    func run() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-demo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let json = self.json
+        let scenario = ShoppingScenario(storePath: dir.appendingPathComponent("ath.sqlite").path) { line in
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: (try? encoder.encode(line)) ?? Data(), as: UTF8.self))
+            } else {
+                print("[\(line.actor)] \(line.step == "api" || line.step.count > 2 ? "" : "step \(line.step): ")\(line.text)")
+            }
+        }
+        let result = try await scenario.run()
+        let ok =
+            result.goodsStatus == 200 && result.orderStatus == 201 && result.overLimitError?.code == .amountLimitExceeded
+            && result.ungrantedScopeError?.code == .scopeInsufficient
+        if !json { print(ok ? "demo: every step behaved as the scenario expects" : "demo: an expectation failed") }
+        if !ok { throw ExitCode.failure }
+    }
+}
+
+struct Keygen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate a signing key (PKCS#8 PEM) and print its public key and did:key.")
+
+    @Option(help: "ES256 or EdDSA.") var alg: String = "ES256"
+    @Option(name: .shortAndLong, help: "Where to write the private key (mode 0600).") var out: String
+
+    func run() async throws {
+        guard let algorithm = SignatureAlgorithm(rawValue: alg) else {
+            throw ValidationError("--alg must be ES256 or EdDSA")
+        }
+        guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) exists; not overwriting a key") }
+        let key = PrivateKey.generate(algorithm)
+        guard FileManager.default.createFile(atPath: out, contents: Data(key.pem.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write \(out)")
+        }
+        print(key.publicKey.pem)
+        print("did:key  \(DID.key(key.publicKey))")
+        print("kid      \(key.publicKey.thumbprint)")
+    }
+}
+
+struct User: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The user's side.", subcommands: [Authorize.self, Watch.self])
+
+    struct Authorize: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Issue a pre-authorization credential (a user-signed JWT) to an agent.")
+
+        @Option(help: "The user's DID (did:ath:... registered with the server, or did:key:...).") var user: String
+        @Option(help: "The user's private key file.") var key: String
+        @Option(help: "The agent's DID.") var client: String
+        @Option(help: "Comma-separated scopes.") var scopes: String
+        @Option(help: "Validity in seconds.") var ttl: Int = 7200
+        @Option(help: "Restrict to one server DID.") var audience: String?
+
+        func run() async throws {
+            let credential = try await UserCredential.issue(
+                user: DID(user), key: loadKey(key), client: DID(client), scopes: scopes.split(separator: ",").map(String.init),
+                validFor: ttl, audience: audience.map(DID.init))
+            print(credential)
+        }
+    }
+
+    struct Watch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Wait for pending confirmation requests and answer them.")
+
+        @Option(help: "Server base URL.") var url: String
+        @Option(help: "The server's DID.") var server: String
+        @Option(help: "The user's DID.") var user: String
+        @Option(help: "The user's private key file.") var key: String
+        @Flag(help: "Approve every request without asking (for scripts).") var approveAll = false
+        @Flag(help: "Answer what is pending and exit.") var once = false
+
+        func run() async throws {
+            let client = ATHUserClient(baseURL: url, did: try DID(user), key: try loadKey(key), server: try DID(server))
+            var answered = Set<String>()
+            repeat {
+                for request in try await client.pending() where !answered.contains(request.request_id) {
+                    answered.insert(request.request_id)
+                    print("\(request.client_info.name) (\(request.client_info.developer)) asks for: \(request.requested_scopes.joined(separator: ", "))")
+                    print("purpose: \(request.context)")
+                    var approve = approveAll
+                    if !approveAll {
+                        print("approve? [y/N] ", terminator: "")
+                        approve = readLine()?.lowercased().hasPrefix("y") ?? false
+                    }
+                    let receipt = try await client.answer(request, approve: approve ? request.requested_scopes : [])
+                    print(receipt["status"]?.stringValue ?? "answered")
+                }
+                if !once { try await Task.sleep(for: .seconds(2)) }
+            } while !once
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the example shopping platform with ATH on loopback.")
+
+    @Option(help: "SQLite file.") var store: String = "ath.sqlite"
+    @Option(help: "The server's private key file (generated with `ath keygen`).") var key: String
+    @Option(help: "Port (0 picks a free one).") var port: Int = 8080
+    @Option(help: "Register an account: kind:did:keyfile.pub.pem:name (repeatable; kind user or agent).") var register: [String] = []
+
+    func run() async throws {
+        let db = try SQLiteStore(path: store)
+        for entry in register {
+            let parts = entry.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let kind = Account.Kind(rawValue: String(parts[0])) else { throw ValidationError("bad --register \(entry)") }
+            let rest = parts[1].split(separator: "=")
+            guard rest.count == 3 else { throw ValidationError("--register wants kind:did=publickey.pem=name") }
+            let pem = try String(contentsOfFile: String(rest[1]), encoding: .utf8)
+            try? await db.registerAccount(Account(did: String(rest[0]), kind: kind, name: String(rest[2])), key: PublicKey(pem: pem))
+        }
+        let service = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), port: port)
+        print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store))")
+        while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+    }
+}
+
+struct Agent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Act as the agent.", subcommands: [Call.self])
+
+    struct Call: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Handshake with a server, then send one API request.")
+
+        @Option(help: "Server base URL.") var url: String
+        @Option(help: "The agent's DID.") var did: String
+        @Option(help: "The agent's private key file.") var key: String
+        @Option(help: "The user's credential (or @file).") var credential: String
+        @Option(help: "Comma-separated scopes.") var scopes: String
+        @Option(help: "Requested ttl in seconds.") var ttl: Int = 3600
+        @Option(help: "Why the agent asks (shown to the user).") var context: String = "run a task for the user"
+        @Option(help: "HTTP method.") var method: String = "GET"
+        @Option(help: "JSON body.") var body: String?
+        @Argument(help: "Request target, e.g. /api/goods?keyword=phone") var target: String
+
+        func run() async throws {
+            let cred = credential.hasPrefix("@") ? try String(contentsOfFile: String(credential.dropFirst()), encoding: .utf8) : credential
+            let client = ATHClient(baseURL: url, did: try DID(did), key: try loadKey(key))
+            let session = try await client.handshake(
+                credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
+                ttl: ttl, context: context
+            ) { event in
+                if case .waitingForUser = event { print("waiting for the user to confirm...") }
+            }
+            let json = try body.map { try JSONValue.parse(Data($0.utf8)) }
+            let response = try await session.send(method, target, json: json)
+            print("HTTP \(response.status)")
+            print(String(decoding: response.body, as: UTF8.self))
+        }
+    }
+}
+
+func loadKey(_ path: String) throws -> PrivateKey {
+    try PrivateKey(pem: String(contentsOfFile: path, encoding: .utf8))
+}
