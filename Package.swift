@@ -84,8 +84,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ATHCoreTests",
-            dependencies: ["ATHCore"],
-            resources: [.copy("Vectors")],
+            dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(

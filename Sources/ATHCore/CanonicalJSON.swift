@@ -50,7 +50,7 @@ public enum CanonicalJSON {
     }
 
     /// ECMAScript Number.prototype.toString for finite doubles.
-    static func number(_ d: Double) throws -> String {
+    public static func number(_ d: Double) throws -> String {
         guard d.isFinite else { throw ATHError(.malformedMessage, "non-finite number") }
         if d == 0 { return "0" }
         if d == d.rounded(), abs(d) < 1e21 {

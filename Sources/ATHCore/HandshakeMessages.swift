@@ -145,6 +145,11 @@ public struct AuthorizationConfirmationResponse: Codable, Sendable, Equatable {
 public struct DeniedScope: Codable, Sendable, Equatable {
     public var scope: String
     public var reason: String
+
+    public init(scope: String, reason: String) {
+        self.scope = scope
+        self.reason = reason
+    }
 }
 
 /// Step 8, server -> client.

@@ -1,0 +1,128 @@
+import ATHCore
+import Foundation
+import Testing
+
+@Suite struct CanonicalJSONTests {
+    @Test func sortsKeysAndDropsWhitespace() throws {
+        let value = try JSONValue.parse(Data(#"{ "b": 1, "a": [true, null, "x"], "A": {"z": 2, "y": 1} }"#.utf8))
+        #expect(String(decoding: try CanonicalJSON.bytes(value), as: UTF8.self) == #"{"A":{"y":1,"z":2},"a":[true,null,"x"],"b":1}"#)
+    }
+
+    @Test func escapesAsRFC8785() throws {
+        let value: JSONValue = ["s": .string("a\"b\\c\n\u{01}é€")]
+        #expect(String(decoding: try CanonicalJSON.bytes(value), as: UTF8.self) == "{\"s\":\"a\\\"b\\\\c\\n\\u0001é€\"}")
+    }
+
+    @Test func numbersFollowECMAScript() throws {
+        #expect(try CanonicalJSON.number(5000) == "5000")
+        #expect(try CanonicalJSON.number(4.5) == "4.5")
+        #expect(try CanonicalJSON.number(1e21) == "1e+21")
+        #expect(try CanonicalJSON.number(1e-7) == "1e-7")
+        #expect(throws: ATHError.self) { try CanonicalJSON.number(.infinity) }
+    }
+
+    @Test func base64URLIsStrict() {
+        #expect(Base64URL.encode(Data([0xFB, 0xFF])) == "-_8")
+        #expect(Base64URL.decode("-_8") == Data([0xFB, 0xFF]))
+        #expect(Base64URL.decode("+/8=") == nil)
+        #expect(Base64URL.decode("a") == nil)
+    }
+}
+
+@Suite struct KeyAndDIDTests {
+    @Test(arguments: SignatureAlgorithm.allCases)
+    func didKeyRoundTrips(_ alg: SignatureAlgorithm) throws {
+        let key = PrivateKey.generate(alg)
+        let did = DID.key(key.publicKey)
+        #expect(did.value.hasPrefix("did:key:z"))
+        #expect(try DID(did.value).embeddedKey() == key.publicKey)
+        #expect(try PublicKey(pem: key.publicKey.pem) == key.publicKey)
+        #expect(try PublicKey(jwk: key.publicKey.jwk) == key.publicKey)
+        let sig = try key.signature(for: Data("m".utf8))
+        #expect(key.publicKey.isValidSignature(sig, for: Data("m".utf8)))
+        #expect(!key.publicKey.isValidSignature(sig, for: Data("n".utf8)))
+        #expect(!PrivateKey.generate(alg).publicKey.isValidSignature(sig, for: Data("m".utf8)))
+    }
+
+    @Test(arguments: ["did:web:example.com", "did:ath:", "did:ath:a b", "ath:x", "did:key:zzzz", "did:key:abc"])
+    func refusesBadDIDs(_ text: String) {
+        #expect(throws: ATHError.self) { try DID(text) }
+    }
+
+    @Test func keyFilesRoundTrip() throws {
+        for alg in SignatureAlgorithm.allCases {
+            let key = PrivateKey.generate(alg)
+            #expect(try PrivateKey(pem: key.pem).publicKey == key.publicKey)
+        }
+        #expect(throws: ATHError.self) { try PublicKey(pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----") }
+    }
+}
+
+@Suite struct RestrictionTests {
+    @Test func rateLimitSyntax() throws {
+        #expect(try RateLimit(parsing: "100/minute") == RateLimit(count: 100, window: 60))
+        #expect(try RateLimit(parsing: "5/second") == RateLimit(count: 5, window: 1))
+        for bad in ["100", "0/minute", "-1/minute", "10/week", "x/second"] {
+            #expect(throws: ATHError.self) { try RateLimit(parsing: bad) }
+        }
+    }
+
+    @Test func ipAllowList() throws {
+        let r = Restrictions(ip_whitelist: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"])
+        try r.checkRequest(from: "10.1.2.3", at: Date())
+        try r.checkRequest(from: "2001:db8:1::5", at: Date())
+        try r.checkRequest(from: "::ffff:192.0.2.7", at: Date())
+        for refused in ["11.0.0.1", "192.0.2.8", "2001:db9::1", "127.0.0.1", "garbage"] {
+            #expect(throws: ATHError(.ipNotAllowed, "requests from \(refused) are not allowed by this grant")) {
+                try r.checkRequest(from: refused, at: Date())
+            }
+        }
+        #expect(throws: ATHError.self) { try IPRange(parsing: "10.0.0.0/33") }
+        #expect(throws: ATHError.self) { try IPRange(parsing: "1.2.3") }
+    }
+
+    @Test func accessTimeWithZoneAndWrap() throws {
+        // 2024-06-01 10:00 UTC is 12:00 in Paris (CEST).
+        let t = Date(timeIntervalSince1970: 1_717_236_000)
+        #expect(try AccessTimeWindow(parsing: "09:00-18:00").contains(t))
+        #expect(try AccessTimeWindow(parsing: "11:00-18:00 Europe/Paris").contains(t))
+        #expect(!(try AccessTimeWindow(parsing: "13:00-18:00 Europe/Paris").contains(t)))
+        #expect(try AccessTimeWindow(parsing: "22:00-11:00 +00:00").contains(t))
+        #expect(!(try AccessTimeWindow(parsing: "22:00-09:30").contains(t)))
+        for bad in ["9-18", "09:00-09:00", "25:00-26:00", "09:00-18:00 Mars/Base"] {
+            #expect(throws: ATHError.self) { try AccessTimeWindow(parsing: bad) }
+        }
+        #expect(throws: ATHError.self) {
+            try Restrictions(access_time: "13:00-18:00 Europe/Paris").checkRequest(from: nil, at: t)
+        }
+    }
+
+    @Test func amountLimit() throws {
+        let r = Restrictions(order_amount_limit: 5000)
+        try r.checkAmount(5000)
+        #expect(throws: ATHError.self) { try r.checkAmount(5000.01) }
+        #expect(throws: ATHError.self) { try r.checkAmount(-1) }
+    }
+}
+
+@Suite struct PossessionProofTests {
+    let key = SymmetricKeyFactory.make()
+
+    @Test func bindsMethodTargetBodyAndToken() throws {
+        let now = Date()
+        let proof = PossessionProof.make(key: key, method: "POST", target: "/api/order", body: Data("{}".utf8), token: "t", now: now)
+        let parsed = try PossessionProof(headerValue: proof.headerValue)
+        try parsed.verify(key: key, method: "POST", target: "/api/order", body: Data("{}".utf8), token: "t", now: now)
+        #expect(throws: ATHError.self) { try parsed.verify(key: key, method: "GET", target: "/api/order", body: Data("{}".utf8), token: "t", now: now) }
+        #expect(throws: ATHError.self) { try parsed.verify(key: key, method: "POST", target: "/api/orders", body: Data("{}".utf8), token: "t", now: now) }
+        #expect(throws: ATHError.self) { try parsed.verify(key: key, method: "POST", target: "/api/order", body: Data("{ }".utf8), token: "t", now: now) }
+        #expect(throws: ATHError.self) { try parsed.verify(key: key, method: "POST", target: "/api/order", body: Data("{}".utf8), token: "u", now: now) }
+        #expect(throws: ATHError.self) {
+            try parsed.verify(key: SymmetricKeyFactory.make(), method: "POST", target: "/api/order", body: Data("{}".utf8), token: "t", now: now)
+        }
+        #expect(throws: ATHError.self) {
+            try parsed.verify(key: key, method: "POST", target: "/api/order", body: Data("{}".utf8), token: "t", now: now.addingTimeInterval(301))
+        }
+        #expect(throws: ATHError.self) { try PossessionProof(headerValue: "t=1, n=x") }
+    }
+}
