@@ -181,6 +181,7 @@ public final class ATHService: Sendable {
             return ConfirmationReceipt(request_id: requestID, status: "approved", grant_id: grantID)
         } catch let error as ATHError {
             if error.code == .unexpectedMessage || error.code == .confirmationNotFound { throw error }
+            if h.state != .failed { h.fail(error) }
             try await saveFailure(&h, error, revision: stored.revision, event: "handshake.user_decision", now: now)
             if error.code == .userDenied {
                 return ConfirmationReceipt(request_id: requestID, status: "denied", grant_id: nil)

@@ -1,0 +1,153 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import ATHStore
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import ShoppingExample
+import Testing
+
+@Suite struct EndToEndTests {
+    @Test func shoppingScenarioRunsAsTheSeedDescribes() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ath-demo-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try await ShoppingScenario(storePath: path) { _ in }.run()
+        #expect(result.grant.scopesGranted == ["goods:read", "order:create"])
+        // Two hours, less the seconds between issuing the credential and the grant: a grant
+        // never outlives the user's pre-authorization.
+        #expect((7190...7200).contains(result.grant.ttlGranted))
+        #expect(result.grant.restrictions.rate_limit == "100/minute")
+        #expect(result.grant.restrictions.order_amount_limit == 5000)
+        #expect(result.goodsStatus == 200)
+        #expect(result.orderStatus == 201)
+        #expect(result.overLimitError?.code == .amountLimitExceeded)
+        #expect(result.ungrantedScopeError?.code == .scopeInsufficient)
+    }
+
+    @Test func partialApprovalGrantsOnlyWhatTheUserApproved() async throws {
+        let h = try await Harness.start()
+        defer { Task { await h.stop() } }
+        try await h.registerParties()
+        let session = try await h.handshake(approve: ["goods:read"])
+        let grant = await session.grant
+        #expect(grant.scopesGranted == ["goods:read"])
+        #expect(grant.scopesDenied.map(\.scope) == ["order:create"])
+        #expect(try await session.get("/api/goods").status == 200)
+        await #expect { try await session.post("/api/order", json: ["goods_id": "200", "quantity": 1]) } throws: {
+            ATHError.code($0) == .scopeInsufficient
+        }
+        await h.stop()
+    }
+
+    @Test func userDenialGrantsNothing() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        await #expect { try await h.handshake(approve: []) } throws: { ATHError.code($0) == .userDenied }
+        let events = try await h.store.auditEvents(limit: 50)
+        #expect(!events.contains { $0.event.event == "grant.create" })
+        #expect(events.contains { $0.event.outcome == "USER_DENIED" })
+        await h.stop()
+    }
+
+    @Test func unansweredConfirmationTimesOut() async throws {
+        var policy = ShoppingPlatform.policy
+        policy.confirmationTimeout = 1
+        let h = try await Harness.start(policy: policy)
+        try await h.registerParties()
+        await #expect { try await h.handshake(answer: false) } throws: { ATHError.code($0) == .confirmationTimeout }
+        await h.stop()
+    }
+
+    @Test func withoutConfirmationTheCredentialSuffices() async throws {
+        var policy = ShoppingPlatform.policy
+        policy.requireUserConfirmation = false
+        let h = try await Harness.start(policy: policy)
+        try await h.registerParties()
+        let session = try await h.handshake(answer: false)
+        #expect(await session.grant.scopesGranted == ["goods:read", "order:create"])
+        await h.stop()
+    }
+
+    @Test func credentialRefusals() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let expired = try await h.credential(validFor: 60, now: Date().addingTimeInterval(-120))
+        await #expect { try await h.handshake(credential: expired) } throws: { ATHError.code($0) == .userCredentialExpired }
+        let foreign = try await h.credential(client: try DID("did:ath:other_agent"))
+        await #expect { try await h.handshake(credential: foreign) } throws: { ATHError.code($0) == .credentialClientMismatch }
+        let forged = try await h.credential(key: PrivateKey.generate())
+        await #expect { try await h.handshake(credential: forged) } throws: { ATHError.code($0) == .invalidUserCredential }
+        let narrow = try await h.credential(scopes: ["goods:read"])
+        await #expect { try await h.handshake(credential: narrow) } throws: { ATHError.code($0) == .scopeExceedsCredential }
+        await #expect { try await h.handshake(scopes: ["goods:read", "admin:all"]) } throws: { ATHError.code($0) == .scopeNotSupported }
+        await h.stop()
+    }
+
+    @Test func ttlIsCappedAndTokensRenewWithinTheGrant() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let session = try await h.handshake(ttl: 100_000, credential: try await h.credential(validFor: 86_400))
+        let before = await session.grant
+        #expect(before.ttlGranted == 7200)
+        #expect(before.tokenExpiresAt - Int64(Date().timeIntervalSince1970) <= 3600)
+        try await session.renew()
+        let after = await session.grant
+        #expect(after.accessToken != before.accessToken)
+        #expect(try await session.get("/api/goods").status == 200)
+        await h.stop()
+    }
+
+    @Test func rateLimitIsEnforced() async throws {
+        var policy = ShoppingPlatform.policy
+        policy.restrictions.rate_limit = "3/minute"
+        let h = try await Harness.start(policy: policy)
+        try await h.registerParties()
+        let session = try await h.handshake()
+        for _ in 0..<3 { #expect(try await session.get("/api/goods").status == 200) }
+        await #expect { try await session.get("/api/goods") } throws: { ATHError.code($0) == .rateLimited }
+        await h.stop()
+    }
+
+    @Test func ipAndTimeRestrictionsAreEnforced() async throws {
+        var policy = ShoppingPlatform.policy
+        policy.restrictions.ip_whitelist = ["10.0.0.0/8"]
+        let h = try await Harness.start(policy: policy)
+        try await h.registerParties()
+        let session = try await h.handshake()
+        await #expect { try await session.get("/api/goods") } throws: { ATHError.code($0) == .ipNotAllowed }
+        await h.stop()
+
+        var closed = ShoppingPlatform.policy
+        let hour = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: Date()).hour!
+        closed.restrictions.access_time = String(format: "%02d:00-%02d:00 UTC", (hour + 2) % 24, (hour + 3) % 24)
+        let h2 = try await Harness.start(policy: closed)
+        try await h2.registerParties()
+        let s2 = try await h2.handshake()
+        await #expect { try await s2.get("/api/goods") } throws: { ATHError.code($0) == .outsideAccessTime }
+        await h2.stop()
+    }
+
+    @Test func revokedGrantStopsAtOnce() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let session = try await h.handshake()
+        #expect(try await session.get("/api/goods").status == 200)
+        try await h.service.revokeGrant(await session.grant.grantID, by: "admin")
+        await #expect { try await session.get("/api/goods") } throws: { ATHError.code($0) == .tokenRevoked }
+        await h.stop()
+    }
+
+    @Test func stateSurvivesARestart() async throws {
+        let key = PrivateKey.generate()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
+        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        try await h.registerParties()
+        let session = try await h.handshake()
+        let grantID = await session.grant.grantID
+        await h.server.stop()
+        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        #expect(try await store.grant(id: grantID)?.scopes == ["goods:read", "order:create"])
+        try? FileManager.default.removeItem(at: dir)
+    }
+}

@@ -1,0 +1,78 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import ATHStore
+import Foundation
+import ShoppingExample
+
+/// A shopping platform on a loopback port with a fresh SQLite file, an agent and a user.
+struct Harness {
+    let dir: URL
+    let store: SQLiteStore
+    let service: ATHService
+    let server: RunningServer
+    let agentKey = PrivateKey.generate()
+    let userKey = PrivateKey.generate()
+    let agent = try! DID("did:ath:assistant")
+    let user = try! DID("did:ath:alice")
+
+    static func start(policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate()) async throws -> Harness {
+        let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let service = try await ATHService(identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: service))
+        return Harness(dir: dir, store: store, service: service, server: server)
+    }
+
+    init(dir: URL, store: SQLiteStore, service: ATHService, server: RunningServer) {
+        self.dir = dir
+        self.store = store
+        self.service = service
+        self.server = server
+    }
+
+    func registerParties() async throws {
+        try await store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
+        try await store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
+    }
+
+    func credential(scopes: [String] = ["goods:read", "order:create"], validFor: Int = 7200, client: DID? = nil, key: PrivateKey? = nil, now: Date = Date()) async throws -> String {
+        try await UserCredential.issue(user: user, key: key ?? userKey, client: client ?? agent, scopes: scopes, validFor: validFor, now: now)
+    }
+
+    var client: ATHClient { ATHClient(baseURL: server.baseURL, did: agent, key: agentKey, expectedServer: ShoppingPlatform.did) }
+    var userClient: ATHUserClient { ATHUserClient(baseURL: server.baseURL, did: user, key: userKey, server: ShoppingPlatform.did) }
+
+    /// Runs a handshake while the user answers the first pending request with `approve`
+    /// (nil: every requested scope; []: deny; no answer at all when `answer` is false).
+    func handshake(
+        scopes: [String] = ["goods:read", "order:create"], ttl: Int = 7200, credential: String? = nil,
+        approve: [String]? = nil, answer: Bool = true
+    ) async throws -> ATHSession {
+        let cred: String
+        if let credential { cred = credential } else { cred = try await self.credential() }
+        let userClient = self.userClient
+        let userTask = Task {
+            guard answer else { return }
+            for _ in 0..<100 {
+                if let request = try await userClient.pending().first {
+                    _ = try await userClient.answer(request, approve: approve ?? request.requested_scopes)
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { userTask.cancel() }
+        return try await client.handshake(credential: cred, scopes: scopes, ttl: ttl, context: "test", confirmationWait: .seconds(20))
+    }
+
+    func stop() async {
+        await server.stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
+
+extension ATHError {
+    static func code(_ error: any Error) -> ATHError.Code? { (error as? ATHError)?.code }
+}

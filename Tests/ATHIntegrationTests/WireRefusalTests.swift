@@ -1,0 +1,93 @@
+import ATHAgent
+import ATHCore
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import ShoppingExample
+import Testing
+
+/// Refusals seen on the wire: each answers with the documented status and `{code, message}`.
+@Suite struct WireRefusalTests {
+    func send(_ base: String, _ method: HTTPMethod, _ path: String, body: Data? = nil, headers: [(String, String)] = []) async throws -> (Int, ATHErrorBody?) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        for (n, v) in headers { request.headers.add(name: n, value: v) }
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), try? JSONDecoder().decode(ATHErrorBody.self, from: Data(bytes.readableBytesView)))
+    }
+
+    @Test func tokenAndProofRefusals() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let session = try await h.handshake()
+        let other = try await h.handshake()
+        let base = h.server.baseURL
+        let good = await session.authHeaders("GET", "/api/goods", Data())
+        let token = good[0].1
+
+        var (status, body) = try await send(base, .GET, "/api/goods")
+        #expect(status == 401 && body?.code == "TOKEN_MISSING")
+        (status, body) = try await send(base, .GET, "/api/goods", headers: [("authorization", token)])
+        #expect(status == 401 && body?.code == "PROOF_MISSING")
+        (status, body) = try await send(base, .GET, "/api/goods", headers: good)
+        #expect(status == 200)
+        (status, body) = try await send(base, .GET, "/api/goods", headers: good)
+        #expect(status == 401 && body?.code == "PROOF_REPLAYED")
+        // The token with a proof made by another session's key: a stolen token alone is useless.
+        let foreignProof = await other.authHeaders("GET", "/api/goods", Data())[1]
+        (status, body) = try await send(base, .GET, "/api/goods", headers: [("authorization", token), foreignProof])
+        #expect(status == 401 && body?.code == "PROOF_INVALID")
+        // A proof for another request target.
+        let wrongTarget = await session.authHeaders("GET", "/api/goods?keyword=x", Data())
+        (status, body) = try await send(base, .GET, "/api/goods", headers: wrongTarget)
+        #expect(status == 401 && body?.code == "PROOF_INVALID")
+        // A tampered token (one claim changed, signature kept).
+        let parts = token.dropFirst("Bearer ".count).split(separator: ".")
+        var claims = try JSONValue.parse(Base64URL.decode(String(parts[1]))!)
+        if case .object(var o) = claims { o["scope"] = "goods:read order:create user:profile"; claims = .object(o) }
+        let forged = "Bearer \(parts[0]).\(Base64URL.encode(try JSONEncoder().encode(claims))).\(parts[2])"
+        (status, body) = try await send(base, .GET, "/api/profile", headers: [("authorization", forged), good[1]])
+        #expect(status == 401 && body?.code == "TOKEN_INVALID")
+        await h.stop()
+    }
+
+    @Test func malformedAndOversizedMessages() async throws {
+        let h = try await Harness.start()
+        let base = h.server.baseURL
+        var (status, body) = try await send(base, .POST, "/ath/handshake", body: Data("{not json".utf8))
+        #expect(status == 400 && body?.code == "MALFORMED_MESSAGE")
+        (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(#"{"type":"handshake_request"}"#.utf8))
+        #expect(status == 400 && body?.code == "MALFORMED_MESSAGE")
+        (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(repeating: 0x20, count: 200_000))
+        #expect(status == 413 && body?.code == "PAYLOAD_TOO_LARGE")
+        (status, body) = try await send(base, .POST, "/ath/handshake/nope/identity", body: Data("{}".utf8))
+        #expect(status == 404 && body?.code == "HANDSHAKE_NOT_FOUND")
+        await h.stop()
+    }
+
+    @Test func replayedHandshakeRequestIsRefused() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey)
+        let m1 = try JSONEncoder().encode(try client.makeRequest(now: Date()))
+        var (status, _) = try await send(h.server.baseURL, .POST, "/ath/handshake", body: m1)
+        #expect(status == 200)
+        var body: ATHErrorBody?
+        (status, body) = try await send(h.server.baseURL, .POST, "/ath/handshake", body: m1)
+        #expect(status == 401 && body?.code == "NONCE_REPLAYED")
+        await h.stop()
+    }
+
+    @Test func wrongRegisteredKeyIsRefused() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let impostor = ATHClient(baseURL: h.server.baseURL, did: h.agent, key: PrivateKey.generate())
+        await #expect {
+            try await impostor.handshake(credential: try await h.credential(), scopes: ["goods:read"], ttl: 60, context: "x")
+        } throws: { ATHError.code($0) == .keyMismatch }
+        await h.stop()
+    }
+}
