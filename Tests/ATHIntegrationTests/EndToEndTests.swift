@@ -148,6 +148,13 @@ import Testing
         await h.server.stop()
         let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         #expect(try await store.grant(id: grantID)?.scopes == ["goods:read", "order:create"])
+        // A new process with the same key and store accepts the token and its proof.
+        let restarted = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store)
+        let headers = await session.authHeaders("GET", "/api/goods", Data())
+        let facts = ATHService.RequestFacts(
+            method: "GET", target: "/api/goods", authorization: headers[0].1, proof: headers[1].1, body: [], remoteAddress: "127.0.0.1")
+        #expect(try await restarted.authorize(facts, scope: "goods:read").grant.id == grantID)
         try? FileManager.default.removeItem(at: dir)
     }
 }
