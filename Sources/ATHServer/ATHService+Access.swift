@@ -80,8 +80,7 @@ extension ATHService {
             try AccessToken.checkClaims(cached, server: identity.did, now: now)
             return cached
         }
-        let verifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
-        let claims = try await verifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
+        let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
         verifiedTokens.withLock { cache in
             if cache.count > 50_000 { cache = cache.filter { $0.value.exp > Freshness.unix(now) } }

@@ -13,6 +13,7 @@ public final class ATHService: Sendable {
     public let store: any ATHStore
     let channel: any UserConfirmationChannel
     let tokenCodec: JWTCodec
+    let tokenVerifier: JWTCodec
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
@@ -44,6 +45,7 @@ public final class ATHService: Sendable {
         self.clock = clock
         self.logger = logger
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
+        tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
     }
 
     // MARK: Handshake, steps 1-4
