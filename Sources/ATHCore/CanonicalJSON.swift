@@ -49,33 +49,49 @@ public enum CanonicalJSON {
         }
     }
 
-    /// ECMAScript Number.prototype.toString for finite doubles.
+    /// ECMAScript Number.prototype.toString for finite doubles (RFC 8785 section 3.2.2.3).
+    ///
+    /// Swift and ECMAScript agree on the shortest round-tripping digits; only where the decimal
+    /// point goes and when an exponent is used differ, so the digits are taken from Swift and
+    /// laid out by the ECMAScript rules.
     public static func number(_ d: Double) throws -> String {
         guard d.isFinite else { throw ATHError(.malformedMessage, "non-finite number") }
         if d == 0 { return "0" }
-        if d == d.rounded(), abs(d) < 1e21 {
-            return String(Int64(d))
+        let (digits, n) = shortestDigits(abs(d))
+        let k = digits.count
+        let sign = d < 0 ? "-" : ""
+        // The value is 0.<digits> x 10^n.
+        if k <= n && n <= 21 {
+            return sign + digits + String(repeating: "0", count: n - k)
         }
-        // Swift prints the shortest round-tripping digits, as ECMAScript does; only the
-        // exponent notation differs ("1e-07" against "1e-7", "1e+21" alike).
-        var s = "\(d)"
-        if let e = s.firstIndex(where: { $0 == "e" || $0 == "E" }) {
-            let mantissa = String(s[..<e])
-            var exponent = String(s[s.index(after: e)...])
-            var sign = "+"
-            if exponent.hasPrefix("-") {
-                sign = "-"
-                exponent.removeFirst()
-            } else if exponent.hasPrefix("+") {
-                exponent.removeFirst()
-            }
-            while exponent.count > 1 && exponent.hasPrefix("0") { exponent.removeFirst() }
-            let m = mantissa.hasSuffix(".0") ? String(mantissa.dropLast(2)) : mantissa
-            s = m + "e" + sign + exponent
-        } else if abs(d) < 1e-6 {
-            s = String(format: "%g", d)
+        if 0 < n && n <= 21 {
+            return sign + digits.prefix(n) + "." + digits.dropFirst(n)
         }
-        return s
+        if -6 < n && n <= 0 {
+            return sign + "0." + String(repeating: "0", count: -n) + digits
+        }
+        let exponent = n - 1
+        let mantissa = k == 1 ? digits : digits.prefix(1) + "." + digits.dropFirst()
+        return sign + mantissa + "e" + (exponent < 0 ? "-" : "+") + String(abs(exponent))
+    }
+
+    /// The shortest decimal digits of a positive finite double (no leading or trailing zeros)
+    /// and the exponent n such that the value is 0.<digits> x 10^n.
+    static func shortestDigits(_ d: Double) -> (String, Int) {
+        let text = "\(d)"
+        let parts = text.split(separator: "e")
+        let exponent = parts.count == 2 ? Int(parts[1])! : 0
+        let mantissa = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+        let integer = String(mantissa[0])
+        let fraction = mantissa.count == 2 ? String(mantissa[1]) : ""
+        var digits = Substring(integer + fraction)
+        var n = integer.count + exponent
+        while digits.first == "0" {
+            digits.removeFirst()
+            n -= 1
+        }
+        while digits.last == "0" { digits.removeLast() }
+        return (String(digits), n)
     }
 
     private static func string(_ s: String, into out: inout String) {

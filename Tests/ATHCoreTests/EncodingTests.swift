@@ -18,7 +18,21 @@ import Testing
         #expect(try CanonicalJSON.number(4.5) == "4.5")
         #expect(try CanonicalJSON.number(1e21) == "1e+21")
         #expect(try CanonicalJSON.number(1e-7) == "1e-7")
+        // Values from RFC 8785 appendix B and ECMAScript's layout rules.
+        #expect(try CanonicalJSON.number(0.00001) == "0.00001")
+        #expect(try CanonicalJSON.number(0.000001) == "0.000001")
+        #expect(try CanonicalJSON.number(-1.5e-5) == "-0.000015")
+        #expect(try CanonicalJSON.number(1e20) == "100000000000000000000")
+        #expect(try CanonicalJSON.number(1.2345678901234568e20) == "123456789012345680000")
+        #expect(try CanonicalJSON.number(9007199254740994) == "9007199254740994")
+        #expect(try CanonicalJSON.number(333333333.3333332) == "333333333.3333332")
+        #expect(try CanonicalJSON.number(5e-324) == "5e-324")
+        #expect(try CanonicalJSON.number(-1.7976931348623157e308) == "-1.7976931348623157e+308")
+        #expect(try CanonicalJSON.number(123.456) == "123.456")
         #expect(throws: ATHError.self) { try CanonicalJSON.number(.infinity) }
+        // A received integer too large for Int64 is a double, canonicalized without trapping.
+        let big = try JSONValue.parse(Data(#"{"a":100000000000000000000}"#.utf8))
+        #expect(String(decoding: try CanonicalJSON.bytes(big), as: UTF8.self) == #"{"a":100000000000000000000}"#)
     }
 
     @Test func base64URLIsStrict() {
