@@ -22,46 +22,8 @@ public struct Restrictions: Codable, Sendable, Equatable {
 
     /// Checks every field parses; a server refuses to start with a policy that does not.
     public func validated() throws -> Restrictions {
-        _ = try rate_limit.map(RateLimit.init(parsing:))
-        _ = try ip_whitelist?.map(IPRange.init(parsing:))
-        _ = try access_time.map(AccessTimeWindow.init(parsing:))
-        if let limit = order_amount_limit, !(limit.isFinite && limit >= 0) {
-            throw ATHError(.malformedMessage, "order_amount_limit must be a non-negative number")
-        }
+        _ = try CompiledRestrictions(self)
         return self
-    }
-
-    /// The stricter of two sets of restrictions, field by field.
-    public func tightened(by other: Restrictions) -> Restrictions {
-        var r = self
-        if let o = other.order_amount_limit { r.order_amount_limit = min(o, r.order_amount_limit ?? o) }
-        if let o = other.rate_limit {
-            if let mine = r.rate_limit, let a = try? RateLimit(parsing: mine), let b = try? RateLimit(parsing: o) {
-                r.rate_limit = a.perSecond <= b.perSecond ? mine : o
-            } else {
-                r.rate_limit = o
-            }
-        }
-        if let o = other.ip_whitelist { r.ip_whitelist = r.ip_whitelist.map { $0.filter(o.contains) } ?? o }
-        if let o = other.access_time, r.access_time == nil { r.access_time = o }
-        return r
-    }
-
-    /// The checks that need only the request's address and time; rate and amount are stateful
-    /// or application-supplied and are checked by their owners.
-    public func checkRequest(from address: String?, at date: Date) throws {
-        if let list = ip_whitelist {
-            let ranges = try list.map(IPRange.init(parsing:))
-            guard let address, let ip = IPAddress(address), ranges.contains(where: { $0.contains(ip) }) else {
-                throw ATHError(.ipNotAllowed, "requests from \(address ?? "an unknown address") are not allowed by this grant")
-            }
-        }
-        if let window = access_time {
-            let w = try AccessTimeWindow(parsing: window)
-            guard w.contains(date) else {
-                throw ATHError(.outsideAccessTime, "this grant allows access only during \(window)")
-            }
-        }
     }
 
     public func checkAmount(_ amount: Double) throws {
@@ -70,6 +32,38 @@ public struct Restrictions: Codable, Sendable, Equatable {
         }
         if let limit = order_amount_limit, amount > limit {
             throw ATHError(.amountLimitExceeded, "amount \(amount) exceeds this grant's limit of \(limit)")
+        }
+    }
+}
+
+/// Restrictions parsed once per grant: the access check runs on every request and should not
+/// parse CIDR blocks, windows and time zones again each time.
+public struct CompiledRestrictions: Sendable {
+    public let restrictions: Restrictions
+    public let rateLimit: RateLimit?
+    let ranges: [IPRange]?
+    let window: AccessTimeWindow?
+
+    public init(_ restrictions: Restrictions) throws {
+        self.restrictions = restrictions
+        rateLimit = try restrictions.rate_limit.map(RateLimit.init(parsing:))
+        ranges = try restrictions.ip_whitelist?.map(IPRange.init(parsing:))
+        window = try restrictions.access_time.map(AccessTimeWindow.init(parsing:))
+        if let limit = restrictions.order_amount_limit, !(limit.isFinite && limit >= 0) {
+            throw ATHError(.malformedMessage, "order_amount_limit must be a non-negative number")
+        }
+    }
+
+    /// The checks that need only the request's address and time; rate and amount are stateful
+    /// or application-supplied and are checked by their owners.
+    public func checkRequest(from address: String?, at date: Date) throws {
+        if let ranges {
+            guard let address, let ip = IPAddress(address), ranges.contains(where: { $0.contains(ip) }) else {
+                throw ATHError(.ipNotAllowed, "requests from \(address ?? "an unknown address") are not allowed by this grant")
+            }
+        }
+        if let window, !window.contains(date) {
+            throw ATHError(.outsideAccessTime, "this grant allows access only during \(restrictions.access_time ?? "")")
         }
     }
 }
@@ -202,7 +196,8 @@ public struct IPRange: Sendable, Equatable {
 public struct AccessTimeWindow: Sendable, Equatable {
     public var start: Int
     public var end: Int
-    public var timeZone: TimeZone
+    public var timeZone: TimeZone { calendar.timeZone }
+    let calendar: Calendar
 
     public init(parsing text: String) throws {
         let bad = ATHError(.malformedMessage, "access_time '\(text)' is not HH:MM-HH:MM [zone]")
@@ -219,14 +214,16 @@ public struct AccessTimeWindow: Sendable, Equatable {
         guard range.count == 2, let s = minutes(range[0]), let e = minutes(range[1]), s != e else { throw bad }
         start = s
         end = e
+        var calendar = Calendar(identifier: .gregorian)
         if parts.count == 2 {
             guard let zone = Self.zone(String(parts[1])) else {
                 throw ATHError(.malformedMessage, "access_time zone '\(parts[1])' is unknown")
             }
-            timeZone = zone
+            calendar.timeZone = zone
         } else {
-            timeZone = TimeZone(identifier: "UTC")!
+            calendar.timeZone = TimeZone(identifier: "UTC")!
         }
+        self.calendar = calendar
     }
 
     static func zone(_ name: String) -> TimeZone? {
@@ -240,8 +237,6 @@ public struct AccessTimeWindow: Sendable, Equatable {
     }
 
     public func contains(_ date: Date) -> Bool {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
         let c = calendar.dateComponents([.hour, .minute], from: date)
         let now = (c.hour ?? 0) * 60 + (c.minute ?? 0)
         return start < end ? (now >= start && now < end) : (now >= start || now < end)

@@ -66,9 +66,9 @@ extension ATHService {
         if let scope, !claims.scopes.contains(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
-        try state.grant.restrictions.checkRequest(from: facts.remoteAddress, at: now)
-        if let rate = state.grant.restrictions.rate_limit {
-            try limiter.admit(state.grant.id, limit: RateLimit(parsing: rate), now: now)
+        try state.restrictions.checkRequest(from: facts.remoteAddress, at: now)
+        if let rate = state.restrictions.rateLimit {
+            try limiter.admit(state.grant.id, limit: rate, now: now)
         }
         return VerifiedAccess(claims: claims, grant: state.grant)
     }
@@ -96,7 +96,13 @@ extension ATHService {
         guard let session = try await store.session(id: claims.sid), session.grantID == claims.gid,
             let grant = try await store.grant(id: claims.gid)
         else { throw ATHError(.tokenInvalid, "the token's session is unknown") }
-        let s = SessionState(proofKey: SymmetricKey(data: session.proofKey), grant: grant, tokenRevoked: [:], loadedAt: now)
+        // The grant's restrictions come from this server's own validated policy: one that no
+        // longer parses is a server fault, and nothing is admitted under it.
+        guard let restrictions = try? CompiledRestrictions(grant.restrictions) else {
+            throw ATHError(.internalError, "the grant's stored restrictions are invalid")
+        }
+        let s = SessionState(
+            proofKey: SymmetricKey(data: session.proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }
         return s
     }

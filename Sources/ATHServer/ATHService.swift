@@ -28,6 +28,7 @@ public final class ATHService: Sendable {
     struct SessionState {
         var proofKey: SymmetricKey
         var grant: Grant
+        var restrictions: CompiledRestrictions
         var tokenRevoked: [String: Bool]
         var loadedAt: Date
     }
@@ -54,9 +55,10 @@ public final class ATHService: Sendable {
         let now = clock()
         let clientDID = raw["client_did"]?.stringValue ?? "?"
         do {
-            let registered = try await (try? DID(clientDID)).asyncMap { did in
-                did.method == .ath ? try await store.activeKeys(did: did.value).first : nil
-            } ?? nil
+            var registered: PublicKey?
+            if let did = try? DID(clientDID), did.method == .ath {
+                registered = try await store.activeKeys(did: did.value).first
+            }
             let (handshake, response) = try ServerHandshake.begin(
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
             // Step-1 nonces are single-use for as long as their timestamp could pass the check.
@@ -294,12 +296,5 @@ public final class ATHService: Sendable {
             return ClientInfo(name: account.name, developer: account.developer ?? "unknown developer")
         }
         return ClientInfo(name: client.value, developer: "unregistered agent")
-    }
-}
-
-extension Optional {
-    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }

@@ -26,7 +26,7 @@ import Testing
         #expect(try CanonicalJSON.number(1.2345678901234568e20) == "123456789012345680000")
         #expect(try CanonicalJSON.number(9007199254740994) == "9007199254740994")
         #expect(try CanonicalJSON.number(333333333.3333332) == "333333333.3333332")
-        #expect(try CanonicalJSON.number(5e-324) == "5e-324")
+        #expect(try CanonicalJSON.number(.leastNonzeroMagnitude) == "5e-324")
         #expect(try CanonicalJSON.number(-1.7976931348623157e308) == "-1.7976931348623157e+308")
         #expect(try CanonicalJSON.number(123.456) == "123.456")
         #expect(throws: ATHError.self) { try CanonicalJSON.number(.infinity) }
@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test func ipAllowList() throws {
-        let r = Restrictions(ip_whitelist: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"])
+        let r = try CompiledRestrictions(Restrictions(ip_whitelist: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]))
         try r.checkRequest(from: "10.1.2.3", at: Date())
         try r.checkRequest(from: "2001:db8:1::5", at: Date())
         try r.checkRequest(from: "::ffff:192.0.2.7", at: Date())
@@ -107,7 +107,7 @@ import Testing
             #expect(throws: ATHError.self) { try AccessTimeWindow(parsing: bad) }
         }
         #expect(throws: ATHError.self) {
-            try Restrictions(access_time: "13:00-18:00 Europe/Paris").checkRequest(from: nil, at: t)
+            try CompiledRestrictions(Restrictions(access_time: "13:00-18:00 Europe/Paris")).checkRequest(from: nil, at: t)
         }
     }
 
