@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import Foundation
+import Synchronization
 
 /// The whole seed-001 scenario in one process on loopback: what `ath demo` runs and what the
 /// end-to-end test checks.
@@ -152,11 +153,10 @@ public enum ScopeDescriptions {
 }
 
 /// The server's URL, known only once it listens, read by the user's phone later.
-final class BaseURLBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _value = ""
+final class BaseURLBox: Sendable {
+    private let url = Mutex("")
     var value: String {
-        get { lock.withLock { _value } }
-        set { lock.withLock { _value = newValue } }
+        get { url.withLock { $0 } }
+        set { url.withLock { $0 = newValue } }
     }
 }

@@ -28,7 +28,6 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case credentialClientMismatch = "CREDENTIAL_CLIENT_MISMATCH"
         case scopeNotSupported = "SCOPE_NOT_SUPPORTED"
         case scopeExceedsCredential = "SCOPE_EXCEEDS_CREDENTIAL"
-        case confirmationPending = "CONFIRMATION_PENDING"
         case confirmationTimeout = "CONFIRMATION_TIMEOUT"
         case userDenied = "USER_DENIED"
         case noScopesGranted = "NO_SCOPES_GRANTED"
@@ -85,7 +84,6 @@ extension ATHError.Code {
         case .confirmationTimeout: 408
         case .unexpectedMessage: 409
         case .handshakeExpired, .handshakeFailed: 410
-        case .confirmationPending: 202
         case .rateLimited: 429
         case .internalError: 500
         }
@@ -94,7 +92,7 @@ extension ATHError.Code {
     /// Whether repeating the same request later can succeed without changing it.
     public var retryable: Bool {
         switch self {
-        case .confirmationPending, .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime:
+        case .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime:
             true
         default: false
         }

@@ -24,13 +24,6 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
-    /// The same object without the named top-level members (a message without its signature).
-    public func removing(_ keys: Set<String>) -> JSONValue {
-        guard case .object(var members) = self else { return self }
-        for key in keys { members.removeValue(forKey: key) }
-        return .object(members)
-    }
-
     /// Parses UTF-8 JSON; anything that is not a single JSON value is malformed.
     public static func parse(_ data: some DataProtocol) throws -> JSONValue {
         do {
