@@ -32,11 +32,7 @@ public actor ATHSession {
         let bytes = try body.map { try JSONEncoder().encode($0) } ?? Data()
         let reply = try await transport.send(
             HTTPMethod(rawValue: method), target, body: body == nil ? nil : bytes, headers: authHeaders(method, target, bytes))
-        if reply.status >= 400, let err = try? JSONDecoder().decode(ATHErrorBody.self, from: reply.body),
-            ATHError.Code(rawValue: err.code) != nil
-        {
-            throw err.error
-        }
+        if let error = HTTPTransport.protocolError(in: reply) { throw error }
         return Response(status: reply.status, body: reply.body)
     }
 

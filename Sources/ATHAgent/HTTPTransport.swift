@@ -42,9 +42,14 @@ struct HTTPTransport: Sendable {
 
     static func throwIfError(_ reply: Reply) throws {
         guard reply.status >= 400 else { return }
-        if let body = try? JSONDecoder().decode(ATHErrorBody.self, from: reply.body) {
-            throw body.error
-        }
-        throw ATHError(.internalError, "HTTP \(reply.status) without an ATH error body")
+        throw protocolError(in: reply) ?? ATHError(.internalError, "HTTP \(reply.status) without an ATH error body")
+    }
+
+    /// The ATH refusal a non-2xx answer carries, if it carries one with a code we know.
+    static func protocolError(in reply: Reply) -> ATHError? {
+        guard reply.status >= 400, let body = try? JSONDecoder().decode(ATHErrorBody.self, from: reply.body),
+            ATHError.Code(rawValue: body.code) != nil
+        else { return nil }
+        return body.error
     }
 }

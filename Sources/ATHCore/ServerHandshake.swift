@@ -287,8 +287,9 @@ public struct ServerHandshake: Codable, Sendable {
         let grantEnd = min(t + Int64(scope.ttl), scope.credentialExpiresAt, decision.expiresAt)
         let ttl = Int(grantEnd - t)
         guard ttl > 0 else {
-            fail(ATHError(.userCredentialExpired, "the user's authorization expired before the grant", step: 8))
-            throw ATHError(.userCredentialExpired, "the user's authorization expired before the grant", step: 8)
+            let error = ATHError(.userCredentialExpired, "the user's authorization expired before the grant", step: 8)
+            fail(error)
+            throw error
         }
         let m8 = try JSONValue.of(
             ScopeResult(
