@@ -15,6 +15,7 @@ public struct ClientHandshake: Sendable {
     /// When set, the server must present this DID (and, for did:key, its embedded key).
     let expectedServer: DID?
     let pinnedServerKey: PublicKey?
+    let randomness: HandshakeRandomness
     public private(set) var state: State = .start
     public private(set) var transcript = Transcript()
     public private(set) var handshakeID: String?
@@ -27,7 +28,7 @@ public struct ClientHandshake: Sendable {
     public init(
         did: DID, key: PrivateKey, versions: [String] = Negotiation.supportedVersions,
         capabilities: [String]? = nil, keyExchange: KeyExchangeAlgorithm = .ecdhP256, expectedServer: DID? = nil,
-        pinnedServerKey: PublicKey? = nil
+        pinnedServerKey: PublicKey? = nil, randomness: HandshakeRandomness = .system
     ) {
         self.did = did
         self.key = key
@@ -36,6 +37,7 @@ public struct ClientHandshake: Sendable {
         self.keyExchange = keyExchange
         self.expectedServer = expectedServer
         self.pinnedServerKey = pinnedServerKey
+        self.randomness = randomness
     }
 
     /// Step 1.
@@ -44,7 +46,7 @@ public struct ClientHandshake: Sendable {
         let m1 = try JSONValue.of(
             HandshakeRequest(
                 client_did: did, client_pubkey: key.publicKey.pem, versions: versions, capabilities: capabilities,
-                nonce: Nonce.generate(), timestamp: Freshness.unix(now)))
+                nonce: randomness.value(.clientNonce), timestamp: Freshness.unix(now)))
         transcript.append(m1)
         state = .sentRequest
         return m1
@@ -120,7 +122,7 @@ public struct ClientHandshake: Sendable {
         try expect(.identified)
         do {
             guard let handshakeID, let serverDID else { throw ATHError(.unexpectedMessage, "no handshake", step: 5) }
-            let ephemeral = EphemeralKey.generate(keyExchange)
+            let ephemeral = randomness.ephemeralKey(.client, keyExchange)
             var m5 = ScopeRequest(
                 handshake_id: handshakeID, scopes: scopes, ttl: ttl,
                 user_authorization: UserAuthorization(credential: credential, signature: nil), context: context,

@@ -11,13 +11,21 @@ public struct JWTCodec: Sendable {
     public let kid: String
 
     public init(key: PrivateKey) async throws {
-        keys = JWTKeyCollection()
+        keys = JWTKeyCollection(defaultJWTSerializer: DefaultJWTSerializer(jsonEncoder: Self.encoder))
         algorithm = key.algorithm
         kid = key.publicKey.thumbprint
         switch key {
-        case .p256(let k): await keys.add(ecdsa: try ES256PrivateKey(backing: k))
-        case .ed25519(let k): await keys.add(eddsa: EdDSA.PrivateKey(backing: k))
+        case .p256(let k): await keys.add(ecdsa: try ES256PrivateKey(backing: k), serializer: DefaultJWTSerializer(jsonEncoder: Self.encoder))
+        case .ed25519(let k): await keys.add(eddsa: EdDSA.PrivateKey(backing: k), serializer: DefaultJWTSerializer(jsonEncoder: Self.encoder))
         }
+    }
+
+    /// Sorted keys: the same claims give the same token bytes, in every process (and in the
+    /// published test vectors).
+    static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
     }
 
     public init(verifying key: PublicKey) async throws {

@@ -57,7 +57,7 @@ public struct ServerHandshake: Codable, Sendable {
     /// `registeredKey` is the client's key in the server's registry, if it has one.
     public static func begin(
         request raw: JSONValue, id: String, identity: ServerIdentity, policy: ServerPolicy,
-        registeredKey: PublicKey?, now: Date
+        registeredKey: PublicKey?, now: Date, randomness: HandshakeRandomness = .system
     ) throws -> (ServerHandshake, JSONValue) {
         let m1 = try raw.message(HandshakeRequest.self, step: 1)
         try Freshness.check(m1.timestamp, now: now, step: 1)
@@ -85,7 +85,7 @@ public struct ServerHandshake: Codable, Sendable {
         transcript.append(raw)
         var m2 = HandshakeResponse(
             handshake_id: id, server_did: identity.did, server_pubkey: key.publicKey.pem, version: version,
-            capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: Nonce.generate(),
+            capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: randomness.value(.serverNonce),
             signature: "", timestamp: t)
         let unsigned = try JSONValue.of(m2).withoutSignature()
         m2.signature = try SigningInput(
@@ -184,7 +184,8 @@ public struct ServerHandshake: Codable, Sendable {
     /// Applies the verified user credential and the server's policy. Returns the step-6
     /// request when the user must confirm, nil when the handshake can complete at once.
     public mutating func authorize(
-        _ m5: ScopeRequest, credential: UserCredentialClaims, clientInfo: ClientInfo, policy: ServerPolicy, now: Date
+        _ m5: ScopeRequest, credential: UserCredentialClaims, clientInfo: ClientInfo, policy: ServerPolicy, now: Date,
+        randomness: HandshakeRandomness = .system
     ) throws -> AuthorizationConfirmationRequest? {
         do {
             let user = try DID(credential.iss)
@@ -208,7 +209,7 @@ public struct ServerHandshake: Codable, Sendable {
                 return nil
             }
             let request = AuthorizationConfirmationRequest(
-                request_id: Nonce.generate(), handshake_id: id, server_did: serverDID, user_did: user, client_did: clientDID,
+                request_id: randomness.value(.requestID), handshake_id: id, server_did: serverDID, user_did: user, client_did: clientDID,
                 client_info: clientInfo, requested_scopes: allowed, context: m5.context, ttl: ttl,
                 restrictions: policy.restrictions, expires_at: t + Int64(policy.confirmationTimeout),
                 transcript_hash: Base64URL.encode(try transcript.hash()), timestamp: t)
@@ -275,7 +276,9 @@ public struct ServerHandshake: Codable, Sendable {
         public var token: AccessTokenClaims
     }
 
-    public mutating func complete(policy: ServerPolicy, tokenSigner: JWTCodec, identity: ServerIdentity, now: Date) async throws -> Completion {
+    public mutating func complete(
+        policy: ServerPolicy, tokenSigner: JWTCodec, identity: ServerIdentity, now: Date, randomness: HandshakeRandomness = .system
+    ) async throws -> Completion {
         guard state == .readyToComplete, let scope = scopeRequest, let decision else {
             throw ATHError(.unexpectedMessage, "handshake is not ready to complete", step: 8)
         }
@@ -298,7 +301,7 @@ public struct ServerHandshake: Codable, Sendable {
         transcript.append(m8)
 
         let kex = KeyExchangeAlgorithm(rawValue: scope.keyShare.alg)!
-        let ephemeral = EphemeralKey.generate(kex)
+        let ephemeral = randomness.ephemeralKey(.server, kex)
         let secrets: SessionSecrets
         do {
             secrets = SessionSecrets(
@@ -308,11 +311,11 @@ public struct ServerHandshake: Codable, Sendable {
             throw e
         }
         let grant = Grant(
-            id: Nonce.generate(), handshakeID: id, clientDID: clientDID, userDID: scope.userDID, scopes: granted,
+            id: randomness.value(.grantID), handshakeID: id, clientDID: clientDID, userDID: scope.userDID, scopes: granted,
             restrictions: policy.restrictions, credentialID: scope.credentialID, createdAt: t, expiresAt: grantEnd)
         let claims = AccessTokenClaims(
             iss: serverDID.value, aud: serverDID.value, sub: scope.userDID.value, client_did: clientDID.value,
-            scope: granted.joined(separator: " "), iat: t, exp: min(grantEnd, t + AccessToken.maxLifetime), jti: Nonce.generate(),
+            scope: granted.joined(separator: " "), iat: t, exp: min(grantEnd, t + AccessToken.maxLifetime), jti: randomness.value(.tokenID),
             gid: grant.id, sid: secrets.sessionID)
         let token = try await tokenSigner.sign(claims, typ: AccessToken.typ)
         var m9 = HandshakeComplete(

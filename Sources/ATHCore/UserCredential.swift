@@ -35,12 +35,12 @@ public enum UserCredential {
     /// Issues a pre-authorization (what `ath user authorize` does).
     public static func issue(
         user: DID, key: PrivateKey, client: DID, scopes: [String], validFor seconds: Int, audience: DID? = nil,
-        now: Date = Date()
+        now: Date = Date(), jti: String = Nonce.generate()
     ) async throws -> String {
         let iat = Int64(now.timeIntervalSince1970)
         let claims = UserCredentialClaims(
             iss: user.value, sub: client.value, aud: audience?.value, scopes: scopes, iat: iat, exp: iat + Int64(seconds),
-            jti: Nonce.generate())
+            jti: jti)
         return try await JWTCodec(key: key).sign(claims, typ: typ)
     }
 
