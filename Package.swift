@@ -85,6 +85,7 @@ let package = Package(
         .testTarget(
             name: "ATHCoreTests",
             dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["Vectors"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -11,7 +11,7 @@ struct ATHCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
-        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Agent.self])
+        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Agent.self, Bench.self])
 }
 
 struct Demo: AsyncParsableCommand {

@@ -1,0 +1,160 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import ATHStore
+import ArgumentParser
+import Foundation
+import Hummingbird
+import ShoppingExample
+import Synchronization
+
+/// Performance measurements (docs/PERFORMANCE.md): run them on a release build,
+/// `swift run -c release ath bench ...`. Everything stays on loopback and stops by itself.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure handshakes per second and the cost of the access check (loopback only).",
+        subcommands: [Core.self, Handshakes.self, Middleware.self])
+
+    /// Runs `body` from `concurrency` tasks until `seconds` pass; returns completed operations.
+    static func load(seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> (Int, Double) {
+        let counts = Counts()
+        let start = ContinuousClock.now
+        let end = start + .milliseconds(Int(seconds * 1000))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<concurrency {
+                group.addTask {
+                    while ContinuousClock.now < end {
+                        do {
+                            try await body(worker)
+                            counts.done.add(1, ordering: .relaxed)
+                        } catch {
+                            if counts.failed.add(1, ordering: .relaxed).newValue == 1 { print("first failure: \(error)") }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - start
+        let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let failed = counts.failed.load(ordering: .relaxed)
+        if failed > 0 { print("failures: \(failed)") }
+        return (counts.done.load(ordering: .relaxed), secondsElapsed)
+    }
+
+    final class Counts: Sendable {
+        let done = Atomic<Int>(0)
+        let failed = Atomic<Int>(0)
+    }
+
+    static func report(_ what: String, _ result: (Int, Double)) -> Double {
+        let rate = Double(result.0) / result.1
+        print(String(format: "%@: %d in %.2f s = %.0f/s", what, result.0, result.1, rate))
+        return rate
+    }
+
+    /// The platform with a policy that needs no human (steps 6-7 skipped) and no rate limit.
+    static func platform(store dir: URL) async throws -> (ATHService, RunningServer, PrivateKey, DID, PrivateKey, DID) {
+        let store = try SQLiteStore(path: dir.appendingPathComponent("bench.sqlite").path)
+        var policy = ShoppingPlatform.policy
+        policy.requireUserConfirmation = false
+        policy.restrictions.rate_limit = nil
+        let service = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [.generate(.es256)]), policy: policy, store: store)
+        let router = ShoppingPlatform.router(service: service)
+        router.get("open/goods") { request, _ in try ShoppingPlatform.searchGoods(request) }
+        let server = try await RunningServer.start(router)
+        let agentKey = PrivateKey.generate(.es256)
+        let userKey = PrivateKey.generate(.es256)
+        return (service, server, agentKey, DID.key(agentKey.publicKey), userKey, DID.key(userKey.publicKey))
+    }
+
+    static func tempDir() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    struct Core: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Full handshakes through the state machines alone (no HTTP, no store).")
+        @Option(help: "Seconds to run.") var seconds: Double = 5
+        @Option(help: "Concurrent handshakes.") var concurrency: Int = 2
+
+        func run() async throws {
+            let serverDID = ShoppingPlatform.did
+            let identity = ServerIdentity(did: serverDID, keys: [.generate(.es256)])
+            var unattended = ShoppingPlatform.policy
+            unattended.requireUserConfirmation = false
+            let policy = unattended
+            let signer = try await JWTCodec(key: identity.tokenKey)
+            let agentKey = PrivateKey.generate(.es256)
+            let userKey = PrivateKey.generate(.es256)
+            let agent = DID.key(agentKey.publicKey)
+            let credential = try await UserCredential.issue(
+                user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
+            let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                let now = Date()
+                var client = ClientHandshake(did: agent, key: agentKey)
+                var (server, m2) = try ServerHandshake.begin(
+                    request: client.makeRequest(now: now), id: Nonce.generate(), identity: identity, policy: policy, registeredKey: nil,
+                    now: now)
+                let m4 = try server.receiveIdentityProof(try client.receiveResponse(m2, now: now), policy: policy, now: now)
+                _ = try client.receiveIdentityResult(m4, now: now)
+                let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 3600, credential: credential, context: "bench", now: now)
+                let request = try server.receiveScopeRequest(m5, policy: policy, now: now)
+                let claims = try await UserCredential.verify(credential, userKey: userKey.publicKey, client: agent, server: serverDID, now: now)
+                _ = try server.authorize(request, credential: claims, clientInfo: ClientInfo(name: "b", developer: "b"), policy: policy, now: now)
+                let completion = try await server.complete(policy: policy, tokenSigner: signer, identity: identity, now: now)
+                _ = try client.receiveOutcome(completion.outcome, now: now)
+            }
+            _ = Bench.report("core handshakes (client and server in one process)", result)
+        }
+    }
+
+    struct Handshakes: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Full handshakes over loopback HTTP with the SQLite store.")
+        @Option(help: "Seconds to run.") var seconds: Double = 10
+        @Option(help: "Concurrent agents.") var concurrency: Int = 8
+
+        func run() async throws {
+            let dir = try Bench.tempDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let (_, server, agentKey, agent, userKey, user) = try await Bench.platform(store: dir)
+            let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
+            let client = ATHClient(baseURL: server.baseURL, did: agent, key: agentKey)
+            let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                _ = try await client.handshake(credential: credential, scopes: ["goods:read"], ttl: 3600, context: "bench")
+            }
+            _ = Bench.report("HTTP handshakes (agent, server and store in one process)", result)
+            await server.stop()
+        }
+    }
+
+    struct Middleware: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Throughput of GET /api/goods with the ATH check against the same route unprotected.")
+        @Option(help: "Seconds per route.") var seconds: Double = 10
+        @Option(help: "Concurrent connections.") var concurrency: Int = 16
+
+        func run() async throws {
+            let dir = try Bench.tempDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let (_, server, agentKey, agent, userKey, user) = try await Bench.platform(store: dir)
+            let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
+            let session = try await ATHClient(baseURL: server.baseURL, did: agent, key: agentKey)
+                .handshake(credential: credential, scopes: ["goods:read"], ttl: 3600, context: "bench")
+            // Warm up, then measure each route with the same client work: the session adds the
+            // token and a proof to both, so only the server's side differs.
+            _ = try await session.get("/api/goods?keyword=phone")
+            let open = Bench.report("unprotected GET /open/goods", try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                let r = try await session.send("GET", "/open/goods?keyword=phone")
+                guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
+            })
+            let guarded = Bench.report("protected GET /api/goods", try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                let r = try await session.get("/api/goods?keyword=phone")
+                guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
+            })
+            print(String(format: "throughput lost to the access check: %.1f%%", (1 - guarded / open) * 100))
+            await server.stop()
+        }
+    }
+}
