@@ -3,10 +3,18 @@ import Foundation
 /// Unpadded base64url (RFC 4648 section 5): the one binary-to-text encoding of the protocol.
 public enum Base64URL {
     public static func encode(_ bytes: some DataProtocol) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        let standard = Data(bytes).base64EncodedData()
+        var out = [UInt8]()
+        out.reserveCapacity(standard.count)
+        for b in standard {
+            switch b {
+            case UInt8(ascii: "+"): out.append(UInt8(ascii: "-"))
+            case UInt8(ascii: "/"): out.append(UInt8(ascii: "_"))
+            case UInt8(ascii: "="): break
+            default: out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Strict decoding: padding, whitespace and the standard alphabet are refused, so that one

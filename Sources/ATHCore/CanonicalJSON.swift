@@ -7,45 +7,46 @@ import Foundation
 /// key order or escaping choices.
 public enum CanonicalJSON {
     public static func bytes(_ value: JSONValue) throws -> [UInt8] {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
         try write(value, into: &out)
-        return Array(out.utf8)
+        return out
     }
 
     public static func bytes(of value: some Encodable) throws -> [UInt8] {
         try bytes(JSONValue.of(value))
     }
 
-    private static func write(_ value: JSONValue, into out: inout String) throws {
+    static func write(_ value: JSONValue, into out: inout [UInt8]) throws {
         switch value {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null".utf8
+        case .bool(let b): out += (b ? "true" : "false").utf8
         case .integer(let i):
             // I-JSON: integers beyond 2^53 lose precision in other languages' parsers.
             guard abs(i) <= 9_007_199_254_740_991 else {
                 throw ATHError(.malformedMessage, "integer outside the I-JSON range")
             }
-            out += String(i)
-        case .number(let d): out += try number(d)
+            out += String(i).utf8
+        case .number(let d): out += try number(d).utf8
         case .string(let s): string(s, into: &out)
         case .array(let items):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 try write(item, into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             // Keys sort by their UTF-16 code units (RFC 8785 section 3.2.3).
-            let keys = members.keys.sorted { Array($0.utf16).lexicographicallyPrecedes(Array($1.utf16)) }
-            for (i, key) in keys.enumerated() {
-                if i > 0 { out += "," }
-                string(key, into: &out)
-                out += ":"
-                try write(members[key]!, into: &out)
+            let sorted = members.sorted { $0.key.utf16.lexicographicallyPrecedes($1.key.utf16) }
+            for (i, member) in sorted.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                string(member.key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                try write(member.value, into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 
@@ -94,22 +95,26 @@ public enum CanonicalJSON {
         return (String(digits), n)
     }
 
-    private static func string(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
+    /// UTF-8 as is; only the quote, the backslash and control characters are escaped.
+    private static func string(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in s.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += #"\""#.utf8
+            case UInt8(ascii: "\\"): out += #"\\"#.utf8
+            case 0x08: out += #"\b"#.utf8
+            case 0x0C: out += #"\f"#.utf8
+            case 0x0A: out += #"\n"#.utf8
+            case 0x0D: out += #"\r"#.utf8
+            case 0x09: out += #"\t"#.utf8
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += #"\u00"#.utf8
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0xF)])
+            default: out.append(byte)
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
 }

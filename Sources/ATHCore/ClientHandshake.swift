@@ -47,7 +47,7 @@ public struct ClientHandshake: Sendable {
             HandshakeRequest(
                 client_did: did, client_pubkey: key.publicKey.pem, versions: versions, capabilities: capabilities,
                 nonce: randomness.value(.clientNonce), timestamp: Freshness.unix(now)))
-        transcript.append(m1)
+        try transcript.append(m1)
         state = .sentRequest
         return m1
     }
@@ -78,7 +78,7 @@ public struct ClientHandshake: Sendable {
             try SigningInput(
                 .serverIdentity, client: did, server: m2.server_did, transcriptHash: transcript.hash(including: raw.withoutSignature())
             ).verify(m2.signature, with: serverKey, step: 2)
-            transcript.append(raw)
+            try transcript.append(raw)
             handshakeID = m2.handshake_id
             serverDID = m2.server_did
             self.serverKey = serverKey
@@ -88,7 +88,7 @@ public struct ClientHandshake: Sendable {
                 transcriptHash: transcript.hash(including: JSONValue.of(m3).withoutSignature())
             ).sign(with: key)
             let value = try JSONValue.of(m3)
-            transcript.append(value)
+            try transcript.append(value)
             state = .sentProof
             return value
         } catch {
@@ -107,7 +107,7 @@ public struct ClientHandshake: Sendable {
             guard m4.success, let metadata = m4.metadata else {
                 throw m4.error?.error ?? ATHError(.handshakeFailed, "server refused the identity proof", step: 4)
             }
-            transcript.append(raw)
+            try transcript.append(raw)
             self.metadata = metadata
             state = .identified
             return metadata
@@ -132,7 +132,7 @@ public struct ClientHandshake: Sendable {
                 transcriptHash: transcript.hash(including: JSONValue.of(m5).withoutSignature())
             ).sign(with: key)
             let value = try JSONValue.of(m5)
-            transcript.append(value)
+            try transcript.append(value)
             self.ephemeral = ephemeral
             requestedScopes = scopes
             state = .sentScopeRequest
@@ -162,7 +162,7 @@ public struct ClientHandshake: Sendable {
             guard extra.isEmpty else {
                 throw ATHError(.malformedMessage, "server granted scopes that were not requested", step: 8)
             }
-            transcript.append(outcome.scope_result)
+            try transcript.append(outcome.scope_result)
             let keyHash = try transcript.hash()
             try SigningInput(
                 .handshakeComplete, client: did, server: serverDID,
@@ -172,7 +172,7 @@ public struct ClientHandshake: Sendable {
                 throw ATHError(.downgradeDetected, "server answered the key exchange with \(m9.key_exchange_alg)", step: 9)
             }
             let secrets = SessionSecrets(shared: try ephemeral.sharedSecret(with: m9.key_exchange_params), transcriptHash: keyHash)
-            transcript.append(outcome.handshake_complete)
+            try transcript.append(outcome.handshake_complete)
             self.ephemeral = nil
             state = .complete
             return EstablishedGrant(

@@ -82,7 +82,7 @@ public struct ServerHandshake: Codable, Sendable {
         let key = identity.key(for: alg)!
         let t = Freshness.unix(now)
         var transcript = Transcript()
-        transcript.append(raw)
+        try transcript.append(raw)
         var m2 = HandshakeResponse(
             handshake_id: id, server_did: identity.did, server_pubkey: key.publicKey.pem, version: version,
             capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: randomness.value(.serverNonce),
@@ -92,7 +92,7 @@ public struct ServerHandshake: Codable, Sendable {
             .serverIdentity, client: m1.client_did, server: identity.did, transcriptHash: transcript.hash(including: unsigned)
         ).sign(with: key)
         let signed = try JSONValue.of(m2)
-        transcript.append(signed)
+        try transcript.append(signed)
         let handshake = ServerHandshake(
             id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKeyPEM: m1.client_pubkey,
             serverDID: identity.did, version: version, algorithm: alg, transcript: transcript, createdAt: t,
@@ -134,11 +134,11 @@ public struct ServerHandshake: Codable, Sendable {
             if let credentials = m3.credentials, !credentials.isEmpty {
                 throw ATHError(.unsupportedAlgorithm, "identity credentials (certificates) are not accepted by this server", step: 3)
             }
-            transcript.append(raw)
+            try transcript.append(raw)
             let m4 = IdentityResult(
                 handshake_id: id, success: true, metadata: policy.metadata, error: nil, timestamp: Freshness.unix(now))
             let value = try JSONValue.of(m4)
-            transcript.append(value)
+            try transcript.append(value)
             state = .awaitingScopeRequest
             return value
         } catch {
@@ -174,7 +174,7 @@ public struct ServerHandshake: Codable, Sendable {
                 throw ATHError(.unsupportedAlgorithm, "key exchange \(m5.key_exchange.alg) is not ECDH-P256 or X25519", step: 5)
             }
             guard m5.context.count <= 1000 else { throw ATHError(.malformedMessage, "context is over 1000 characters", step: 5) }
-            transcript.append(raw)
+            try transcript.append(raw)
             return m5
         } catch {
             throw recordFailure(error)
@@ -233,7 +233,7 @@ public struct ServerHandshake: Codable, Sendable {
             }
             try Freshness.check(m7.timestamp, now: now, step: 7)
             var userTranscript = Transcript()
-            userTranscript.append(try JSONValue.of(request))
+            try userTranscript.append(JSONValue.of(request))
             try SigningInput(
                 .userConfirmation, client: clientDID, server: serverDID, user: scope.userDID,
                 transcriptHash: userTranscript.hash(including: raw.withoutSignature())
@@ -298,7 +298,7 @@ public struct ServerHandshake: Codable, Sendable {
             ScopeResult(
                 handshake_id: id, scopes_granted: granted, scopes_denied: scope.deniedByPolicy + deniedByUser, ttl_granted: ttl,
                 restrictions: policy.restrictions, timestamp: t))
-        transcript.append(m8)
+        try transcript.append(m8)
 
         let kex = KeyExchangeAlgorithm(rawValue: scope.keyShare.alg)!
         let ephemeral = randomness.ephemeralKey(.server, kex)
@@ -327,7 +327,7 @@ public struct ServerHandshake: Codable, Sendable {
             transcriptHash: transcript.hash(including: JSONValue.of(m9).withoutSignature())
         ).sign(with: identity.key(for: algorithm)!)
         let m9Value = try JSONValue.of(m9)
-        transcript.append(m9Value)
+        try transcript.append(m9Value)
         let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Value)
         self.outcome = outcome
         state = .completed

@@ -8,19 +8,45 @@ import Foundation
 /// far, the way TLS 1.3's CertificateVerify does (docs/PROTOCOL.md, "Signatures").
 public struct Transcript: Codable, Sendable, Equatable {
     public private(set) var messages: [JSONValue] = []
+    /// Each message's canonical bytes, kept so that a hash does not canonicalize the whole
+    /// transcript again at every step.
+    private var canonical: [[UInt8]] = []
 
     public init() {}
 
-    public mutating func append(_ message: JSONValue) {
+    public init(from decoder: any Decoder) throws {
+        for message in try decoder.container(keyedBy: CodingKeys.self).decode([JSONValue].self, forKey: .messages) {
+            try append(message)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(messages, forKey: .messages)
+    }
+
+    enum CodingKeys: String, CodingKey { case messages }
+
+    public static func == (a: Self, b: Self) -> Bool { a.messages == b.messages }
+
+    /// Appends a message; one that cannot be canonicalized (a number outside I-JSON) is refused.
+    public mutating func append(_ message: JSONValue) throws {
+        canonical.append(try CanonicalJSON.bytes(message))
         messages.append(message)
     }
 
     /// SHA-256 of the canonical JSON array of the messages, plus `pending` (the message being
     /// signed, without its signature).
     public func hash(including pending: JSONValue? = nil) throws -> Data {
-        var all = messages
-        if let pending { all.append(pending) }
-        return Data(SHA256.hash(data: try CanonicalJSON.bytes(.array(all))))
+        var hasher = SHA256()
+        hasher.update(data: [UInt8(ascii: "[")])
+        let last = try pending.map { try CanonicalJSON.bytes($0) }
+        for (i, bytes) in (canonical + (last.map { [$0] } ?? [])).enumerated() {
+            if i > 0 { hasher.update(data: [UInt8(ascii: ",")]) }
+            hasher.update(data: bytes)
+        }
+        hasher.update(data: [UInt8(ascii: "]")])
+        return Data(hasher.finalize())
     }
 }
 

@@ -17,7 +17,7 @@ public enum UserConfirmation {
             request_id: request.request_id, approved: approved, approved_scopes: approvedScopes ?? [],
             expires_at: expiresAt ?? (request.expires_at + Int64(request.ttl)), signature: "", timestamp: Freshness.unix(now))
         var transcript = Transcript()
-        transcript.append(try JSONValue.of(request))
+        try transcript.append(JSONValue.of(request))
         m7.signature = try SigningInput(
             .userConfirmation, client: request.client_did, server: request.server_did, user: request.user_did,
             transcriptHash: transcript.hash(including: JSONValue.of(m7).withoutSignature())

@@ -110,7 +110,7 @@ enum VectorGenerator {
 extension Transcript {
     static func of(_ messages: [JSONValue]) -> Transcript {
         var t = Transcript()
-        for m in messages { t.append(m) }
+        for m in messages { try! t.append(m) }
         return t
     }
 }
