@@ -20,17 +20,23 @@ public enum Base64URL {
     /// Strict decoding: padding, whitespace and the standard alphabet are refused, so that one
     /// value has one spelling.
     public static func decode(_ text: String) -> Data? {
-        guard text.utf8.allSatisfy({ b in
-            (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D
-                || b == 0x5F
-        }) else { return nil }
-        var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        switch s.count % 4 {
+        var standard = [UInt8]()
+        standard.reserveCapacity(text.utf8.count + 3)
+        for b in text.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                standard.append(b)
+            case UInt8(ascii: "-"): standard.append(UInt8(ascii: "+"))
+            case UInt8(ascii: "_"): standard.append(UInt8(ascii: "/"))
+            default: return nil
+            }
+        }
+        switch standard.count % 4 {
         case 0: break
-        case 2: s += "=="
-        case 3: s += "="
+        case 2: standard += "==".utf8
+        case 3: standard += "=".utf8
         default: return nil
         }
-        return Data(base64Encoded: s)
+        return Data(base64Encoded: Data(standard))
     }
 }
