@@ -82,12 +82,8 @@ public struct ClientHandshake: Sendable {
             handshakeID = m2.handshake_id
             serverDID = m2.server_did
             self.serverKey = serverKey
-            var m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: nil, timestamp: Freshness.unix(now))
-            m3.signature = try SigningInput(
-                .clientIdentity, client: did, server: m2.server_did,
-                transcriptHash: transcript.hash(including: JSONValue.of(m3).withoutSignature())
-            ).sign(with: key)
-            let value = try JSONValue.of(m3)
+            let m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: nil, timestamp: Freshness.unix(now))
+            let value = try SigningInput.signedMessage(m3, .clientIdentity, client: did, server: m2.server_did, after: transcript, key: key)
             try transcript.append(value)
             state = .sentProof
             return value
@@ -123,15 +119,11 @@ public struct ClientHandshake: Sendable {
         do {
             guard let handshakeID, let serverDID else { throw ATHError(.unexpectedMessage, "no handshake", step: 5) }
             let ephemeral = randomness.ephemeralKey(.client, keyExchange)
-            var m5 = ScopeRequest(
+            let m5 = ScopeRequest(
                 handshake_id: handshakeID, scopes: scopes, ttl: ttl,
                 user_authorization: UserAuthorization(credential: credential, signature: nil), context: context,
                 key_exchange: KeyShare(alg: keyExchange.rawValue, public_key: ephemeral.publicKey), timestamp: Freshness.unix(now))
-            m5.user_authorization.signature = try SigningInput(
-                .scopeRequest, client: did, server: serverDID,
-                transcriptHash: transcript.hash(including: JSONValue.of(m5).withoutSignature())
-            ).sign(with: key)
-            let value = try JSONValue.of(m5)
+            let value = try SigningInput.signedMessage(m5, .scopeRequest, client: did, server: serverDID, after: transcript, key: key)
             try transcript.append(value)
             self.ephemeral = ephemeral
             requestedScopes = scopes

@@ -83,15 +83,12 @@ public struct ServerHandshake: Codable, Sendable {
         let t = Freshness.unix(now)
         var transcript = Transcript()
         try transcript.append(raw)
-        var m2 = HandshakeResponse(
+        let m2 = HandshakeResponse(
             handshake_id: id, server_did: identity.did, server_pubkey: key.publicKey.pem, version: version,
             capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: randomness.value(.serverNonce),
             signature: "", timestamp: t)
-        let unsigned = try JSONValue.of(m2).withoutSignature()
-        m2.signature = try SigningInput(
-            .serverIdentity, client: m1.client_did, server: identity.did, transcriptHash: transcript.hash(including: unsigned)
-        ).sign(with: key)
-        let signed = try JSONValue.of(m2)
+        let signed = try SigningInput.signedMessage(
+            m2, .serverIdentity, client: m1.client_did, server: identity.did, after: transcript, key: key)
         try transcript.append(signed)
         let handshake = ServerHandshake(
             id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKeyPEM: m1.client_pubkey,
@@ -318,15 +315,12 @@ public struct ServerHandshake: Codable, Sendable {
             scope: granted.joined(separator: " "), iat: t, exp: min(grantEnd, t + AccessToken.maxLifetime), jti: randomness.value(.tokenID),
             gid: grant.id, sid: secrets.sessionID)
         let token = try await tokenSigner.sign(claims, typ: AccessToken.typ)
-        var m9 = HandshakeComplete(
+        let m9 = HandshakeComplete(
             handshake_id: id, key_exchange_alg: kex.rawValue, key_exchange_params: ephemeral.publicKey,
             cipher_suite: "AES-256-GCM", access_token: token, token_expires_at: claims.exp, grant_id: grant.id, signature: "",
             timestamp: t)
-        m9.signature = try SigningInput(
-            .handshakeComplete, client: clientDID, server: serverDID,
-            transcriptHash: transcript.hash(including: JSONValue.of(m9).withoutSignature())
-        ).sign(with: identity.key(for: algorithm)!)
-        let m9Value = try JSONValue.of(m9)
+        let m9Value = try SigningInput.signedMessage(
+            m9, .handshakeComplete, client: clientDID, server: serverDID, after: transcript, key: identity.key(for: algorithm)!)
         try transcript.append(m9Value)
         let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Value)
         self.outcome = outcome

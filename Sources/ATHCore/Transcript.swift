@@ -61,7 +61,7 @@ public enum SignatureContext: String, Sendable, CaseIterable {
 
 /// The exact bytes an ATH signature covers: the canonical JSON of
 /// `{"client_did", "context", "server_did", "transcript_hash"}` (plus `user_did` for step 7).
-public struct SigningInput: Codable, Sendable {
+public struct SigningInput: Sendable {
     public var context: String
     public var client_did: String
     public var server_did: String
@@ -76,7 +76,34 @@ public struct SigningInput: Codable, Sendable {
         transcript_hash = Base64URL.encode(transcriptHash)
     }
 
-    public func bytes() throws -> [UInt8] { try CanonicalJSON.bytes(of: self) }
+    public func bytes() throws -> [UInt8] {
+        var members: [String: JSONValue] = [
+            "context": .string(context), "client_did": .string(client_did), "server_did": .string(server_did),
+            "transcript_hash": .string(transcript_hash),
+        ]
+        if let user_did { members["user_did"] = .string(user_did) }
+        return try CanonicalJSON.bytes(.object(members))
+    }
+
+    /// Signs a message after `transcript`: the message is converted once, signed without its
+    /// signature, and returned with the signature in place (for step 5, inside
+    /// `user_authorization`).
+    public static func signedMessage(
+        _ message: some Encodable, _ context: SignatureContext, client: DID, server: DID, user: DID? = nil, after transcript: Transcript,
+        key: PrivateKey
+    ) throws -> JSONValue {
+        let unsigned = try JSONValue.of(message).withoutSignature()
+        let signature = try SigningInput(context, client: client, server: server, user: user, transcriptHash: transcript.hash(including: unsigned))
+            .sign(with: key)
+        guard case .object(var members) = unsigned else { return unsigned }
+        if context == .scopeRequest, case .object(var auth)? = members["user_authorization"] {
+            auth["signature"] = .string(signature)
+            members["user_authorization"] = .object(auth)
+        } else {
+            members["signature"] = .string(signature)
+        }
+        return .object(members)
+    }
 
     public func sign(with key: PrivateKey) throws -> String {
         Base64URL.encode(try key.signature(for: bytes()))

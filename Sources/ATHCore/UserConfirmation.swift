@@ -13,15 +13,13 @@ public enum UserConfirmation {
         now: Date
     ) throws -> JSONValue {
         let approved = approvedScopes.map { !$0.isEmpty } ?? false
-        var m7 = AuthorizationConfirmationResponse(
+        let m7 = AuthorizationConfirmationResponse(
             request_id: request.request_id, approved: approved, approved_scopes: approvedScopes ?? [],
             expires_at: expiresAt ?? (request.expires_at + Int64(request.ttl)), signature: "", timestamp: Freshness.unix(now))
         var transcript = Transcript()
         try transcript.append(JSONValue.of(request))
-        m7.signature = try SigningInput(
-            .userConfirmation, client: request.client_did, server: request.server_did, user: request.user_did,
-            transcriptHash: transcript.hash(including: JSONValue.of(m7).withoutSignature())
-        ).sign(with: key)
-        return try JSONValue.of(m7)
+        return try SigningInput.signedMessage(
+            m7, .userConfirmation, client: request.client_did, server: request.server_did, user: request.user_did, after: transcript,
+            key: key)
     }
 }
