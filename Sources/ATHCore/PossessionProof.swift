@@ -42,8 +42,9 @@ public struct PossessionProof: Sendable, Equatable {
 
     public init(headerValue: String) throws {
         var fields: [String: String] = [:]
+        guard headerValue.utf8.count <= 512 else { throw ATHError(.proofInvalid, "ATH-Proof header is too long") }
         for part in headerValue.split(separator: ",") {
-            let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            let kv = part.drop(while: { $0 == " " }).split(separator: "=", maxSplits: 1)
             guard kv.count == 2, fields[String(kv[0])] == nil else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
             fields[String(kv[0])] = String(kv[1])
         }

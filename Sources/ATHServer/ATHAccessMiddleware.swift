@@ -28,11 +28,15 @@ public struct ATHAccessMiddleware<Context: ATHRequestContextProtocol>: RouterMid
         _ request: Request, context: Context, service: ATHService, scope: String?, bodyLimit: Int = 1024 * 1024
     ) async throws -> (VerifiedAccess, Request) {
         var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: bodyLimit)
-        } catch {
-            throw ATHError(.payloadTooLarge, "request body is over \(bodyLimit) bytes")
+        var body = ByteBuffer()
+        // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+        // section 6.3); not waiting on its empty body stream saves a trip through the event loop.
+        if request.headers[.contentLength] != nil || request.headers[.transferEncoding] != nil {
+            do {
+                body = try await request.collectBody(upTo: bodyLimit)
+            } catch {
+                throw ATHError(.payloadTooLarge, "request body is over \(bodyLimit) bytes")
+            }
         }
         let facts = ATHService.RequestFacts(
             method: request.method.rawValue, target: request.uri.description, authorization: request.headers[.authorization],
