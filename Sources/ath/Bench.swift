@@ -53,8 +53,20 @@ struct Bench: AsyncParsableCommand {
         return rate
     }
 
-    /// The platform with a policy that needs no human (steps 6-7 skipped) and no rate limit.
-    static func platform(store dir: URL) async throws -> (ATHService, RunningServer, PrivateKey, DID, PrivateKey, DID) {
+    /// The platform on loopback with a policy that needs no human (steps 6-7 skipped) and no
+    /// rate limit, and an agent holding a user's credential for goods:read.
+    struct Platform {
+        var service: ATHService
+        var server: RunningServer
+        var client: ATHClient
+        var credential: String
+
+        func handshake() async throws -> ATHSession {
+            try await client.handshake(credential: credential, scopes: ["goods:read"], ttl: 3600, context: "bench")
+        }
+    }
+
+    static func platform(store dir: URL) async throws -> Platform {
         let store = try SQLiteStore(path: dir.appendingPathComponent("bench.sqlite").path)
         var policy = ShoppingPlatform.policy
         policy.requireUserConfirmation = false
@@ -67,7 +79,11 @@ struct Bench: AsyncParsableCommand {
         let server = try await RunningServer.start(router)
         let agentKey = PrivateKey.generate(.es256)
         let userKey = PrivateKey.generate(.es256)
-        return (service, server, agentKey, DID.key(agentKey.publicKey), userKey, DID.key(userKey.publicKey))
+        let agent = DID.key(agentKey.publicKey)
+        let credential = try await UserCredential.issue(
+            user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
+        return Platform(
+            service: service, server: server, client: ATHClient(baseURL: server.baseURL, did: agent, key: agentKey), credential: credential)
     }
 
     static func tempDir() throws -> URL {
@@ -137,14 +153,10 @@ struct Bench: AsyncParsableCommand {
         func run() async throws {
             let dir = try Bench.tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
-            let (_, server, agentKey, agent, userKey, user) = try await Bench.platform(store: dir)
-            let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
-            let client = ATHClient(baseURL: server.baseURL, did: agent, key: agentKey)
-            let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
-                _ = try await client.handshake(credential: credential, scopes: ["goods:read"], ttl: 3600, context: "bench")
-            }
+            let platform = try await Bench.platform(store: dir)
+            let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in _ = try await platform.handshake() }
             _ = Bench.report("HTTP handshakes (agent, server and store in one process)", result)
-            await server.stop()
+            await platform.server.stop()
         }
     }
 
@@ -157,10 +169,9 @@ struct Bench: AsyncParsableCommand {
         func run() async throws {
             let dir = try Bench.tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
-            let (service, server, agentKey, agent, userKey, user) = try await Bench.platform(store: dir)
-            let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
-            let session = try await ATHClient(baseURL: server.baseURL, did: agent, key: agentKey)
-                .handshake(credential: credential, scopes: ["goods:read"], ttl: 3600, context: "bench")
+            let platform = try await Bench.platform(store: dir)
+            let (service, server) = (platform.service, platform.server)
+            let session = try await platform.handshake()
             // Warm up, then measure each route with the same client work: the session adds the
             // token and a proof to both, so only the server's side differs.
             _ = try await session.get("/api/goods?keyword=phone")
