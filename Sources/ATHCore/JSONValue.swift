@@ -35,15 +35,13 @@ public enum JSONValue: Sendable, Hashable {
 
     /// Converts any Encodable value to its JSON document.
     public static func of(_ value: some Encodable) throws -> JSONValue {
-        let data = try JSONEncoder().encode(value)
-        return try JSONDecoder().decode(JSONValue.self, from: data)
+        try JSONValueCoder.encode(value)
     }
 
     /// Decodes a typed message from this document.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
         do {
-            let data = try JSONEncoder().encode(self)
-            return try JSONDecoder().decode(T.self, from: data)
+            return try JSONValueCoder.decode(T.self, from: self)
         } catch let error as DecodingError {
             throw ATHError(.malformedMessage, "message does not match \(T.self): \(Self.describe(error))")
         }

@@ -43,6 +43,74 @@ import Testing
     }
 }
 
+/// The direct Codable ↔ JSONValue coder must give the document a JSON round trip gives, or
+/// signatures made by one peer would not verify at another.
+@Suite struct JSONValueCoderTests {
+    struct Sample: Codable, Equatable {
+        var name: String
+        var amount: Double
+        var fraction: Double
+        var count: UInt8
+        var big: Int64
+        var optional: String?
+        var nested: Restrictions
+        var list: [[String: Int]]
+        var raw: JSONValue
+    }
+
+    let sample = Sample(
+        name: "a\"b", amount: 5000, fraction: 0.25, count: 7, big: -9_007_199_254_740_991, optional: nil,
+        nested: Restrictions(ip_whitelist: ["10.0.0.0/8"], rate_limit: "100/minute", order_amount_limit: 49.5),
+        list: [["x": 1], [:]], raw: ["k": [1, "two", nil, true]])
+
+    @Test func encodesAsAJSONRoundTripWould() throws {
+        let direct = try JSONValue.of(sample)
+        let viaBytes = try JSONValue.parse(JSONEncoder().encode(sample))
+        #expect(direct == viaBytes)
+        #expect(direct["amount"] == .integer(5000))
+        #expect(direct["optional"] == nil)
+        #expect(try CanonicalJSON.bytes(direct) == CanonicalJSON.bytes(viaBytes))
+    }
+
+    @Test func decodesWhatItEncodes() throws {
+        #expect(try JSONValue.of(sample).decode(Sample.self) == sample)
+    }
+
+    @Test func namesTheFieldThatDoesNotMatch() throws {
+        var doc = try JSONValue.of(sample)
+        guard case .object(var members) = doc else { Issue.record("not an object"); return }
+        members["count"] = 300
+        doc = .object(members)
+        #expect(throws: ATHError.self) { try doc.decode(Sample.self) }
+        do {
+            _ = try doc.decode(Sample.self)
+        } catch let error as ATHError {
+            #expect(error.code == .malformedMessage)
+            #expect(error.message.contains("count"))
+        }
+        members["count"] = 1
+        members["nested"] = ["rate_limit": 5]
+        do {
+            _ = try JSONValue.object(members).decode(Sample.self)
+            Issue.record("a number where a string belongs was accepted")
+        } catch let error as ATHError {
+            #expect(error.message.contains("nested.rate_limit"))
+        }
+        members.removeValue(forKey: "name")
+        do {
+            _ = try JSONValue.object(members).decode(Sample.self)
+            Issue.record("a missing field was accepted")
+        } catch let error as ATHError {
+            #expect(error.message.contains("missing field 'name'"))
+        }
+    }
+
+    @Test func refusesWhatJSONCannotHold() {
+        #expect(throws: EncodingError.self) { try JSONValue.of(["x": Double.nan]) }
+        #expect(throws: EncodingError.self) { try JSONValue.of([UInt64.max]) }
+    }
+}
+
 @Suite struct KeyAndDIDTests {
     @Test(arguments: SignatureAlgorithm.allCases)
     func didKeyRoundTrips(_ alg: SignatureAlgorithm) throws {

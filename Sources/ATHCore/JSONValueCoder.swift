@@ -1,0 +1,442 @@
+/// Maps Codable types straight onto `JSONValue` and back.
+///
+/// Every handshake step converts typed messages to documents (to canonicalize and sign them)
+/// and documents to typed messages (to read what arrived). Going through `JSONEncoder` and
+/// `JSONDecoder` serializes to bytes and parses them again each way; profiles put that round
+/// trip at a quarter of the server's handshake time. The tree produced here is the one the
+/// round trip produced (integral floating-point values become integers, nil optionals are left
+/// out), so canonical bytes and signatures do not change; the test vectors hold it to that.
+enum JSONValueCoder {
+    static func encode(_ value: some Encodable) throws -> JSONValue {
+        try box(value, at: [])
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
+        try unbox(T.self, from: value, at: [])
+    }
+
+    // MARK: Encoding
+
+    fileprivate static func box<T: Encodable>(_ value: T, at path: [any CodingKey]) throws -> JSONValue {
+        if let v = value as? JSONValue { return v }
+        if let v = value as? String { return .string(v) }
+        if let v = value as? Bool { return .bool(v) }
+        if let v = value as? Double { return try number(v, at: path) }
+        if let v = value as? Int { return .integer(Int64(v)) }
+        if let v = value as? Int64 { return .integer(v) }
+        let slot = Slot()
+        try value.encode(to: ValueEncoder(slot: slot, codingPath: path))
+        return slot.resolved
+    }
+
+    fileprivate static func number(_ v: Double, at path: [any CodingKey]) throws -> JSONValue {
+        guard v.isFinite else {
+            throw EncodingError.invalidValue(v, .init(codingPath: path, debugDescription: "JSON has no \(v)"))
+        }
+        // What a JSON parser reads back from the number's text: integral values are integers.
+        if v == v.rounded(), let i = Int64(exactly: v) { return .integer(i) }
+        return .number(v)
+    }
+
+    fileprivate static func integer(_ v: some BinaryInteger, at path: [any CodingKey]) throws -> JSONValue {
+        guard let i = Int64(exactly: v) else {
+            throw EncodingError.invalidValue(v, .init(codingPath: path, debugDescription: "\(v) does not fit in 64 signed bits"))
+        }
+        return .integer(i)
+    }
+
+    /// A container written to after it was handed out (nested containers, super encoders).
+    fileprivate final class Slot {
+        var single: JSONValue?
+        var members: [String: Pending]?
+        var elements: [Pending]?
+
+        var resolved: JSONValue {
+            if let members { return .object(members.mapValues(\.resolved)) }
+            if let elements { return .array(elements.map(\.resolved)) }
+            return single ?? .object([:])
+        }
+    }
+
+    fileprivate enum Pending {
+        case value(JSONValue)
+        case slot(Slot)
+
+        var resolved: JSONValue {
+            switch self {
+            case .value(let v): v
+            case .slot(let s): s.resolved
+            }
+        }
+    }
+
+    fileprivate struct ValueEncoder: Encoder {
+        let slot: Slot
+        let codingPath: [any CodingKey]
+        var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+        func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+            if slot.members == nil { slot.members = [:] }
+            return KeyedEncodingContainer(KeyedEncoder<Key>(slot: slot, codingPath: codingPath))
+        }
+
+        func unkeyedContainer() -> any UnkeyedEncodingContainer {
+            if slot.elements == nil { slot.elements = [] }
+            return UnkeyedEncoder(slot: slot, codingPath: codingPath)
+        }
+
+        func singleValueContainer() -> any SingleValueEncodingContainer {
+            SingleEncoder(slot: slot, codingPath: codingPath)
+        }
+    }
+
+    fileprivate struct KeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let slot: Slot
+        let codingPath: [any CodingKey]
+
+        private func put(_ value: JSONValue, _ key: Key) { slot.members![key.stringValue] = .value(value) }
+
+        mutating func encodeNil(forKey key: Key) throws { put(.null, key) }
+        mutating func encode(_ value: Bool, forKey key: Key) throws { put(.bool(value), key) }
+        mutating func encode(_ value: String, forKey key: Key) throws { put(.string(value), key) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { put(try number(value, at: codingPath + [key]), key) }
+        mutating func encode(_ value: Float, forKey key: Key) throws {
+            put(try number(Double(value), at: codingPath + [key]), key)
+        }
+        mutating func encode(_ value: Int, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: Int8, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: Int16, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: Int32, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: Int64, forKey key: Key) throws { put(.integer(value), key) }
+        mutating func encode(_ value: UInt, forKey key: Key) throws { put(try integer(value, at: codingPath + [key]), key) }
+        mutating func encode(_ value: UInt8, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: UInt16, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: UInt32, forKey key: Key) throws { put(.integer(Int64(value)), key) }
+        mutating func encode(_ value: UInt64, forKey key: Key) throws { put(try integer(value, at: codingPath + [key]), key) }
+        mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
+            put(try box(value, at: codingPath + [key]), key)
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+            -> KeyedEncodingContainer<NestedKey>
+        {
+            ValueEncoder(slot: nested(key), codingPath: codingPath + [key]).container(keyedBy: keyType)
+        }
+
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
+            ValueEncoder(slot: nested(key), codingPath: codingPath + [key]).unkeyedContainer()
+        }
+
+        mutating func superEncoder() -> any Encoder {
+            ValueEncoder(slot: nested(SuperKey.super), codingPath: codingPath + [SuperKey.super])
+        }
+
+        mutating func superEncoder(forKey key: Key) -> any Encoder {
+            ValueEncoder(slot: nested(key), codingPath: codingPath + [key])
+        }
+
+        private func nested(_ key: any CodingKey) -> Slot {
+            let child = Slot()
+            slot.members![key.stringValue] = .slot(child)
+            return child
+        }
+    }
+
+    fileprivate struct UnkeyedEncoder: UnkeyedEncodingContainer {
+        let slot: Slot
+        let codingPath: [any CodingKey]
+        var count: Int { slot.elements!.count }
+
+        private var nextPath: [any CodingKey] { codingPath + [IndexKey(count)] }
+        private func append(_ value: JSONValue) { slot.elements!.append(.value(value)) }
+
+        mutating func encodeNil() throws { append(.null) }
+        mutating func encode(_ value: Bool) throws { append(.bool(value)) }
+        mutating func encode(_ value: String) throws { append(.string(value)) }
+        mutating func encode(_ value: Double) throws { append(try number(value, at: nextPath)) }
+        mutating func encode(_ value: Float) throws { append(try number(Double(value), at: nextPath)) }
+        mutating func encode(_ value: Int) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: Int8) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: Int16) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: Int32) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: Int64) throws { append(.integer(value)) }
+        mutating func encode(_ value: UInt) throws { append(try integer(value, at: nextPath)) }
+        mutating func encode(_ value: UInt8) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt16) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt32) throws { append(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt64) throws { append(try integer(value, at: nextPath)) }
+        mutating func encode<T: Encodable>(_ value: T) throws { append(try box(value, at: nextPath)) }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type)
+            -> KeyedEncodingContainer<NestedKey>
+        {
+            ValueEncoder(slot: nested(), codingPath: nextPath).container(keyedBy: keyType)
+        }
+
+        mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
+            ValueEncoder(slot: nested(), codingPath: nextPath).unkeyedContainer()
+        }
+
+        mutating func superEncoder() -> any Encoder { ValueEncoder(slot: nested(), codingPath: nextPath) }
+
+        private func nested() -> Slot {
+            let child = Slot()
+            slot.elements!.append(.slot(child))
+            return child
+        }
+    }
+
+    fileprivate struct SingleEncoder: SingleValueEncodingContainer {
+        let slot: Slot
+        let codingPath: [any CodingKey]
+
+        private func set(_ value: JSONValue) { slot.single = value }
+
+        mutating func encodeNil() throws { set(.null) }
+        mutating func encode(_ value: Bool) throws { set(.bool(value)) }
+        mutating func encode(_ value: String) throws { set(.string(value)) }
+        mutating func encode(_ value: Double) throws { set(try number(value, at: codingPath)) }
+        mutating func encode(_ value: Float) throws { set(try number(Double(value), at: codingPath)) }
+        mutating func encode(_ value: Int) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: Int8) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: Int16) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: Int32) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: Int64) throws { set(.integer(value)) }
+        mutating func encode(_ value: UInt) throws { set(try integer(value, at: codingPath)) }
+        mutating func encode(_ value: UInt8) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt16) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt32) throws { set(.integer(Int64(value))) }
+        mutating func encode(_ value: UInt64) throws { set(try integer(value, at: codingPath)) }
+        mutating func encode<T: Encodable>(_ value: T) throws { set(try box(value, at: codingPath)) }
+    }
+
+    // MARK: Decoding
+
+    fileprivate static func unbox<T: Decodable>(_ type: T.Type, from value: JSONValue, at path: [any CodingKey]) throws -> T {
+        if T.self == JSONValue.self { return value as! T }
+        if T.self == String.self { return try string(value, at: path) as! T }
+        if T.self == Bool.self { return try bool(value, at: path) as! T }
+        if T.self == Int.self { return try integer(Int.self, value, at: path) as! T }
+        if T.self == Int64.self { return try integer(Int64.self, value, at: path) as! T }
+        if T.self == Double.self { return try double(value, at: path) as! T }
+        return try T(from: ValueDecoder(value: value, codingPath: path))
+    }
+
+    fileprivate static func mismatch(_ type: Any.Type, _ value: JSONValue, at path: [any CodingKey]) -> DecodingError {
+        if value == .null {
+            return .valueNotFound(type, .init(codingPath: path, debugDescription: "expected \(type), found null"))
+        }
+        return .typeMismatch(type, .init(codingPath: path, debugDescription: "expected \(type), found \(value.kind)"))
+    }
+
+    fileprivate static func string(_ value: JSONValue, at path: [any CodingKey]) throws -> String {
+        guard case .string(let s) = value else { throw mismatch(String.self, value, at: path) }
+        return s
+    }
+
+    fileprivate static func bool(_ value: JSONValue, at path: [any CodingKey]) throws -> Bool {
+        guard case .bool(let b) = value else { throw mismatch(Bool.self, value, at: path) }
+        return b
+    }
+
+    fileprivate static func double(_ value: JSONValue, at path: [any CodingKey]) throws -> Double {
+        switch value {
+        case .integer(let i): return Double(i)
+        case .number(let d): return d
+        default: throw mismatch(Double.self, value, at: path)
+        }
+    }
+
+    fileprivate static func integer<I: FixedWidthInteger>(_ type: I.Type, _ value: JSONValue, at path: [any CodingKey]) throws -> I {
+        let converted: I?
+        switch value {
+        case .integer(let i): converted = I(exactly: i)
+        case .number(let d): converted = I(exactly: d)
+        default: throw mismatch(I.self, value, at: path)
+        }
+        guard let converted else {
+            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "number does not fit in \(I.self)"))
+        }
+        return converted
+    }
+
+    fileprivate struct ValueDecoder: Decoder {
+        let value: JSONValue
+        let codingPath: [any CodingKey]
+        var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+        func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+            guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, value, at: codingPath) }
+            return KeyedDecodingContainer(KeyedDecoder<Key>(members: members, codingPath: codingPath))
+        }
+
+        func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+            guard case .array(let elements) = value else { throw mismatch([JSONValue].self, value, at: codingPath) }
+            return UnkeyedDecoder(elements: elements, codingPath: codingPath)
+        }
+
+        func singleValueContainer() throws -> any SingleValueDecodingContainer {
+            SingleDecoder(value: value, codingPath: codingPath)
+        }
+    }
+
+    fileprivate struct KeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
+        let members: [String: JSONValue]
+        let codingPath: [any CodingKey]
+
+        var allKeys: [Key] { members.keys.compactMap(Key.init(stringValue:)) }
+        func contains(_ key: Key) -> Bool { members[key.stringValue] != nil }
+
+        private func member(_ key: Key) throws -> JSONValue {
+            guard let v = members[key.stringValue] else {
+                throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "no value for '\(key.stringValue)'"))
+            }
+            return v
+        }
+
+        func decodeNil(forKey key: Key) throws -> Bool { try member(key) == .null }
+        func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try bool(member(key), at: codingPath + [key]) }
+        func decode(_ type: String.Type, forKey key: Key) throws -> String { try string(member(key), at: codingPath + [key]) }
+        func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try double(member(key), at: codingPath + [key]) }
+        func decode(_ type: Float.Type, forKey key: Key) throws -> Float { Float(try double(member(key), at: codingPath + [key])) }
+        func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
+            try unbox(type, from: member(key), at: codingPath + [key])
+        }
+
+        func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+            -> KeyedDecodingContainer<NestedKey>
+        {
+            try ValueDecoder(value: member(key), codingPath: codingPath + [key]).container(keyedBy: type)
+        }
+
+        func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+            try ValueDecoder(value: member(key), codingPath: codingPath + [key]).unkeyedContainer()
+        }
+
+        func superDecoder() throws -> any Decoder {
+            ValueDecoder(value: members[SuperKey.super.stringValue] ?? .null, codingPath: codingPath + [SuperKey.super])
+        }
+
+        func superDecoder(forKey key: Key) throws -> any Decoder {
+            ValueDecoder(value: members[key.stringValue] ?? .null, codingPath: codingPath + [key])
+        }
+    }
+
+    fileprivate struct UnkeyedDecoder: UnkeyedDecodingContainer {
+        let elements: [JSONValue]
+        let codingPath: [any CodingKey]
+        var currentIndex = 0
+
+        init(elements: [JSONValue], codingPath: [any CodingKey]) {
+            self.elements = elements
+            self.codingPath = codingPath
+        }
+
+        var count: Int? { elements.count }
+        var isAtEnd: Bool { currentIndex >= elements.count }
+
+        private mutating func next<T>(_ type: T.Type, _ read: (JSONValue, [any CodingKey]) throws -> T) throws -> T {
+            let path = codingPath + [IndexKey(currentIndex)]
+            guard !isAtEnd else {
+                throw DecodingError.valueNotFound(type, .init(codingPath: path, debugDescription: "array has no more elements"))
+            }
+            let result = try read(elements[currentIndex], path)
+            currentIndex += 1
+            return result
+        }
+
+        mutating func decodeNil() throws -> Bool {
+            guard !isAtEnd, elements[currentIndex] == .null else { return false }
+            currentIndex += 1
+            return true
+        }
+
+        mutating func decode(_ type: Bool.Type) throws -> Bool { try next(type, bool) }
+        mutating func decode(_ type: String.Type) throws -> String { try next(type, string) }
+        mutating func decode(_ type: Double.Type) throws -> Double { try next(type, double) }
+        mutating func decode(_ type: Float.Type) throws -> Float { Float(try next(Double.self, double)) }
+        mutating func decode(_ type: Int.Type) throws -> Int { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: Int8.Type) throws -> Int8 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: Int16.Type) throws -> Int16 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: Int32.Type) throws -> Int32 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: Int64.Type) throws -> Int64 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: UInt.Type) throws -> UInt { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next(type) { try integer(type, $0, at: $1) } }
+        mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next(type) { try unbox(type, from: $0, at: $1) } }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws
+            -> KeyedDecodingContainer<NestedKey>
+        {
+            try nextDecoder().container(keyedBy: type)
+        }
+
+        mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
+            try nextDecoder().unkeyedContainer()
+        }
+
+        mutating func superDecoder() throws -> any Decoder { try nextDecoder() }
+
+        private mutating func nextDecoder() throws -> ValueDecoder {
+            try next(ValueDecoder.self) { ValueDecoder(value: $0, codingPath: $1) }
+        }
+    }
+
+    fileprivate struct SingleDecoder: SingleValueDecodingContainer {
+        let value: JSONValue
+        let codingPath: [any CodingKey]
+
+        func decodeNil() -> Bool { value == .null }
+        func decode(_ type: Bool.Type) throws -> Bool { try bool(value, at: codingPath) }
+        func decode(_ type: String.Type) throws -> String { try string(value, at: codingPath) }
+        func decode(_ type: Double.Type) throws -> Double { try double(value, at: codingPath) }
+        func decode(_ type: Float.Type) throws -> Float { Float(try double(value, at: codingPath)) }
+        func decode(_ type: Int.Type) throws -> Int { try integer(type, value, at: codingPath) }
+        func decode(_ type: Int8.Type) throws -> Int8 { try integer(type, value, at: codingPath) }
+        func decode(_ type: Int16.Type) throws -> Int16 { try integer(type, value, at: codingPath) }
+        func decode(_ type: Int32.Type) throws -> Int32 { try integer(type, value, at: codingPath) }
+        func decode(_ type: Int64.Type) throws -> Int64 { try integer(type, value, at: codingPath) }
+        func decode(_ type: UInt.Type) throws -> UInt { try integer(type, value, at: codingPath) }
+        func decode(_ type: UInt8.Type) throws -> UInt8 { try integer(type, value, at: codingPath) }
+        func decode(_ type: UInt16.Type) throws -> UInt16 { try integer(type, value, at: codingPath) }
+        func decode(_ type: UInt32.Type) throws -> UInt32 { try integer(type, value, at: codingPath) }
+        func decode(_ type: UInt64.Type) throws -> UInt64 { try integer(type, value, at: codingPath) }
+        func decode<T: Decodable>(_ type: T.Type) throws -> T { try unbox(type, from: value, at: codingPath) }
+    }
+
+    fileprivate struct IndexKey: CodingKey {
+        let intValue: Int?
+        var stringValue: String { "\(intValue!)" }
+        init(_ index: Int) { intValue = index }
+        init?(stringValue: String) { nil }
+        init?(intValue: Int) { self.intValue = intValue }
+    }
+
+    fileprivate enum SuperKey: String, CodingKey { case `super` }
+}
+
+extension JSONValue {
+    /// The JSON kind, for error messages.
+    var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .integer, .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
