@@ -69,7 +69,7 @@ public struct ClientHandshake: Sendable {
             if let expectedServer, expectedServer != m2.server_did {
                 throw ATHError(.unknownIdentity, "server is \(m2.server_did), expected \(expectedServer)", step: 2)
             }
-            if let embedded = try m2.server_did.embeddedKey(), embedded != serverKey {
+            if try m2.server_did.carries(serverKey) == false {
                 throw ATHError(.keyMismatch, "server_pubkey is not the key of \(m2.server_did)", step: 2)
             }
             if let pinnedServerKey, pinnedServerKey != serverKey {

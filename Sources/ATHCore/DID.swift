@@ -27,9 +27,11 @@ public struct DID: Sendable, Hashable, Codable, CustomStringConvertible {
             }) else { throw ATHError(.malformedMessage, "invalid did:ath identifier '\(value.prefix(64))'") }
             method = .ath
         case "key":
+            // The layout is checked here; the key itself (a P-256 point to decompress) only when
+            // `embeddedKey()` is asked for or `carries(_:)` compares it.
             method = .key
             self.value = value
-            _ = try embeddedKey()
+            _ = try Self.multicodecKey(value)
             return
         default:
             throw ATHError(.malformedMessage, "DID method '\(parts[1])' is not supported (did:ath, did:key)")
@@ -61,21 +63,46 @@ public struct DID: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The key a did:key carries; nil for did:ath, whose key lives in a registry.
     public func embeddedKey() throws -> PublicKey? {
         guard method == .key else { return nil }
+        switch try Self.multicodecKey(value) {
+        case (.es256, let bytes):
+            guard let k = try? P256.Signing.PublicKey(compressedRepresentation: bytes) else {
+                throw ATHError(.malformedMessage, "did:key holds an invalid P-256 key")
+            }
+            return .p256(k)
+        case (.edDSA, let bytes):
+            guard let k = try? Curve25519.Signing.PublicKey(rawRepresentation: bytes) else {
+                throw ATHError(.malformedMessage, "did:key holds an invalid Ed25519 key")
+            }
+            return .ed25519(k)
+        }
+    }
+
+    /// Whether this did:key carries `key`; nil for did:ath. Compares the compressed form, so
+    /// the point is never decompressed (a square root mod p) just to be compared.
+    public func carries(_ key: PublicKey) throws -> Bool? {
+        guard method == .key else { return nil }
+        switch (try Self.multicodecKey(value), key) {
+        case ((.es256, let bytes), .p256(let k)): return bytes.elementsEqual(k.compressedRepresentation)
+        case ((.edDSA, let bytes), .ed25519(let k)): return bytes.elementsEqual(k.rawRepresentation)
+        default: return false
+        }
+    }
+
+    /// The algorithm and key bytes of a did:key, with the length each multicodec implies.
+    private static func multicodecKey(_ value: String) throws -> (SignatureAlgorithm, ArraySlice<UInt8>) {
         let id = value.dropFirst("did:key:".count)
         guard id.first == "z", let bytes = Base58.decode(String(id.dropFirst())), bytes.count > 2 else {
             throw ATHError(.malformedMessage, "did:key is not base58btc multibase")
         }
         switch (bytes[0], bytes[1]) {
         case (0x80, 0x24):
-            guard let k = try? P256.Signing.PublicKey(compressedRepresentation: bytes.dropFirst(2)) else {
+            guard bytes.count == 35, bytes[2] == 0x02 || bytes[2] == 0x03 else {
                 throw ATHError(.malformedMessage, "did:key holds an invalid P-256 key")
             }
-            return .p256(k)
+            return (.es256, bytes.dropFirst(2))
         case (0xED, 0x01):
-            guard let k = try? Curve25519.Signing.PublicKey(rawRepresentation: bytes.dropFirst(2)) else {
-                throw ATHError(.malformedMessage, "did:key holds an invalid Ed25519 key")
-            }
-            return .ed25519(k)
+            guard bytes.count == 34 else { throw ATHError(.malformedMessage, "did:key holds an invalid Ed25519 key") }
+            return (.edDSA, bytes.dropFirst(2))
         default:
             throw ATHError(.unsupportedAlgorithm, "did:key multicodec is not P-256 or Ed25519")
         }
@@ -105,13 +132,21 @@ enum Base58 {
         return String(decoding: text, as: UTF8.self)
     }
 
+    /// Each byte's digit value, -1 outside the alphabet.
+    static let digitOf: [Int8] = {
+        var table = [Int8](repeating: -1, count: 256)
+        for (digit, c) in alphabet.enumerated() { table[Int(c)] = Int8(digit) }
+        return table
+    }()
+
     static func decode(_ text: String) -> [UInt8]? {
         guard text.utf8.count <= 256 else { return nil }
         let zeros = text.utf8.prefix { $0 == alphabet[0] }.count
         var bytes: [UInt8] = []
         for c in text.utf8 {
-            guard let value = alphabet.firstIndex(of: c) else { return nil }
-            var carry = value
+            let value = digitOf[Int(c)]
+            guard value >= 0 else { return nil }
+            var carry = Int(value)
             for i in bytes.indices {
                 carry += Int(bytes[i]) * 58
                 bytes[i] = UInt8(carry & 0xFF)

@@ -8,7 +8,8 @@ import JWTKit
 public struct JWTCodec: Sendable {
     let keys: JWTKeyCollection
     public let algorithm: SignatureAlgorithm
-    public let kid: String
+    /// The signing key's RFC 7638 thumbprint; nil for a verifier, which has no use for it.
+    public let kid: String?
 
     public init(key: PrivateKey) async throws {
         keys = JWTKeyCollection(defaultJWTSerializer: DefaultJWTSerializer(jsonEncoder: Self.encoder))
@@ -31,7 +32,7 @@ public struct JWTCodec: Sendable {
     public init(verifying key: PublicKey) async throws {
         keys = JWTKeyCollection()
         algorithm = key.algorithm
-        kid = key.thumbprint
+        kid = nil
         switch key {
         case .p256(let k): await keys.add(ecdsa: try ES256PublicKey(backing: k))
         case .ed25519(let k): await keys.add(eddsa: EdDSA.PublicKey(backing: k))
@@ -77,9 +78,15 @@ public struct JWTCodec: Sendable {
 
     /// The unverified claims: only to find the issuer's key, never to trust.
     public static func unverifiedClaims<P: JWTPayload>(of token: String, as type: P.Type, error code: ATHError.Code) throws -> P {
+        try unverified(token, as: type, error: code).claims
+    }
+
+    /// The unverified header and claims, parsed once: only to find the issuer's key.
+    public static func unverified<P: JWTPayload>(_ token: String, as type: P.Type, error code: ATHError.Code) throws -> (header: JWTHeader, claims: P) {
         _ = try header(of: token, error: code)
         do {
-            return try DefaultJWTParser().parse(Array(token.utf8), as: P.self).payload
+            let parsed = try DefaultJWTParser().parse(Array(token.utf8), as: P.self)
+            return (parsed.header, parsed.payload)
         } catch {
             throw ATHError(code, "token claims are malformed")
         }

@@ -20,8 +20,24 @@ public enum EphemeralKey: Sendable {
 
     public static func generate(_ alg: KeyExchangeAlgorithm) -> EphemeralKey {
         switch alg {
-        case .ecdhP256: .p256(P256.KeyAgreement.PrivateKey())
+        case .ecdhP256: .p256(freshP256())
         case .x25519: .x25519(Curve25519.KeyAgreement.PrivateKey())
+        }
+    }
+
+    /// A uniformly random scalar in [1, n-1] by rejection sampling (FIPS 186-5 A.2.2), from the
+    /// system CSPRNG. swift-crypto's own generator adds the FIPS pairwise-consistency self-test
+    /// (an ECDSA sign and verify) to every key: it tripled the cost of the server's step 9 for a
+    /// key used once, for one ECDH.
+    static func freshP256() -> P256.KeyAgreement.PrivateKey {
+        var rng = SystemRandomNumberGenerator()
+        while true {
+            var scalar = [UInt8](repeating: 0, count: 32)
+            for i in stride(from: 0, to: 32, by: 8) {
+                withUnsafeBytes(of: rng.next() as UInt64) { scalar.replaceSubrange(i..<i + 8, with: $0) }
+            }
+            // Refused when zero or not below the group order; then draw again.
+            if let key = try? P256.KeyAgreement.PrivateKey(rawRepresentation: scalar) { return key }
         }
     }
 
@@ -85,9 +101,10 @@ public struct SessionSecrets: Sendable, Equatable {
     }
 
     public init(shared: SharedSecret, transcriptHash: Data) {
+        // One HKDF-Extract, then one Expand per label: the same keys as a full HKDF per label.
+        let prk = shared.withUnsafeBytes { HKDF<SHA256>.extract(inputKeyMaterial: SymmetricKey(data: $0), salt: transcriptHash) }
         func derive(_ label: String, _ count: Int = 32) -> SymmetricKey {
-            shared.hkdfDerivedSymmetricKey(
-                using: SHA256.self, salt: transcriptHash, sharedInfo: Data(label.utf8), outputByteCount: count)
+            HKDF<SHA256>.expand(pseudoRandomKey: prk, info: Data(label.utf8), outputByteCount: count)
         }
         sessionID = Base64URL.encode(derive("ath/0.1 sid", 16).withUnsafeBytes { Data($0) })
         proofKey = derive("ath/0.1 pop")

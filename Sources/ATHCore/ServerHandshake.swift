@@ -38,7 +38,8 @@ public struct ServerHandshake: Codable, Sendable {
     public let id: String
     public private(set) var state: State
     public let clientDID: DID
-    public let clientKeyPEM: String
+    /// Stored as its PEM (see `PublicKey: Codable`), parsed once per load rather than per step.
+    public let clientKey: PublicKey
     public let serverDID: DID
     public let version: String
     public let algorithm: SignatureAlgorithm
@@ -63,7 +64,7 @@ public struct ServerHandshake: Codable, Sendable {
         try Freshness.check(m1.timestamp, now: now, step: 1)
         try Nonce.validate(m1.nonce, step: 1)
         let clientKey = try PublicKey(pem: m1.client_pubkey)
-        if let embedded = try m1.client_did.embeddedKey(), embedded != clientKey {
+        if try m1.client_did.carries(clientKey) == false {
             throw ATHError(.keyMismatch, "client_pubkey is not the key of \(m1.client_did)", step: 1)
         }
         if m1.client_did.method == .ath {
@@ -79,32 +80,32 @@ public struct ServerHandshake: Codable, Sendable {
             throw ATHError(.unsupportedAlgorithm, "client_pubkey's algorithm \(clientKey.algorithm.rawValue) is not in capabilities", step: 1)
         }
         let alg = try Negotiation.algorithm(offered: m1.capabilities, available: identity.keys.map(\.algorithm))
-        let key = identity.key(for: alg)!
+        let (key, keyPEM) = identity.signingKey(for: alg)!
         let t = Freshness.unix(now)
         var transcript = Transcript()
         try transcript.append(raw)
         let m2 = HandshakeResponse(
-            handshake_id: id, server_did: identity.did, server_pubkey: key.publicKey.pem, version: version,
+            handshake_id: id, server_did: identity.did, server_pubkey: keyPEM, version: version,
             capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: randomness.value(.serverNonce),
             signature: "", timestamp: t)
         let signed = try SigningInput.signedMessage(
             m2, .serverIdentity, client: m1.client_did, server: identity.did, after: transcript, key: key)
         try transcript.append(signed)
         let handshake = ServerHandshake(
-            id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKeyPEM: m1.client_pubkey,
+            id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKey: clientKey,
             serverDID: identity.did, version: version, algorithm: alg, transcript: transcript, createdAt: t,
             deadline: t + Int64(policy.handshakeTimeout))
         return (handshake, signed)
     }
 
     private init(
-        id: String, state: State, clientDID: DID, clientKeyPEM: String, serverDID: DID, version: String,
+        id: String, state: State, clientDID: DID, clientKey: PublicKey, serverDID: DID, version: String,
         algorithm: SignatureAlgorithm, transcript: Transcript, createdAt: Int64, deadline: Int64
     ) {
         self.id = id
         self.state = state
         self.clientDID = clientDID
-        self.clientKeyPEM = clientKeyPEM
+        self.clientKey = clientKey
         self.serverDID = serverDID
         self.version = version
         self.algorithm = algorithm
@@ -127,7 +128,7 @@ public struct ServerHandshake: Codable, Sendable {
             try SigningInput(
                 .clientIdentity, client: clientDID, server: serverDID,
                 transcriptHash: transcript.hash(including: raw.withoutSignature())
-            ).verify(m3.signature, with: PublicKey(pem: clientKeyPEM), step: 3)
+            ).verify(m3.signature, with: clientKey, step: 3)
             if let credentials = m3.credentials, !credentials.isEmpty {
                 throw ATHError(.unsupportedAlgorithm, "identity credentials (certificates) are not accepted by this server", step: 3)
             }
@@ -158,7 +159,7 @@ public struct ServerHandshake: Codable, Sendable {
             }
             try SigningInput(
                 .scopeRequest, client: clientDID, server: serverDID, transcriptHash: transcript.hash(including: raw.withoutSignature())
-            ).verify(signature, with: PublicKey(pem: clientKeyPEM), step: 5)
+            ).verify(signature, with: clientKey, step: 5)
             guard !m5.scopes.isEmpty, Set(m5.scopes).count == m5.scopes.count else {
                 throw ATHError(.malformedMessage, "scopes must be a non-empty list without repeats", step: 5)
             }

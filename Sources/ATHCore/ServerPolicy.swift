@@ -41,15 +41,24 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
 /// The server's identity: its DID and one signing key per algorithm it offers.
 public struct ServerIdentity: Sendable {
     public var did: DID
-    public var keys: [PrivateKey]
+    public var keys: [PrivateKey] {
+        didSet { publicKeyPEMs = keys.map(\.publicKey.pem) }
+    }
+    /// Each key's public PEM, as step 2 sends it: encoded once, not per handshake.
+    private var publicKeyPEMs: [String]
 
     public init(did: DID, keys: [PrivateKey]) {
         precondition(!keys.isEmpty, "a server needs at least one signing key")
         self.did = did
         self.keys = keys
+        publicKeyPEMs = keys.map(\.publicKey.pem)
     }
 
     func key(for alg: SignatureAlgorithm) -> PrivateKey? { keys.first { $0.algorithm == alg } }
+
+    func signingKey(for alg: SignatureAlgorithm) -> (PrivateKey, String)? {
+        keys.firstIndex { $0.algorithm == alg }.map { (keys[$0], publicKeyPEMs[$0]) }
+    }
 
     /// The key that signs access tokens: ES256 when the server has one (every peer can check it).
     public var tokenKey: PrivateKey { key(for: .es256) ?? keys[0] }

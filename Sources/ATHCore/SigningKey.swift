@@ -78,8 +78,32 @@ public enum PublicKey: Sendable, Hashable {
         return Base64URL.encode(Data(SHA256.hash(data: canonical)))
     }
 
-    public static func == (a: Self, b: Self) -> Bool { a.pem == b.pem }
-    public func hash(into h: inout Hasher) { h.combine(pem) }
+    /// The raw key bytes (x||y for P-256, the 32 bytes for Ed25519): what identifies the key
+    /// whatever encoding it came in, and far cheaper to compare than PEM text.
+    var rawBytes: Data {
+        switch self {
+        case .p256(let k): k.rawRepresentation
+        case .ed25519(let k): k.rawRepresentation
+        }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.algorithm == b.algorithm && a.rawBytes == b.rawBytes }
+    public func hash(into h: inout Hasher) {
+        h.combine(algorithm)
+        h.combine(rawBytes)
+    }
+}
+
+/// Encoded as its PEM text, the form handshake messages carry.
+extension PublicKey: Codable {
+    public init(from decoder: any Decoder) throws {
+        try self.init(pem: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(pem)
+    }
 }
 
 /// A JSON Web Key holding a public EC or OKP key.

@@ -38,15 +38,20 @@ public struct Transcript: Codable, Sendable, Equatable {
     /// SHA-256 of the canonical JSON array of the messages, plus `pending` (the message being
     /// signed, without its signature).
     public func hash(including pending: JSONValue? = nil) throws -> Data {
-        var hasher = SHA256()
-        hasher.update(data: [UInt8(ascii: "[")])
-        let last = try pending.map { try CanonicalJSON.bytes($0) }
-        for (i, bytes) in (canonical + (last.map { [$0] } ?? [])).enumerated() {
-            if i > 0 { hasher.update(data: [UInt8(ascii: ",")]) }
-            hasher.update(data: bytes)
+        // One buffer and one hash call: the messages are a few KiB, and SHA256.update has a
+        // fixed cost per call.
+        var array: [UInt8] = [UInt8(ascii: "[")]
+        array.reserveCapacity(canonical.reduce(64) { $0 + $1.count + 1 } + (pending == nil ? 0 : 1024))
+        for bytes in canonical {
+            if array.count > 1 { array.append(UInt8(ascii: ",")) }
+            array += bytes
         }
-        hasher.update(data: [UInt8(ascii: "]")])
-        return Data(hasher.finalize())
+        if let pending {
+            if array.count > 1 { array.append(UInt8(ascii: ",")) }
+            try CanonicalJSON.write(pending, into: &array)
+        }
+        array.append(UInt8(ascii: "]"))
+        return Data(SHA256.hash(data: array))
     }
 }
 

@@ -46,8 +46,7 @@ public enum UserCredential {
 
     /// Who claims to have issued it and with which key: the server looks the key up with these.
     public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
-        let claims = try JWTCodec.unverifiedClaims(of: credential, as: UserCredentialClaims.self, error: .invalidUserCredential)
-        let header = try JWTCodec.header(of: credential, error: .invalidUserCredential)
+        let (header, claims) = try JWTCodec.unverified(credential, as: UserCredentialClaims.self, error: .invalidUserCredential)
         guard let user = try? DID(claims.iss) else {
             throw ATHError(.invalidUserCredential, "credential issuer is not a DID", step: 5)
         }

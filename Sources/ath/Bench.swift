@@ -13,7 +13,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure handshakes per second and the cost of the access check (loopback only).",
-        subcommands: [Core.self, Handshakes.self, Middleware.self])
+        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self])
 
     /// Runs `body` from `concurrency` tasks until `seconds` pass; returns completed operations.
     static func load(seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> (Int, Double) {
@@ -92,6 +92,42 @@ struct Bench: AsyncParsableCommand {
         return dir
     }
 
+    /// The floor under `bench core`: what the server's public-key operations alone cost.
+    struct Crypto: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The cost of each public-key operation a server does per handshake.")
+        @Option(help: "Iterations per operation.") var iterations: Int = 2000
+
+        func run() async throws {
+            let key = PrivateKey.generate(.es256)
+            let message = Array(repeating: UInt8(7), count: 200)
+            let signature = try key.signature(for: message)
+            let peer = EphemeralKey.generate(.ecdhP256)
+            let peerShare = peer.publicKey
+            let did = DID.key(key.publicKey)
+            let pem = key.publicKey.pem
+            let clock = ContinuousClock()
+            func time(_ what: String, _ op: () throws -> Void) rethrows -> Double {
+                let start = clock.now
+                for _ in 0..<iterations { try op() }
+                let each = (clock.now - start) / iterations
+                let micros = Double(each.components.attoseconds) / 1e12 + Double(each.components.seconds) * 1e6
+                print(String(format: "%@: %.1f µs", what, micros))
+                return micros
+            }
+            let sign = try time("ES256 sign") { _ = try key.signature(for: message) }
+            let verify = time("ES256 verify") { _ = key.publicKey.isValidSignature(signature, for: message) }
+            _ = time("ECDH-P256 key generation") { _ = EphemeralKey.generate(.ecdhP256) }
+            let ecdh = try time("ECDH-P256 key generation + shared secret") {
+                _ = try EphemeralKey.generate(.ecdhP256).sharedSecret(with: peerShare)
+            }
+            _ = try time("P-256 PEM parse") { _ = try PublicKey(pem: pem) }
+            _ = try time("did:key P-256 decompression") { _ = try did.embeddedKey() }
+            let floor = 3 * sign + 3 * verify + ecdh
+            print(String(format: "server floor per handshake (3 signs, 3 verifies, 1 ECDH): %.0f µs = %.0f handshakes/s per core",
+                floor, 1e6 / floor))
+        }
+    }
+
     struct Core: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Full handshakes through the state machines alone (no HTTP, no store).")
         @Option(help: "Seconds to run.") var seconds: Double = 5
@@ -109,37 +145,48 @@ struct Bench: AsyncParsableCommand {
             let agent = DID.key(agentKey.publicKey)
             let credential = try await UserCredential.issue(
                 user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
-            // The server's share is timed apart: it is what one server core spends per handshake.
-            let serverTime = Mutex<Duration>(.zero)
+            // The server's share is timed apart, step by step: it is what one server core spends
+            // per handshake.
+            let steps = ["begin (1-2)", "identity proof (3-4)", "scope request (5)", "user credential", "authorize", "complete (8-9)"]
+            let serverTime = Mutex<[Duration]>(Array(repeating: .zero, count: steps.count))
             let clock = ContinuousClock()
             let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
                 let now = Date()
+                var spent = [Duration](repeating: .zero, count: steps.count)
+                func timed<T>(_ step: Int, _ body: () throws -> T) rethrows -> T {
+                    let t0 = clock.now
+                    defer { spent[step] += clock.now - t0 }
+                    return try body()
+                }
                 var client = ClientHandshake(did: agent, key: agentKey)
                 let m1 = try client.makeRequest(now: now)
-                var spent = Duration.zero
-                var t0 = clock.now
-                var (server, m2) = try ServerHandshake.begin(
-                    request: m1, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: nil, now: now)
-                spent += clock.now - t0
+                var (server, m2) = try timed(0) {
+                    try ServerHandshake.begin(request: m1, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: nil, now: now)
+                }
                 let m3 = try client.receiveResponse(m2, now: now)
-                t0 = clock.now
-                let m4 = try server.receiveIdentityProof(m3, policy: policy, now: now)
-                spent += clock.now - t0
+                let m4 = try timed(1) { try server.receiveIdentityProof(m3, policy: policy, now: now) }
                 _ = try client.receiveIdentityResult(m4, now: now)
                 let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 3600, credential: credential, context: "bench", now: now)
-                t0 = clock.now
-                let request = try server.receiveScopeRequest(m5, policy: policy, now: now)
+                let request = try timed(2) { try server.receiveScopeRequest(m5, policy: policy, now: now) }
+                var t0 = clock.now
                 let claims = try await UserCredential.verify(credential, userKey: userKey.publicKey, client: agent, server: serverDID, now: now)
-                _ = try server.authorize(request, credential: claims, clientInfo: ClientInfo(name: "b", developer: "b"), policy: policy, now: now)
+                spent[3] += clock.now - t0
+                _ = try timed(4) {
+                    try server.authorize(request, credential: claims, clientInfo: ClientInfo(name: "b", developer: "b"), policy: policy, now: now)
+                }
+                t0 = clock.now
                 let completion = try await server.complete(policy: policy, tokenSigner: signer, identity: identity, now: now)
-                spent += clock.now - t0
+                spent[5] += clock.now - t0
                 _ = try client.receiveOutcome(completion.outcome, now: now)
                 let total = spent
-                serverTime.withLock { $0 += total }
+                serverTime.withLock { for i in $0.indices { $0[i] += total[i] } }
             }
             _ = Bench.report("core handshakes (client and server in one process)", result)
-            let perHandshake = serverTime.withLock { $0 } / result.0
-            let micros = Double(perHandshake.components.attoseconds) / 1e12 + Double(perHandshake.components.seconds) * 1e6
+            let perStep = serverTime.withLock { $0 }.map { $0 / result.0 }.map {
+                Double($0.components.attoseconds) / 1e12 + Double($0.components.seconds) * 1e6
+            }
+            for (step, micros) in zip(steps, perStep) { print(String(format: "  %@: %.0f µs", step, micros)) }
+            let micros = perStep.reduce(0, +)
             print(String(format: "server side alone: %.0f µs per handshake = %.0f handshakes/s per core%@", micros, 1e6 / micros,
                 concurrency > 1 ? " (run with --concurrency 1 for an uncontended figure)" : ""))
         }

@@ -124,6 +124,13 @@ import Testing
         #expect(key.publicKey.isValidSignature(sig, for: Data("m".utf8)))
         #expect(!key.publicKey.isValidSignature(sig, for: Data("n".utf8)))
         #expect(!PrivateKey.generate(alg).publicKey.isValidSignature(sig, for: Data("m".utf8)))
+        // Compared without decompressing: the same answer as comparing the parsed keys.
+        #expect(try did.carries(key.publicKey) == true)
+        #expect(try did.carries(PrivateKey.generate(alg).publicKey) == false)
+        #expect(try did.carries(PrivateKey.generate(alg == .es256 ? .edDSA : .es256).publicKey) == false)
+        #expect(try DID("did:ath:shop").carries(key.publicKey) == nil)
+        #expect(key.publicKey != PrivateKey.generate(alg).publicKey)
+        #expect(Set([key.publicKey, try PublicKey(pem: key.publicKey.pem)]).count == 1)
     }
 
     @Test(arguments: ["did:web:example.com", "did:ath:", "did:ath:a b", "ath:x", "did:key:zzzz", "did:key:abc"])
