@@ -115,22 +115,27 @@ public enum CanonicalJSON {
     }
 
     private static func escape(_ utf8: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
-        for byte in utf8 {
+        // Runs that need no escape are copied whole: PEM keys are long lines between newlines.
+        var run = 0
+        for (i, byte) in utf8.enumerated() {
+            let escaped: String
             switch byte {
-            case UInt8(ascii: "\""): out += #"\""#.utf8
-            case UInt8(ascii: "\\"): out += #"\\"#.utf8
-            case 0x08: out += #"\b"#.utf8
-            case 0x0C: out += #"\f"#.utf8
-            case 0x0A: out += #"\n"#.utf8
-            case 0x0D: out += #"\r"#.utf8
-            case 0x09: out += #"\t"#.utf8
+            case UInt8(ascii: "\""): escaped = #"\""#
+            case UInt8(ascii: "\\"): escaped = #"\\"#
+            case 0x08: escaped = #"\b"#
+            case 0x0C: escaped = #"\f"#
+            case 0x0A: escaped = #"\n"#
+            case 0x0D: escaped = #"\r"#
+            case 0x09: escaped = #"\t"#
             case 0..<0x20:
                 let hex = Array("0123456789abcdef".utf8)
-                out += #"\u00"#.utf8
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0xF)])
-            default: out.append(byte)
+                escaped = #"\u00"# + String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]], as: UTF8.self)
+            default: continue
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<i]))
+            out += escaped.utf8
+            run = i + 1
         }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run...]))
     }
 }

@@ -24,13 +24,11 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
-    /// Parses UTF-8 JSON; anything that is not a single JSON value is malformed.
+    /// Parses UTF-8 I-JSON (`JSONParser`); anything that is not a single JSON value, or that
+    /// repeats a member name, is malformed.
     public static func parse(_ data: some DataProtocol) throws -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(data))
-        } catch {
-            throw ATHError(.malformedMessage, "body is not valid JSON")
-        }
+        if let value = try data.withContiguousStorageIfAvailable({ try JSONParser.parse($0) }) { return value }
+        return try Array(data).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
     /// Converts any Encodable value to its JSON document.

@@ -66,14 +66,22 @@ public struct JWTCodec: Sendable {
     }
 
     /// The unverified header: only to choose a key, never to trust.
-    public static func header(of token: String, error code: ATHError.Code) throws -> JWTHeader {
-        guard token.utf8.count <= 16 * 1024, token.split(separator: ".", omittingEmptySubsequences: false).count == 3
-        else { throw ATHError(code, "not a compact JWS") }
-        do {
-            return try DefaultJWTParser().parse(Array(token.utf8), as: OpaquePayload.self).header
-        } catch {
-            throw ATHError(code, "token header or payload is not valid JSON")
+    ///
+    /// Read with our own base64url and JSON tree: jwt-kit's parser decodes the whole token and
+    /// tries each JSON kind per header field, 27 µs where this takes a few.
+    public static func header(of token: String, error code: ATHError.Code) throws -> JOSEHeader {
+        guard token.utf8.count <= 16 * 1024 else { throw ATHError(code, "not a compact JWS") }
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw ATHError(code, "not a compact JWS") }
+        guard let bytes = Base64URL.decode(String(decoding: parts[0], as: UTF8.self)), case .object(let fields) = try? JSONValue.parse(bytes) else {
+            throw ATHError(code, "token header is not base64url JSON")
         }
+        func string(_ name: String) throws -> String? {
+            guard let value = fields[name] else { return nil }
+            guard case .string(let s) = value else { throw ATHError(code, "token header field '\(name)' is not a string") }
+            return s
+        }
+        return JOSEHeader(typ: try string("typ"), alg: try string("alg"), kid: try string("kid"))
     }
 
     /// The unverified claims: only to find the issuer's key, never to trust.
@@ -81,16 +89,22 @@ public struct JWTCodec: Sendable {
         try unverified(token, as: type, error: code).claims
     }
 
-    /// The unverified header and claims, parsed once: only to find the issuer's key.
-    public static func unverified<P: JWTPayload>(_ token: String, as type: P.Type, error code: ATHError.Code) throws -> (header: JWTHeader, claims: P) {
-        _ = try header(of: token, error: code)
+    /// The unverified header and claims: only to find the issuer's key.
+    public static func unverified<P: JWTPayload>(_ token: String, as type: P.Type, error code: ATHError.Code) throws -> (header: JOSEHeader, claims: P) {
+        let header = try header(of: token, error: code)
         do {
-            let parsed = try DefaultJWTParser().parse(Array(token.utf8), as: P.self)
-            return (parsed.header, parsed.payload)
+            return (header, try DefaultJWTParser().parse(Array(token.utf8), as: P.self).payload)
         } catch {
             throw ATHError(code, "token claims are malformed")
         }
     }
+}
+
+/// The JWS header members the protocol reads (RFC 7515 section 4.1).
+public struct JOSEHeader: Sendable, Equatable {
+    public var typ: String?
+    public var alg: String?
+    public var kid: String?
 }
 
 struct OpaquePayload: JWTPayload {

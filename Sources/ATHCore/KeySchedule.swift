@@ -26,18 +26,14 @@ public enum EphemeralKey: Sendable {
     }
 
     /// A uniformly random scalar in [1, n-1] by rejection sampling (FIPS 186-5 A.2.2), from the
-    /// system CSPRNG. swift-crypto's own generator adds the FIPS pairwise-consistency self-test
+    /// CSPRNG (as swift-crypto draws symmetric keys). swift-crypto's own generator adds the FIPS pairwise-consistency self-test
     /// (an ECDSA sign and verify) to every key: it tripled the cost of the server's step 9 for a
     /// key used once, for one ECDH.
     static func freshP256() -> P256.KeyAgreement.PrivateKey {
-        var rng = SystemRandomNumberGenerator()
         while true {
-            var scalar = [UInt8](repeating: 0, count: 32)
-            for i in stride(from: 0, to: 32, by: 8) {
-                withUnsafeBytes(of: rng.next() as UInt64) { scalar.replaceSubrange(i..<i + 8, with: $0) }
-            }
             // Refused when zero or not below the group order; then draw again.
-            if let key = try? P256.KeyAgreement.PrivateKey(rawRepresentation: scalar) { return key }
+            let scalar = SymmetricKey(size: .bits256)
+            if let key = scalar.withUnsafeBytes({ try? P256.KeyAgreement.PrivateKey(rawRepresentation: $0) }) { return key }
         }
     }
 

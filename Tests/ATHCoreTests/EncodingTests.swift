@@ -43,6 +43,53 @@ import Testing
     }
 }
 
+@Suite struct JSONParserTests {
+    func parse(_ text: String) throws -> JSONValue { try JSONValue.parse(Data(text.utf8)) }
+
+    @Test func readsEveryKind() throws {
+        let value = try parse(#" { "s": "a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00€", "i": -12, "z": -0, "d": 0.5, "e": 1e2, "f": 2.5E-3,"#
+            + #" "big": 123456789012345678901, "t": true, "n": null, "a": [ [], {}, false ] } "#)
+        #expect(value["s"] == .string("a\"\\/\u{08}\u{0C}\n\r\té😀€"))
+        #expect(value["i"] == .integer(-12))
+        #expect(value["z"] == .integer(0))
+        #expect(value["d"] == .number(0.5))
+        #expect(value["e"] == .integer(100))
+        #expect(value["f"] == .number(0.0025))
+        #expect(value["big"] == .number(123456789012345678901))
+        #expect(value["t"] == .bool(true))
+        #expect(value["n"] == .null)
+        #expect(value["a"] == .array([.array([]), .object([:]), .bool(false)]))
+    }
+
+    /// Foundation keeps the first of two members and other languages the last: refused, so
+    /// the same bytes cannot mean two documents to two verifiers.
+    @Test(arguments: [
+        #"{"a":1,"a":2}"#, #"{"a":{"b":1,"b":1}}"#, "", " ", "{", "[1,]", "[1 2]", #"{"a" 1}"#, #"{a:1}"#, "01", "1.", ".5", "-",
+        "1e", "+1", "1e400", "tru", "nul", #""\x""#, #""\u12""#, #""\ud800""#, #""\udc00x""#, #""\ud800\u0041""#,
+        "\"a\u{01}\"", "\"abc", "[1] 2", "NaN", "\"\\", String(repeating: "[", count: 65) + String(repeating: "]", count: 65),
+    ])
+    func refuses(_ text: String) {
+        #expect(throws: ATHError.self) { try parse(text) }
+    }
+
+    @Test func refusesInvalidUTF8() {
+        #expect(throws: ATHError.self) { try JSONValue.parse(Data([0x22, 0xC3, 0x28, 0x22])) }
+        #expect(throws: ATHError.self) { try JSONValue.parse(Data([0x22, 0xED, 0xA0, 0x80, 0x22])) }
+    }
+
+    @Test func acceptsNestingUpToTheLimit() throws {
+        let depth = 64
+        let text = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+        var value = try parse(text)
+        var seen = 0
+        while case .array(let inner) = value, let first = inner.first {
+            value = first
+            seen += 1
+        }
+        #expect(seen == depth - 1)
+    }
+}
+
 /// The direct Codable ↔ JSONValue coder must give the document a JSON round trip gives, or
 /// signatures made by one peer would not verify at another.
 @Suite struct JSONValueCoderTests {
