@@ -37,6 +37,11 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
 
     public var scopes: Set<String> { Set(scope.split(separator: " ").map(String.init)) }
 
+    /// Whether `scope` is one of the granted scopes, without building the set (every request asks).
+    public func grants(_ scope: String) -> Bool {
+        self.scope.utf8.split(separator: UInt8(ascii: " ")).contains { $0.elementsEqual(scope.utf8) }
+    }
+
     public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 

@@ -20,12 +20,31 @@ public struct PossessionProof: Sendable, Equatable {
         self.mac = mac
     }
 
-    static func input(method: String, target: String, timestamp: Int64, nonce: String, body: some DataProtocol, token: String) -> Data {
-        let lines = [
-            "ATH-POP/0.1", method.uppercased(), target, String(timestamp), nonce,
-            Base64URL.encode(Data(SHA256.hash(data: Data(body)))), Base64URL.encode(Data(SHA256.hash(data: Data(token.utf8)))),
-        ]
-        return Data(lines.joined(separator: "\n").utf8)
+    /// The bytes the MAC covers, written straight into one buffer: this runs on every API
+    /// request, on both sides.
+    static func input(method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: SHA256Digest, tokenDigest: SHA256Digest) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(128 + target.utf8.count + nonce.utf8.count)
+        out += "ATH-POP/0.1\n".utf8
+        out += method.uppercased().utf8
+        out.append(0x0A)
+        out += target.utf8
+        out.append(0x0A)
+        out += String(timestamp).utf8
+        out.append(0x0A)
+        out += nonce.utf8
+        out.append(0x0A)
+        out += bodyDigest.withUnsafeBytes { Base64URL.encode(Data($0)) }.utf8
+        out.append(0x0A)
+        out += tokenDigest.withUnsafeBytes { Base64URL.encode(Data($0)) }.utf8
+        return out
+    }
+
+    /// SHA-256 of the access token, as the proof input carries it; a server may compute it
+    /// once per token.
+    public static func tokenDigest(_ token: String) -> SHA256Digest {
+        var token = token
+        return token.withUTF8 { SHA256.hash(data: $0) }
     }
 
     public static func make(
@@ -34,33 +53,50 @@ public struct PossessionProof: Sendable, Equatable {
     ) -> PossessionProof {
         let t = Freshness.unix(now)
         let mac = HMAC<SHA256>.authenticationCode(
-            for: input(method: method, target: target, timestamp: t, nonce: nonce, body: body, token: token), using: key)
+            for: input(
+                method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: SHA256.hash(data: body),
+                tokenDigest: tokenDigest(token)),
+            using: key)
         return PossessionProof(timestamp: t, nonce: nonce, mac: Base64URL.encode(Data(mac)))
     }
 
     public var headerValue: String { "t=\(timestamp), n=\(nonce), mac=\(mac)" }
 
     public init(headerValue: String) throws {
-        var fields: [String: String] = [:]
         guard headerValue.utf8.count <= 512 else { throw ATHError(.proofInvalid, "ATH-Proof header is too long") }
-        for part in headerValue.split(separator: ",") {
-            let kv = part.drop(while: { $0 == " " }).split(separator: "=", maxSplits: 1)
-            guard kv.count == 2, fields[String(kv[0])] == nil else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
-            fields[String(kv[0])] = String(kv[1])
+        var t: Int64?
+        var n: String?
+        var mac: String?
+        for part in headerValue.utf8.split(separator: UInt8(ascii: ",")) {
+            let field = part.drop { $0 == UInt8(ascii: " ") }
+            guard let eq = field.firstIndex(of: UInt8(ascii: "=")) else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
+            let value = String(decoding: field[field.index(after: eq)...], as: UTF8.self)
+            switch String(decoding: field[..<eq], as: UTF8.self) {
+            case "t" where t == nil: t = Int64(value) ?? -1
+            case "n" where n == nil: n = value
+            case "mac" where mac == nil: mac = value
+            default: throw ATHError(.proofInvalid, "malformed ATH-Proof header")
+            }
         }
-        guard fields.count == 3, let t = fields["t"].flatMap({ Int64($0) }), let n = fields["n"], let mac = fields["mac"],
-            (16...64).contains(n.utf8.count)
-        else { throw ATHError(.proofInvalid, "ATH-Proof needs t, n and mac") }
+        guard let t, t >= 0, let n, let mac, (16...64).contains(n.utf8.count) else {
+            throw ATHError(.proofInvalid, "ATH-Proof needs t, n and mac")
+        }
         self.init(timestamp: t, nonce: n, mac: mac)
     }
 
     /// Constant-time check of the MAC, then of the time; the caller checks the nonce is new.
     public func verify(key: SymmetricKey, method: String, target: String, body: some DataProtocol, token: String, now: Date) throws {
-        guard let raw = Base64URL.decode(mac),
-            HMAC<SHA256>.isValidAuthenticationCode(
-                raw, authenticating: Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, body: body, token: token),
-                using: key)
-        else { throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session") }
+        try verify(key: key, method: method, target: target, body: body, tokenDigest: Self.tokenDigest(token), now: now)
+    }
+
+    public func verify(
+        key: SymmetricKey, method: String, target: String, body: some DataProtocol, tokenDigest: SHA256Digest, now: Date
+    ) throws {
+        let input = Self.input(
+            method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: SHA256.hash(data: body), tokenDigest: tokenDigest)
+        guard let raw = Base64URL.decode(mac), HMAC<SHA256>.isValidAuthenticationCode(raw, authenticating: input, using: key) else {
+            throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
+        }
         guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {
             throw ATHError(.proofInvalid, "ATH-Proof timestamp is stale or in the future")
         }

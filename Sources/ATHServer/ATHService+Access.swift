@@ -43,14 +43,15 @@ extension ATHService {
             throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
         }
         let token = String(authorization.dropFirst("Bearer ".count))
-        let claims = try await verifyToken(token, now: now)
+        let verified = try await verifyToken(token, now: now)
+        let claims = verified.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
         }
         let proof = try PossessionProof(headerValue: proofHeader)
         var state = try await sessionState(claims, now: now)
         try proof.verify(
-            key: state.proofKey, method: facts.method, target: facts.target, body: facts.body, token: token, now: now)
+            key: state.proofKey, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert("\(claims.sid):\(proof.nonce)", expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         if state.tokenRevoked[claims.jti] == nil {
@@ -63,7 +64,7 @@ extension ATHService {
             throw ATHError(.tokenRevoked, "this access token or its grant was revoked")
         }
         guard state.grant.expiresAt > Freshness.unix(now) else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
-        if let scope, !claims.scopes.contains(scope) {
+        if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
         try state.restrictions.checkRequest(from: facts.remoteAddress, at: now)
@@ -75,18 +76,25 @@ extension ATHService {
 
     /// Signature and claims; a verified token is remembered until it expires, so the signature
     /// check runs once per token, not once per request.
-    func verifyToken(_ token: String, now: Date) async throws -> AccessTokenClaims {
+    func verifyToken(_ token: String, now: Date) async throws -> VerifiedToken {
         if let cached = verifiedTokens.withLock({ $0[token] }) {
-            try AccessToken.checkClaims(cached, server: identity.did, now: now)
+            try AccessToken.checkClaims(cached.claims, server: identity.did, now: now)
             return cached
         }
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
+        let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token))
         verifiedTokens.withLock { cache in
-            if cache.count > 50_000 { cache = cache.filter { $0.value.exp > Freshness.unix(now) } }
-            cache[token] = claims
+            if cache.count > 50_000 { cache = cache.filter { $0.value.claims.exp > Freshness.unix(now) } }
+            cache[token] = verified
         }
-        return claims
+        return verified
+    }
+
+    /// A token whose signature was checked, with the digest every proof for it carries.
+    struct VerifiedToken: Sendable {
+        var claims: AccessTokenClaims
+        var digest: SHA256Digest
     }
 
     func sessionState(_ claims: AccessTokenClaims, now: Date) async throws -> SessionState {

@@ -17,7 +17,7 @@ public final class ATHService: Sendable {
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
-    let verifiedTokens = Mutex<[String: AccessTokenClaims]>([:])
+    let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
 

@@ -39,23 +39,3 @@ public final class SlidingWindowLimiter: Sendable {
         }
     }
 }
-
-/// Proof nonces already seen, per session, until they can no longer pass the timestamp check.
-public final class ReplayCache: Sendable {
-    private let seen = Mutex<(entries: [String: Int64], lastSweep: Int64)>(([:], 0))
-
-    public init() {}
-
-    /// Inserts `key`; false when it is already there.
-    public func insert(_ key: String, expiresAt: Int64, now: Int64) -> Bool {
-        seen.withLock { state in
-            if now - state.lastSweep > 30 {
-                state.entries = state.entries.filter { $0.value >= now }
-                state.lastSweep = now
-            }
-            if let until = state.entries[key], until >= now { return false }
-            state.entries[key] = expiresAt
-            return true
-        }
-    }
-}

@@ -260,5 +260,10 @@ import Testing
             try parsed.verify(key: key, method: "POST", target: "/api/order", body: Data("{}".utf8), token: "t", now: now.addingTimeInterval(301))
         }
         #expect(throws: ATHError.self) { try PossessionProof(headerValue: "t=1, n=x") }
+        let n = String(repeating: "a", count: 22)
+        #expect(try PossessionProof(headerValue: "t=1,n=\(n), mac=m") == PossessionProof(timestamp: 1, nonce: n, mac: "m"))
+        for bad in ["t=1, t=2, n=\(n), mac=m", "t=1, n=\(n), mac=m, x=1", "t=x, n=\(n), mac=m", "t=1, n=short, mac=m", "t=1 n=\(n) mac=m", ""] {
+            #expect(throws: ATHError.self, "\(bad)") { try PossessionProof(headerValue: bad) }
+        }
     }
 }
