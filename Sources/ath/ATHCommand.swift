@@ -11,7 +11,7 @@ struct ATHCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
-        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Agent.self, Bench.self])
+        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, Bench.self])
 }
 
 struct Demo: AsyncParsableCommand {
@@ -144,32 +144,75 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
+/// What the agent needs to run a handshake: shared by `ath handshake` and `ath agent call`.
+struct HandshakeOptions: ParsableArguments {
+    @Option(help: "Server base URL.") var url: String
+    @Option(help: "The agent's DID.") var did: String
+    @Option(help: "The agent's private key file.") var key: String
+    @Option(help: "The user's credential (or @file).") var credential: String
+    @Option(help: "Comma-separated scopes.") var scopes: String
+    @Option(help: "Requested ttl in seconds.") var ttl: Int = 3600
+    @Option(help: "Why the agent asks (shown to the user).") var context: String = "run a task for the user"
+
+    func handshake() async throws -> ATHSession {
+        let cred = credential.hasPrefix("@") ? try String(contentsOfFile: String(credential.dropFirst()), encoding: .utf8) : credential
+        let client = ATHClient(baseURL: url, did: try DID(did), key: try loadKey(key))
+        return try await client.handshake(
+            credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
+            ttl: ttl, context: context
+        ) { event in
+            if case .waitingForUser = event { FileHandle.standardError.write(Data("waiting for the user to confirm...\n".utf8)) }
+        }
+    }
+}
+
+struct Handshake: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the 9-step handshake as the agent and print the grant (the session's secrets stay in memory).")
+
+    @OptionGroup var options: HandshakeOptions
+    @Flag(help: "Print the grant as JSON.") var json = false
+
+    func run() async throws {
+        let grant = try await options.handshake().grant
+        if json {
+            let value: JSONValue = [
+                "handshake_id": .string(grant.handshakeID), "grant_id": .string(grant.grantID), "server_did": .string(grant.serverDID.value),
+                "scopes_granted": .array(grant.scopesGranted.map(JSONValue.string)),
+                "scopes_denied": try JSONValue.of(grant.scopesDenied), "ttl_granted": .integer(Int64(grant.ttlGranted)),
+                "grant_expires_at": .integer(grant.grantExpiresAt), "restrictions": try JSONValue.of(grant.restrictions),
+                "token_expires_at": .integer(grant.tokenExpiresAt), "cipher_suite": .string(grant.cipherSuite),
+                "session_id": .string(grant.secrets.sessionID),
+            ]
+            print(String(decoding: try CanonicalJSON.bytes(value), as: UTF8.self))
+            return
+        }
+        print("handshake \(grant.handshakeID) with \(grant.serverDID): grant \(grant.grantID)")
+        print("  granted: \(grant.scopesGranted.joined(separator: ", "))")
+        for denied in grant.scopesDenied { print("  denied:  \(denied.scope) (\(denied.reason))") }
+        print("  ttl \(grant.ttlGranted) s; access token until \(grant.tokenExpiresAt) (unix), grant until \(grant.grantExpiresAt)")
+        let r = grant.restrictions
+        let limits = [
+            r.rate_limit.map { "rate \($0)" }, r.order_amount_limit.map { "amount <= \((try? CanonicalJSON.number($0)) ?? "\($0)")" },
+            r.ip_whitelist.map { "from \($0.joined(separator: " "))" }, r.access_time.map { "during \($0)" },
+        ].compactMap { $0 }
+        print("  restrictions: \(limits.isEmpty ? "none" : limits.joined(separator: ", "))")
+    }
+}
+
 struct Agent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Act as the agent.", subcommands: [Call.self])
 
     struct Call: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Handshake with a server, then send one API request.")
 
-        @Option(help: "Server base URL.") var url: String
-        @Option(help: "The agent's DID.") var did: String
-        @Option(help: "The agent's private key file.") var key: String
-        @Option(help: "The user's credential (or @file).") var credential: String
-        @Option(help: "Comma-separated scopes.") var scopes: String
-        @Option(help: "Requested ttl in seconds.") var ttl: Int = 3600
-        @Option(help: "Why the agent asks (shown to the user).") var context: String = "run a task for the user"
+        @OptionGroup var options: HandshakeOptions
         @Option(help: "HTTP method.") var method: String = "GET"
         @Option(help: "JSON body.") var body: String?
         @Argument(help: "Request target, e.g. /api/goods?keyword=phone") var target: String
 
         func run() async throws {
-            let cred = credential.hasPrefix("@") ? try String(contentsOfFile: String(credential.dropFirst()), encoding: .utf8) : credential
-            let client = ATHClient(baseURL: url, did: try DID(did), key: try loadKey(key))
-            let session = try await client.handshake(
-                credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
-                ttl: ttl, context: context
-            ) { event in
-                if case .waitingForUser = event { print("waiting for the user to confirm...") }
-            }
+            let session = try await options.handshake()
             let json = try body.map { try JSONValue.parse(Data($0.utf8)) }
             let response = try await session.send(method, target, json: json)
             print("HTTP \(response.status)")

@@ -157,4 +157,77 @@ import Testing
         #expect(try await restarted.authorize(facts, scope: "goods:read").grant.id == grantID)
         try? FileManager.default.removeItem(at: dir)
     }
+    /// Steps 1-5 against one instance; the process stops while the user has not answered; a new
+    /// process on the same store and key takes the user's answer and completes the handshake.
+    @Test func halfFinishedHandshakeSurvivesARestart() async throws {
+        let key = PrivateKey.generate()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let id = try await Self.stepsOneToFive(&client, h)
+        await h.server.stop()
+
+        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let restarted = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: restarted))
+        let userClient = ATHUserClient(baseURL: server.baseURL, did: h.user, key: h.userKey, server: ShoppingPlatform.did)
+        let pending = try await userClient.pending()
+        #expect(pending.map(\.handshake_id) == [id])
+        guard let request = pending.first else { return await server.stop() }
+        _ = try await userClient.answer(request, approve: ["goods:read"])
+        guard case .complete(let outcome) = try await restarted.result(handshakeID: id, wait: 0) else {
+            Issue.record("the answered handshake did not complete")
+            return await server.stop()
+        }
+        let grant = try client.receiveOutcome(outcome, now: Date())
+        #expect(grant.scopesGranted == ["goods:read"])
+        #expect(try await store.grant(id: grant.grantID)?.scopes == ["goods:read"])
+        // The token and its proof work on the new instance.
+        let proof = PossessionProof.make(
+            key: grant.secrets.proofKey, method: "GET", target: "/api/goods", body: Data(), token: grant.accessToken, now: Date())
+        let facts = ATHService.RequestFacts(
+            method: "GET", target: "/api/goods", authorization: "Bearer \(grant.accessToken)", proof: proof.headerValue, body: [],
+            remoteAddress: "127.0.0.1")
+        #expect(try await restarted.authorize(facts, scope: "goods:read").grant.id == grant.grantID)
+        await server.stop()
+    }
+
+    /// A handshake whose user did not answer before its deadline, while the server was down,
+    /// ends with CONFIRMATION_TIMEOUT on the next instance, and no grant exists for it.
+    @Test func deadlinePassedDuringARestartTimesOut() async throws {
+        let key = PrivateKey.generate()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let id = try await Self.stepsOneToFive(&client, h)
+        await h.server.stop()
+
+        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let later = Date().addingTimeInterval(Double(ShoppingPlatform.policy.confirmationTimeout + 5))
+        let restarted = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store,
+            clock: { later })
+        await #expect { _ = try await restarted.result(handshakeID: id, wait: 0) } throws: { ATHError.code($0) == .confirmationTimeout }
+        #expect(try await store.handshake(id: id)?.handshake.state == .failed)
+        #expect(try await store.handshake(id: id)?.handshake.outcome == nil)
+    }
+
+    /// Steps 1-5 through the service (no HTTP): returns the handshake id, left waiting for the user.
+    static func stepsOneToFive(_ client: inout ClientHandshake, _ h: Harness) async throws -> String {
+        let m2 = try await h.service.begin(client.makeRequest(now: Date()))
+        let id = try #require(m2["handshake_id"]?.stringValue)
+        let m4 = try await h.service.identityProof(handshakeID: id, client.receiveResponse(m2, now: Date()))
+        _ = try client.receiveIdentityResult(m4, now: Date())
+        let m5 = try client.makeScopeRequest(
+            scopes: ["goods:read", "order:create"], ttl: 3600, credential: try await h.credential(), context: "restart", now: Date())
+        guard case .pending = try await h.service.scopeRequest(handshakeID: id, m5) else {
+            throw ATHError(.internalError, "the handshake did not wait for the user")
+        }
+        return id
+    }
 }
