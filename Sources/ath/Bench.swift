@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import ArgumentParser
+import Crypto
 import Foundation
 import Hummingbird
 import ShoppingExample
@@ -119,6 +120,14 @@ struct Bench: AsyncParsableCommand {
             _ = time("ECDH-P256 key generation") { _ = EphemeralKey.generate(.ecdhP256) }
             let ecdh = try time("ECDH-P256 key generation + shared secret") {
                 _ = try EphemeralKey.generate(.ecdhP256).sharedSecret(with: peerShare)
+            }
+            let symmetric = SymmetricKey(size: .bits256)
+            _ = time("HMAC-SHA256 of 200 bytes") { _ = HMAC<SHA256>.authenticationCode(for: message, using: symmetric) }
+            _ = time("HKDF-SHA256 (swift-crypto), 32 bytes") {
+                _ = HKDF<SHA256>.deriveKey(inputKeyMaterial: symmetric, salt: message, info: Data("x".utf8), outputByteCount: 32)
+            }
+            _ = time("HKDF-SHA256 expand (swift-crypto), 32 bytes") {
+                _ = HKDF<SHA256>.expand(pseudoRandomKey: symmetric, info: Data("x".utf8), outputByteCount: 32)
             }
             _ = try time("P-256 PEM parse") { _ = try PublicKey(pem: pem) }
             _ = try time("did:key P-256 decompression") { _ = try did.embeddedKey() }
