@@ -61,6 +61,15 @@ import Testing
         #expect(status == 400 && body?.code == "MALFORMED_MESSAGE")
         (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(#"{"type":"handshake_request"}"#.utf8))
         #expect(status == 400 && body?.code == "MALFORMED_MESSAGE")
+        // A valid step 1 with one member repeated: refused before anything is stored.
+        var client = ClientHandshake(did: h.agent, key: h.agentKey)
+        let m1 = String(decoding: try JSONEncoder().encode(try client.makeRequest(now: Date())), as: UTF8.self)
+        let duplicated = m1.replacingOccurrences(of: #"{"#, with: #"{"versions":["0.0"],"#, options: [], range: m1.range(of: "{"))
+        (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(duplicated.utf8))
+        #expect(status == 400 && body?.code == "MALFORMED_MESSAGE" && body?.message.contains("duplicate member 'versions'") == true)
+        // Its nonce was not consumed: the same message without the duplicate is accepted.
+        (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(m1.utf8))
+        #expect(status == 200)
         (status, body) = try await send(base, .POST, "/ath/handshake", body: Data(repeating: 0x20, count: 200_000))
         #expect(status == 413 && body?.code == "PAYLOAD_TOO_LARGE")
         (status, body) = try await send(base, .POST, "/ath/handshake/nope/identity", body: Data("{}".utf8))
