@@ -48,6 +48,27 @@ struct Bench: AsyncParsableCommand {
         let failed = Atomic<Int>(0)
     }
 
+    /// CPU time this process has used (user + system), in seconds.
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// Runs `load` and returns requests per second and CPU µs per request (client and server
+    /// together: with equal client work, the difference between two routes is the server's).
+    static func measured(
+        _ what: String, seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void
+    ) async throws -> (rate: Double, cpu: Double) {
+        let cpu0 = cpuSeconds()
+        let result = try await load(seconds: seconds, concurrency: concurrency, body)
+        let cpu = (cpuSeconds() - cpu0) / Double(max(result.0, 1)) * 1e6
+        let rate = Double(result.0) / result.1
+        print(String(format: "%@: %d in %.2f s = %.0f/s, %.1f µs CPU per request", what, result.0, result.1, rate, cpu))
+        return (rate, cpu)
+    }
+
     static func report(_ what: String, _ result: (Int, Double)) -> Double {
         let rate = Double(result.0) / result.1
         print(String(format: "%@: %d in %.2f s = %.0f/s", what, result.0, result.1, rate))
@@ -260,20 +281,20 @@ struct Bench: AsyncParsableCommand {
             // token and a proof to both, so only the server's side differs.
             _ = try await session.get("/api/goods?keyword=phone")
             // Rounds alternate between the routes so that drift of the machine hits both alike.
-            var open: [Double] = []
-            var guarded: [Double] = []
+            var open: [(rate: Double, cpu: Double)] = []
+            var guarded: [(rate: Double, cpu: Double)] = []
             for round in 1...rounds {
-                _ = Bench.report("round \(round) noop-middleware GET /noop/goods", try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                _ = try await Bench.measured("round \(round) noop-middleware GET /noop/goods", seconds: seconds, concurrency: concurrency) { _ in
                     _ = try await session.send("GET", "/noop/goods?keyword=phone")
-                })
-                open.append(Bench.report("round \(round) unprotected GET /open/goods", try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                }
+                open.append(try await Bench.measured("round \(round) unprotected GET /open/goods", seconds: seconds, concurrency: concurrency) { _ in
                     let r = try await session.send("GET", "/open/goods?keyword=phone")
                     guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
-                }))
-                guarded.append(Bench.report("round \(round) protected GET /api/goods", try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                })
+                guarded.append(try await Bench.measured("round \(round) protected GET /api/goods", seconds: seconds, concurrency: concurrency) { _ in
                     let r = try await session.get("/api/goods?keyword=phone")
                     guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
-                }))
+                })
             }
             // The check alone, without HTTP: proofs made beforehand, then only the server's work timed.
             let target = "/api/goods?keyword=phone"
@@ -289,8 +310,11 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "access check alone (in process, no HTTP): %.1f µs per request",
                 Double(each.components.attoseconds) / 1e12 + Double(each.components.seconds) * 1e6))
             let median = { (xs: [Double]) in xs.sorted()[xs.count / 2] }
-            print(String(format: "median: unprotected %.0f/s, protected %.0f/s", median(open), median(guarded)))
-            print(String(format: "throughput lost to the access check: %.1f%%", (1 - median(guarded) / median(open)) * 100))
+            let (openRate, guardedRate) = (median(open.map(\.rate)), median(guarded.map(\.rate)))
+            let (openCPU, guardedCPU) = (median(open.map(\.cpu)), median(guarded.map(\.cpu)))
+            print(String(format: "median: unprotected %.0f/s, protected %.0f/s", openRate, guardedRate))
+            print(String(format: "median CPU per request: unprotected %.1f µs, protected %.1f µs (+%.1f µs)", openCPU, guardedCPU, guardedCPU - openCPU))
+            print(String(format: "throughput lost to the access check: %.1f%%", (1 - guardedRate / openRate) * 100))
             await server.stop()
         }
     }
