@@ -270,6 +270,8 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Seconds per route and round.") var seconds: Double = 5
         @Option(help: "Rounds (odd; the median is reported).") var rounds: Int = 3
         @Option(help: "Concurrent connections.") var concurrency: Int = 16
+        @Option(help: "Load only this route (open, noop or protected) for the given seconds, e.g. under a profiler.")
+        var only: String?
 
         func run() async throws {
             let dir = try Bench.tempDir()
@@ -280,6 +282,14 @@ struct Bench: AsyncParsableCommand {
             // Warm up, then measure each route with the same client work: the session adds the
             // token and a proof to both, so only the server's side differs.
             _ = try await session.get("/api/goods?keyword=phone")
+            if let only {
+                let target = ["open": "/open/goods?keyword=phone", "noop": "/noop/goods?keyword=phone", "protected": "/api/goods?keyword=phone"][only]
+                guard let target else { throw ValidationError("--only is open, noop or protected") }
+                _ = try await Bench.measured("\(only) GET \(target)", seconds: seconds, concurrency: concurrency) { _ in
+                    _ = try await session.send("GET", target)
+                }
+                return await server.stop()
+            }
             // Rounds alternate between the routes so that drift of the machine hits both alike.
             var open: [(rate: Double, cpu: Double)] = []
             var guarded: [(rate: Double, cpu: Double)] = []
