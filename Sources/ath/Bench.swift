@@ -319,6 +319,19 @@ struct Bench: AsyncParsableCommand {
             let each = (clock.now - start) / facts.count
             print(String(format: "access check alone (in process, no HTTP): %.1f µs per request",
                 Double(each.components.attoseconds) / 1e12 + Double(each.components.seconds) * 1e6))
+            // The same from two tasks at once (both cores, one session): CPU per check.
+            var fresh: [ATHService.RequestFacts] = []
+            for _ in 0..<20_000 {
+                let h = await session.authHeaders("GET", target, Data())
+                fresh.append(.init(method: "GET", target: target, authorization: h[0].1, proof: h[1].1, body: [], remoteAddress: "127.0.0.1"))
+            }
+            let halves = [Array(fresh[..<10_000]), Array(fresh[10_000...])]
+            let cpu0 = Bench.cpuSeconds()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for half in halves { group.addTask { for f in half { _ = try await service.authorize(f, scope: "goods:read") } } }
+                try await group.waitForAll()
+            }
+            print(String(format: "access check from two tasks at once: %.1f µs CPU per request", (Bench.cpuSeconds() - cpu0) / 20_000 * 1e6))
             let median = { (xs: [Double]) in xs.sorted()[xs.count / 2] }
             let (openRate, guardedRate) = (median(open.map(\.rate)), median(guarded.map(\.rate)))
             let (openCPU, guardedCPU) = (median(open.map(\.cpu)), median(guarded.map(\.cpu)))
