@@ -79,6 +79,7 @@ let package = Package(
             dependencies: [
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

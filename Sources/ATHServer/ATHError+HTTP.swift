@@ -8,13 +8,13 @@ extension ATHError: HTTPResponseError {
     public var status: HTTPResponse.Status { .init(code: httpStatus) }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        // Sorted keys, like every other JSON answer: the same error gives the same bytes.
+        var response = try JSONResponse.make(ATHErrorBody(self), status: status)
         if httpStatus == 401 {
-            headers[.wwwAuthenticate] = "ATH realm=\"ath\", error=\"\(code.rawValue)\""
+            response.headers[.wwwAuthenticate] = "ATH realm=\"ath\", error=\"\(code.rawValue)\""
         }
-        if code == .rateLimited { headers[.retryAfter] = "1" }
-        let body = try JSONEncoder().encode(ATHErrorBody(self))
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        if code == .rateLimited { response.headers[.retryAfter] = "1" }
+        return response
     }
 }
 

@@ -31,9 +31,10 @@ extension ATHService {
             let access = try await check(facts, scope: scope, now: now)
             return access
         } catch let error as ATHError {
-            try? await audit(
-                "access.refused", actor: facts.remoteAddress ?? "-", subject: "\(facts.method) \(facts.target)",
-                outcome: error.code.rawValue, detail: error.message, at: now)
+            refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(now), event: "access.refused", actor: facts.remoteAddress ?? "-",
+                    subject: "\(facts.method) \(facts.target.prefix(512))", outcome: error.code.rawValue, detail: error.message))
             throw error
         }
     }

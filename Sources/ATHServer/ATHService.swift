@@ -17,6 +17,8 @@ public final class ATHService: Sendable {
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
+    /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
+    public let refusals: RefusalAudit
     let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
@@ -45,6 +47,7 @@ public final class ATHService: Sendable {
         self.channel = channel
         self.clock = clock
         self.logger = logger
+        refusals = RefusalAudit(store: store, logger: logger)
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
         tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
     }
@@ -70,7 +73,10 @@ public final class ATHService: Sendable {
             try await audit("handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok", at: now)
             return response
         } catch let error as ATHError {
-            try? await audit("handshake.start", actor: clientDID, subject: "-", outcome: error.code.rawValue, at: now)
+            refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(now), event: "handshake.start", actor: String(clientDID.prefix(256)), subject: "-",
+                    outcome: error.code.rawValue, detail: error.message))
             throw error
         }
     }

@@ -5,6 +5,7 @@ import ATHStore
 import ArgumentParser
 import Foundation
 import ShoppingExample
+import UnixSignals
 
 @main
 struct ATHCommand: AsyncParsableCommand {
@@ -140,7 +141,13 @@ struct Serve: AsyncParsableCommand {
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db)
         let server = try await RunningServer.start(ShoppingPlatform.router(service: service), port: port)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store))")
-        while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+        // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            print("\(signal): stopping")
+            break
+        }
+        await server.stop()
+        await service.refusals.flush()
     }
 }
 
