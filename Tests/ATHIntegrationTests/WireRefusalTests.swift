@@ -30,6 +30,12 @@ import Testing
 
         var (status, body) = try await send(base, .GET, "/api/goods")
         #expect(status == 401 && body?.code == "TOKEN_MISSING")
+        // RFC 7235: a 401 names its scheme; the body is the documented shape with sorted keys.
+        let raw = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/api/goods"), timeout: .seconds(10))
+        #expect(raw.headers.first(name: "www-authenticate") == #"ATH realm="ath", error="TOKEN_MISSING""#)
+        #expect(raw.headers.first(name: "content-type") == "application/json")
+        let text = String(buffer: try await raw.body.collect(upTo: 1 << 16))
+        #expect(text.hasPrefix(#"{"code":"TOKEN_MISSING","message":"#) && text.hasSuffix(#","retryable":false}"#))
         (status, body) = try await send(base, .GET, "/api/goods", headers: [("authorization", token)])
         #expect(status == 401 && body?.code == "PROOF_MISSING")
         (status, body) = try await send(base, .GET, "/api/goods", headers: good)
