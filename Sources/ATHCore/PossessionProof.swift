@@ -21,8 +21,8 @@ public struct PossessionProof: Sendable, Equatable {
     }
 
     /// The bytes the MAC covers, written straight into one buffer: this runs on every API
-    /// request, on both sides.
-    static func input(method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: SHA256Digest, tokenDigest: SHA256Digest) -> [UInt8] {
+    /// request, on both sides. Digests are given as their base64url text.
+    static func input(method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: String, tokenDigest: String) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(128 + target.utf8.count + nonce.utf8.count)
         out += "ATH-POP/0.1\n".utf8
@@ -34,17 +34,24 @@ public struct PossessionProof: Sendable, Equatable {
         out.append(0x0A)
         out += nonce.utf8
         out.append(0x0A)
-        out += bodyDigest.withUnsafeBytes { Base64URL.encode(Data($0)) }.utf8
+        out += bodyDigest.utf8
         out.append(0x0A)
-        out += tokenDigest.withUnsafeBytes { Base64URL.encode(Data($0)) }.utf8
+        out += tokenDigest.utf8
         return out
     }
 
-    /// SHA-256 of the access token, as the proof input carries it; a server may compute it
-    /// once per token.
-    public static func tokenDigest(_ token: String) -> SHA256Digest {
-        var token = token
-        return token.withUTF8 { SHA256.hash(data: $0) }
+    /// base64url(SHA-256(bytes)), as the proof input carries the body's and the token's digests.
+    public static func digest(_ bytes: some DataProtocol) -> String {
+        if bytes.isEmpty { return emptyDigest }
+        return SHA256.hash(data: bytes).withUnsafeBytes { Base64URL.encode(Data($0)) }
+    }
+
+    /// Most API requests (every GET) have no body.
+    static let emptyDigest = SHA256.hash(data: [UInt8]()).withUnsafeBytes { Base64URL.encode(Data($0)) }
+
+    /// The token's digest; a server computes it once per token, not per request.
+    public static func tokenDigest(_ token: String) -> String {
+        digest(Array(token.utf8))
     }
 
     public static func make(
@@ -53,9 +60,7 @@ public struct PossessionProof: Sendable, Equatable {
     ) -> PossessionProof {
         let t = Freshness.unix(now)
         let mac = HMAC<SHA256>.authenticationCode(
-            for: input(
-                method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: SHA256.hash(data: body),
-                tokenDigest: tokenDigest(token)),
+            for: input(method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: digest(body), tokenDigest: tokenDigest(token)),
             using: key)
         return PossessionProof(timestamp: t, nonce: nonce, mac: Base64URL.encode(Data(mac)))
     }
@@ -86,15 +91,19 @@ public struct PossessionProof: Sendable, Equatable {
 
     /// Constant-time check of the MAC, then of the time; the caller checks the nonce is new.
     public func verify(key: SymmetricKey, method: String, target: String, body: some DataProtocol, token: String, now: Date) throws {
-        try verify(key: key, method: method, target: target, body: body, tokenDigest: Self.tokenDigest(token), now: now)
+        try verify(keyedMAC: HMAC(key: key), method: method, target: target, body: body, tokenDigest: Self.tokenDigest(token), now: now)
     }
 
+    /// The same with the session's HMAC already keyed (a server keeps it per session: keying
+    /// costs two hash blocks per request otherwise) and the token's digest computed once.
     public func verify(
-        key: SymmetricKey, method: String, target: String, body: some DataProtocol, tokenDigest: SHA256Digest, now: Date
+        keyedMAC: HMAC<SHA256>, method: String, target: String, body: some DataProtocol, tokenDigest: String, now: Date
     ) throws {
-        let input = Self.input(
-            method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: SHA256.hash(data: body), tokenDigest: tokenDigest)
-        guard let raw = Base64URL.decode(mac), HMAC<SHA256>.isValidAuthenticationCode(raw, authenticating: input, using: key) else {
+        var authenticator = keyedMAC
+        authenticator.update(
+            data: Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest))
+        // `==` of a MAC and bytes is swift-crypto's constant-time comparison.
+        guard let raw = Base64URL.decode(mac), authenticator.finalize() == raw else {
             throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
         }
         guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {

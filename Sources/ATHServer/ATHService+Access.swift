@@ -52,7 +52,7 @@ extension ATHService {
         let proof = try PossessionProof(headerValue: proofHeader)
         var state = try await sessionState(claims, now: now)
         try proof.verify(
-            key: state.proofKey, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
+            keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert("\(claims.sid):\(proof.nonce)", expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         if state.tokenRevoked[claims.jti] == nil {
@@ -95,7 +95,7 @@ extension ATHService {
     /// A token whose signature was checked, with the digest every proof for it carries.
     struct VerifiedToken: Sendable {
         var claims: AccessTokenClaims
-        var digest: SHA256Digest
+        var digest: String
     }
 
     func sessionState(_ claims: AccessTokenClaims, now: Date) async throws -> SessionState {
@@ -111,7 +111,7 @@ extension ATHService {
             throw ATHError(.internalError, "the grant's stored restrictions are invalid")
         }
         let s = SessionState(
-            proofKey: SymmetricKey(data: session.proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
+            proofMAC: HMAC(key: SymmetricKey(data: session.proofKey)), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }
         return s
     }

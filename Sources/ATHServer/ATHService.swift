@@ -28,7 +28,8 @@ public final class ATHService: Sendable {
     public static let statusCacheSeconds: Double = 2
 
     struct SessionState {
-        var proofKey: SymmetricKey
+        /// HMAC-SHA256 keyed with the session's proof key, copied for each request.
+        var proofMAC: HMAC<SHA256>
         var grant: Grant
         var restrictions: CompiledRestrictions
         var tokenRevoked: [String: Bool]
