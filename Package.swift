@@ -94,6 +94,7 @@ let package = Package(
             dependencies: [
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),

@@ -110,8 +110,12 @@ extension ATHService {
         guard let restrictions = try? CompiledRestrictions(grant.restrictions) else {
             throw ATHError(.internalError, "the grant's stored restrictions are invalid")
         }
+        // A key sealed by another server key (or altered) fails closed: the agent must run a new handshake.
+        guard let proofKey = try? sealer.open(session.sealedProofKey, for: session.id) else {
+            throw ATHError(.tokenInvalid, "the token's session cannot be opened with this server's key; run a new handshake")
+        }
         let s = SessionState(
-            proofMAC: HMAC(key: SymmetricKey(data: session.proofKey)), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
+            proofMAC: HMAC(key: proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }
         return s
     }

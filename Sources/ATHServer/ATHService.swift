@@ -17,6 +17,8 @@ public final class ATHService: Sendable {
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
+    /// Seals session secrets before they reach the store.
+    let sealer: SecretSealer
     /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
     public let refusals: RefusalAudit
     let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
@@ -39,7 +41,7 @@ public final class ATHService: Sendable {
     public init(
         identity: ServerIdentity, policy: ServerPolicy, store: any ATHStore,
         channel: any UserConfirmationChannel = PullConfirmationChannel(), logger: Logger = Logger(label: "ath.server"),
-        clock: @escaping @Sendable () -> Date = { Date() }
+        sealer: SecretSealer? = nil, clock: @escaping @Sendable () -> Date = { Date() }
     ) async throws {
         _ = try policy.restrictions.validated()
         self.identity = identity
@@ -49,6 +51,7 @@ public final class ATHService: Sendable {
         self.clock = clock
         self.logger = logger
         refusals = RefusalAudit(store: store, logger: logger)
+        self.sealer = sealer ?? SecretSealer(derivedFrom: identity.tokenKey)
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
         tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
     }
@@ -125,7 +128,7 @@ public final class ATHService: Sendable {
             var stored = try await load(handshakeID)
             if stored.handshake.expireIfDue(now: now) {
                 try await store.updateHandshake(
-                    stored.handshake, expectedRevision: stored.revision, completion: nil,
+                    stored.handshake, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
                     audit: [AuditEvent(at: Freshness.unix(now), event: "handshake.timeout", actor: "server", subject: handshakeID, outcome: stored.handshake.failure?.code ?? "")])
                 stored = try await load(handshakeID)
             }
@@ -223,6 +226,7 @@ public final class ATHService: Sendable {
         let g = completion.grant
         try await store.updateHandshake(
             h, expectedRevision: stored.revision, completion: completion,
+            sealedProofKey: try sealer.seal(completion.session.proofKey, for: completion.session.sessionID),
             audit: [
                 AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
                 AuditEvent(
@@ -234,7 +238,7 @@ public final class ATHService: Sendable {
 
     private func save(_ h: ServerHandshake, revision: Int, event: String, outcome: String, now: Date) async throws {
         try await store.updateHandshake(
-            h, expectedRevision: revision, completion: nil,
+            h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
             audit: [AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome)])
     }
 
@@ -242,7 +246,7 @@ public final class ATHService: Sendable {
     private func saveFailure(_ h: inout ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async throws {
         if h.state != .failed { return }
         try? await store.updateHandshake(
-            h, expectedRevision: revision, completion: nil,
+            h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
             audit: [
                 AuditEvent(
                     at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,

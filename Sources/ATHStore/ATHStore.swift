@@ -23,9 +23,12 @@ public protocol ATHStore: Sendable {
     func handshake(requestID: String) async throws -> StoredHandshake?
     func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake]
     /// Saves a changed handshake if nobody else changed it since `revision` was read;
-    /// throws UNEXPECTED_MESSAGE otherwise. With a completion, also creates grant, session and token.
+    /// throws UNEXPECTED_MESSAGE otherwise. With a completion, also creates grant, session and
+    /// token; the session's proof key arrives sealed (`SecretSealer`): a store never holds it in
+    /// the clear.
     func updateHandshake(
-        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, audit: [AuditEvent]
+        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
+        audit: [AuditEvent]
     ) async throws
 
     // Grants, sessions and tokens.
@@ -67,7 +70,8 @@ public struct StoredHandshake: Sendable {
 public struct StoredSession: Sendable {
     public var id: String
     public var grantID: String
-    public var proofKey: Data
+    /// The proof key as `SecretSealer.seal` left it, for this session id.
+    public var sealedProofKey: Data
     public var expiresAt: Int64
 }
 

@@ -48,6 +48,11 @@ public final class SQLiteStore: ATHStore {
                         hash TEXT NOT NULL);
                     """)
         }
+        // Proof keys are sealed from here on; a key stored in the clear before cannot be opened
+        // and its session fails closed (the agent runs a new handshake).
+        m.registerMigration("v2-sealed-proof-keys") { db in
+            try db.execute(sql: "ALTER TABLE session RENAME COLUMN proof_key TO sealed_proof_key")
+        }
         return m
     }
 
@@ -155,8 +160,12 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func updateHandshake(
-        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, audit: [AuditEvent]
+        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
+        audit: [AuditEvent]
     ) async throws {
+        if completion != nil && sealedProofKey == nil {
+            throw ATHError(.internalError, "a completed handshake needs its sealed proof key")
+        }
         let data = try Self.encode(handshake)
         let grantData = try completion.map { try Self.encode($0.grant) }
         try await db.write { db in
@@ -181,8 +190,8 @@ public final class SQLiteStore: ATHStore {
                         """,
                     arguments: [g.id, g.handshakeID, g.clientDID.value, g.userDID.value, g.credentialID, grantData, g.createdAt, g.expiresAt])
                 try db.execute(
-                    sql: "INSERT INTO session (id, grant_id, proof_key, expires_at) VALUES (?, ?, ?, ?)",
-                    arguments: [completion.session.sessionID, g.id, completion.session.proofKey.bytes, g.expiresAt])
+                    sql: "INSERT INTO session (id, grant_id, sealed_proof_key, expires_at) VALUES (?, ?, ?, ?)",
+                    arguments: [completion.session.sessionID, g.id, sealedProofKey, g.expiresAt])
                 let t = completion.token
                 try db.execute(
                     sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
@@ -209,7 +218,7 @@ public final class SQLiteStore: ATHStore {
     public func session(id: String) async throws -> StoredSession? {
         try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM session WHERE id = ?", arguments: [id]).map {
-                StoredSession(id: $0["id"], grantID: $0["grant_id"], proofKey: $0["proof_key"], expiresAt: $0["expires_at"])
+                StoredSession(id: $0["id"], grantID: $0["grant_id"], sealedProofKey: $0["sealed_proof_key"], expiresAt: $0["expires_at"])
             }
         }
     }

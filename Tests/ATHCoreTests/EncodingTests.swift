@@ -1,4 +1,5 @@
 import ATHCore
+import Crypto
 import Foundation
 import Testing
 
@@ -265,5 +266,29 @@ import Testing
         for bad in ["t=1, t=2, n=\(n), mac=m", "t=1, n=\(n), mac=m, x=1", "t=x, n=\(n), mac=m", "t=1, n=short, mac=m", "t=1 n=\(n) mac=m", ""] {
             #expect(throws: ATHError.self, "\(bad)") { try PossessionProof(headerValue: bad) }
         }
+    }
+}
+
+@Suite struct SecretSealerTests {
+    @Test func sealsForOneRecordUnderOneKey() throws {
+        let sealer = SecretSealer(derivedFrom: .generate(.es256))
+        let secret = SymmetricKey(size: .bits256)
+        let sealed = try sealer.seal(secret, for: "session-1")
+        #expect(try sealer.open(sealed, for: "session-1") == secret)
+        #expect(try sealer.seal(secret, for: "session-1") != sealed)  // a fresh nonce each time
+        let raw = secret.withUnsafeBytes { Data($0) }
+        #expect(sealed.range(of: raw) == nil)
+        #expect(throws: ATHError.self) { try sealer.open(sealed, for: "session-2") }
+        #expect(throws: ATHError.self) { try SecretSealer(derivedFrom: .generate(.es256)).open(sealed, for: "session-1") }
+        var tampered = sealed
+        tampered[tampered.count - 1] ^= 1
+        #expect(throws: ATHError.self) { try sealer.open(tampered, for: "session-1") }
+        #expect(throws: ATHError.self) { try sealer.open(Data([1, 2, 3]), for: "session-1") }
+    }
+
+    @Test func theDerivedKeyIsStableForOneServerKey() throws {
+        let key = PrivateKey.generate(.edDSA)
+        let sealed = try SecretSealer(derivedFrom: key).seal(SymmetricKey(size: .bits256), for: "s")
+        #expect(throws: Never.self) { try SecretSealer(derivedFrom: key).open(sealed, for: "s") }
     }
 }

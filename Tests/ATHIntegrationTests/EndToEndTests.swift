@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import NIOCore
 import ShoppingExample
@@ -155,6 +156,19 @@ import Testing
         let facts = ATHService.RequestFacts(
             method: "GET", target: "/api/goods", authorization: headers[0].1, proof: headers[1].1, body: [], remoteAddress: "127.0.0.1")
         #expect(try await restarted.authorize(facts, scope: "goods:read").grant.id == grantID)
+        // The store holds the proof key sealed, never in the clear ...
+        let sid = await session.grant.secrets.sessionID
+        let proofKey = await session.grant.secrets.proofKey.withUnsafeBytes { Data($0) }
+        let stored = try #require(try await store.session(id: sid))
+        #expect(stored.sealedProofKey.range(of: proofKey) == nil)
+        // ... and a server with another key cannot use it: the token fails closed.
+        let otherKey = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store,
+            sealer: SecretSealer(key: SymmetricKey(size: .bits256)))
+        let again = await session.authHeaders("GET", "/api/goods", Data())
+        let facts2 = ATHService.RequestFacts(
+            method: "GET", target: "/api/goods", authorization: again[0].1, proof: again[1].1, body: [], remoteAddress: "127.0.0.1")
+        await #expect { try await otherKey.authorize(facts2, scope: "goods:read") } throws: { ATHError.code($0) == .tokenInvalid }
         try? FileManager.default.removeItem(at: dir)
     }
     /// Steps 1-5 against one instance; the process stops while the user has not answered; a new

@@ -1,0 +1,49 @@
+import Crypto
+import Foundation
+
+/// Seals the secrets a server must keep between requests (a session's proof key) before they
+/// reach the store.
+///
+/// A copy of the database alone must not let anyone prove possession of a session: with the
+/// proof key in the clear, a leaked backup plus one intercepted token would be enough. Sealed with
+/// AES-256-GCM under a key the store never holds, and bound to the record it belongs to (the
+/// session id as associated data) so that a sealed key cannot be moved to another row.
+public struct SecretSealer: Sendable {
+    let key: SymmetricKey
+
+    public init(key: SymmetricKey) {
+        self.key = key
+    }
+
+    /// A sealing key derived from the server's private key (HKDF-SHA256, info
+    /// "ath/0.1 secrets at rest"): nothing more to configure, and stable across restarts with the
+    /// same key file. A new server key makes sealed sessions unreadable, which fails closed:
+    /// agents run a new handshake.
+    public init(derivedFrom privateKey: PrivateKey) {
+        let material: Data =
+            switch privateKey {
+            case .p256(let k): k.rawRepresentation
+            case .ed25519(let k): k.rawRepresentation
+            }
+        key = HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: material), salt: Data("ath/0.1".utf8), info: Data("ath/0.1 secrets at rest".utf8),
+            outputByteCount: 32)
+    }
+
+    /// nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes).
+    public func seal(_ secret: SymmetricKey, for record: String) throws -> Data {
+        let sealed = try secret.withUnsafeBytes { try AES.GCM.seal($0, using: key, authenticating: Data(record.utf8)) }
+        guard let combined = sealed.combined else { throw ATHError(.internalError, "AES-GCM gave no combined form") }
+        return combined
+    }
+
+    /// Fails (closed) for a blob sealed under another key, for another record, or altered.
+    public func open(_ sealed: Data, for record: String) throws -> SymmetricKey {
+        do {
+            let box = try AES.GCM.SealedBox(combined: sealed)
+            return SymmetricKey(data: try AES.GCM.open(box, using: key, authenticating: Data(record.utf8)))
+        } catch {
+            throw ATHError(.internalError, "a stored secret does not open with this server's key")
+        }
+    }
+}
