@@ -319,6 +319,25 @@ struct Bench: AsyncParsableCommand {
             let each = (clock.now - start) / facts.count
             print(String(format: "access check alone (in process, no HTTP): %.1f µs per request",
                 Double(each.components.attoseconds) / 1e12 + Double(each.components.seconds) * 1e6))
+            // The same with one HTTP request (to the open route) between two checks, timing only
+            // the checks: what the check costs when the server's other work has had the caches.
+            do {
+                var interleaved: [ATHService.RequestFacts] = []
+                for _ in 0..<5_000 {
+                    let h = await session.authHeaders("GET", target, Data())
+                    interleaved.append(.init(method: "GET", target: target, authorization: h[0].1, proof: h[1].1, body: [], remoteAddress: "127.0.0.1"))
+                }
+                var total = Duration.zero
+                for f in interleaved {
+                    _ = try await session.send("GET", "/open/goods?keyword=phone")
+                    let t0 = clock.now
+                    _ = try await service.authorize(f, scope: "goods:read")
+                    total += clock.now - t0
+                }
+                let each = total / interleaved.count
+                print(String(format: "access check between HTTP requests (cold caches): %.1f µs per request",
+                    Double(each.components.attoseconds) / 1e12 + Double(each.components.seconds) * 1e6))
+            }
             // The same from two tasks at once (both cores, one session): CPU per check.
             var fresh: [ATHService.RequestFacts] = []
             for _ in 0..<20_000 {
