@@ -26,7 +26,12 @@ public struct PossessionProof: Sendable, Equatable {
         var out: [UInt8] = []
         out.reserveCapacity(128 + target.utf8.count + nonce.utf8.count)
         out += "ATH-POP/0.1\n".utf8
-        out += method.uppercased().utf8
+        // HTTP methods arrive upper-case; only a lower-case one pays for case mapping.
+        if method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) {
+            out += method.uppercased().utf8
+        } else {
+            out += method.utf8
+        }
         out.append(0x0A)
         out += target.utf8
         out.append(0x0A)
