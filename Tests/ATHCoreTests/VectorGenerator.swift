@@ -5,16 +5,22 @@ import Foundation
 /// Runs one complete handshake with fixed keys, time and random values, and records every
 /// message, signature input, derived key and proof: the published test vectors.
 ///
-/// Keys are Ed25519 (RFC 8032 signatures are deterministic) and the key exchange is ECDH-P256,
-/// so every byte is reproducible.
+/// Two sets: Ed25519 keys (RFC 8032 signatures are deterministic, so every byte is reproducible)
+/// and P-256 keys for ES256, the required algorithm, whose ECDSA signatures are randomized: that
+/// file is checked by verifying everything in it, not by regenerating it byte for byte. The key
+/// exchange is ECDH-P256 in both.
 enum VectorGenerator {
     static let now = Date(timeIntervalSince1970: 1_717_200_000)
 
     static func seed(_ label: String) -> Data { Data(SHA256.hash(data: Data("swift-ath test vector: \(label)".utf8))) }
 
-    static let clientKey = PrivateKey.ed25519(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("client")))
-    static let serverKey = PrivateKey.ed25519(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("server")))
-    static let userKey = PrivateKey.ed25519(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("user")))
+    /// The fixed key of one party for `alg` (a P-256 scalar or an Ed25519 seed, from its label).
+    static func fixedKey(_ party: String, _ alg: SignatureAlgorithm) -> PrivateKey {
+        switch alg {
+        case .edDSA: .ed25519(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed(party)))
+        case .es256: .p256(try! P256.Signing.PrivateKey(rawRepresentation: seed("\(party) es256")))
+        }
+    }
     static let clientEphemeral = try! EphemeralKey(alg: .ecdhP256, raw: seed("client ephemeral"))
     static let serverEphemeral = try! EphemeralKey(alg: .ecdhP256, raw: seed("server ephemeral"))
     static let handshakeID = Base64URL.encode(seed("handshake_id"))
@@ -31,7 +37,8 @@ enum VectorGenerator {
         scopesSupported: ["goods:read", "order:create", "user:profile"], tokenMaxTTL: 7200,
         restrictions: Restrictions(rate_limit: "100/minute", order_amount_limit: 5000))
 
-    static func generate() async throws -> JSONValue {
+    static func generate(_ alg: SignatureAlgorithm = .edDSA) async throws -> JSONValue {
+        let (clientKey, serverKey, userKey) = (fixedKey("client", alg), fixedKey("server", alg), fixedKey("user", alg))
         let clientDID = DID.key(clientKey.publicKey)
         let userDID = DID.key(userKey.publicKey)
         let serverDID = try DID("did:ath:ecommerce_platform_001")
@@ -69,7 +76,10 @@ enum VectorGenerator {
                 "alg": .string(k.algorithm.rawValue), "public_pem": .string(k.publicKey.pem),
                 "public_jwk": try! JSONValue.of(k.publicKey.jwk), "kid": .string(k.publicKey.thumbprint),
             ]
-            if case .ed25519(let raw) = k { o["private_seed"] = .string(Base64URL.encode(raw.rawRepresentation)) }
+            switch k {
+            case .ed25519(let raw): o["private_seed"] = .string(Base64URL.encode(raw.rawRepresentation))
+            case .p256(let raw): o["private_scalar"] = .string(Base64URL.encode(raw.rawRepresentation))
+            }
             if let did { o["did"] = .string(did.value) }
             return .object(o)
         }
@@ -78,7 +88,11 @@ enum VectorGenerator {
         }
         let secrets = grant.secrets
         return [
-            "description": "One ATH 0.1 handshake (docs/PROTOCOL.md) with fixed keys, time and random values; every field is derived again by Tests/ATHCoreTests/VectorTests.swift.",
+            "description": .string(
+                alg == .edDSA
+                    ? "One ATH 0.1 handshake (docs/PROTOCOL.md) with fixed Ed25519 keys, time and random values; every field is derived again by Tests/ATHCoreTests/VectorTests.swift."
+                    : "One ATH 0.1 handshake (docs/PROTOCOL.md) with fixed P-256 keys (ES256), time and random values; ECDSA signatures are randomized, so Tests/ATHCoreTests/VectorTests.swift verifies every signature, hash, key and token in this file rather than regenerating it."),
+            "signature_algorithm": .string(alg.rawValue),
             "now": .integer(Freshness.unix(now)),
             "keys": [
                 "client": key(clientKey, did: clientDID), "server": key(serverKey, did: serverDID), "user": key(userKey, did: userDID),
