@@ -31,7 +31,9 @@ public struct Restrictions: Codable, Sendable, Equatable {
             throw ATHError(.malformedMessage, "amount must be a non-negative number")
         }
         if let limit = order_amount_limit, amount > limit {
-            throw ATHError(.amountLimitExceeded, "amount \(amount) exceeds this grant's limit of \(limit)")
+            // Numbers as JSON writes them (5999, not 5999.0): the message quotes the request.
+            let (a, l) = ((try? CanonicalJSON.number(amount)) ?? "\(amount)", (try? CanonicalJSON.number(limit)) ?? "\(limit)")
+            throw ATHError(.amountLimitExceeded, "amount \(a) exceeds this grant's limit of \(l)")
         }
     }
 }
