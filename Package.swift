@@ -95,6 +95,7 @@ let package = Package(
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict
         ),

@@ -53,55 +53,188 @@ public final class SQLiteStore: ATHStore {
         m.registerMigration("v2-sealed-proof-keys") { db in
             try db.execute(sql: "ALTER TABLE session RENAME COLUMN proof_key TO sealed_proof_key")
         }
+        // Act Auth's model: an internal id per account (never equal to an external id: it starts
+        // with "i.", which base64url and DIDs cannot), external ids and aliases in their own
+        // tables, keys by internal id. Existing accounts keep their DID as first external id.
+        m.registerMigration("v3-act-auth-accounts") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE account_v3 (
+                        internal_id TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, developer TEXT,
+                        created_at INTEGER NOT NULL);
+                    CREATE TABLE external_id (
+                        value TEXT PRIMARY KEY NOT NULL, internal_id TEXT NOT NULL REFERENCES account_v3(internal_id),
+                        position INTEGER NOT NULL);
+                    CREATE INDEX external_id_account ON external_id(internal_id);
+                    CREATE TABLE alias (
+                        value TEXT PRIMARY KEY NOT NULL COLLATE NOCASE, internal_id TEXT NOT NULL REFERENCES account_v3(internal_id));
+                    CREATE INDEX alias_account ON alias(internal_id);
+                    CREATE TABLE account_key_v3 (
+                        internal_id TEXT NOT NULL REFERENCES account_v3(internal_id), kid TEXT NOT NULL, pem TEXT NOT NULL,
+                        created_at INTEGER NOT NULL, revoked_at INTEGER, PRIMARY KEY (internal_id, kid));
+                    """)
+            let now = Int64(Date().timeIntervalSince1970)
+            for row in try Row.fetchAll(db, sql: "SELECT did, kind, name, developer FROM account") {
+                let internalID = Self.newInternalID()
+                let did: String = row["did"]
+                try db.execute(
+                    sql: "INSERT INTO account_v3 (internal_id, kind, name, developer, created_at) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [internalID, row["kind"], row["name"], row["developer"], now])
+                try db.execute(sql: "INSERT INTO external_id (value, internal_id, position) VALUES (?, ?, 0)", arguments: [did, internalID])
+                try db.execute(
+                    sql: """
+                        INSERT INTO account_key_v3 (internal_id, kid, pem, created_at, revoked_at)
+                        SELECT ?, kid, pem, ?, revoked_at FROM account_key WHERE did = ?
+                        """,
+                    arguments: [internalID, now, did])
+            }
+            try db.execute(
+                sql: """
+                    DROP TABLE account_key; DROP TABLE account;
+                    ALTER TABLE account_v3 RENAME TO account; ALTER TABLE account_key_v3 RENAME TO account_key;
+                    """)
+        }
         return m
+    }
+
+    /// "i." and 22 base64url characters (128 random bits): unique, and never an external id.
+    static func newInternalID() -> String {
+        "i." + Nonce.generate(bytes: 16)
     }
 
     // MARK: Accounts
 
     public func registerAccount(_ account: Account, key: PublicKey?) async throws {
+        try Account.validateExternalID(account.did)
+        for id in account.externalIDs { try Account.validateExternalID(id) }
+        for alias in account.aliases { try Account.validateAlias(alias) }
         try await db.write { db in
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM account WHERE did = ?", arguments: [account.did]) != nil {
-                throw StoreError.duplicate("account \(account.did) already exists")
-            }
+            let internalID = Self.newInternalID()
+            let now = Int64(Date().timeIntervalSince1970)
             try db.execute(
-                sql: "INSERT INTO account (did, kind, name, developer) VALUES (?, ?, ?, ?)",
-                arguments: [account.did, account.kind.rawValue, account.name, account.developer])
+                sql: "INSERT INTO account (internal_id, kind, name, developer, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [internalID, account.kind.rawValue, account.name, account.developer, now])
+            for (position, id) in ([account.did] + account.externalIDs).enumerated() {
+                try Self.insertExternalID(id, internalID: internalID, position: position, in: db)
+            }
+            for alias in account.aliases { try Self.insertAlias(alias, internalID: internalID, in: db) }
             if let key {
                 try db.execute(
-                    sql: "INSERT INTO account_key (did, kid, pem) VALUES (?, ?, ?)", arguments: [account.did, key.thumbprint, key.pem])
+                    sql: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
+                    arguments: [internalID, key.thumbprint, key.pem, now])
             }
         }
     }
 
+    /// The unique indexes decide; the transaction they abort leaves nothing written.
+    static func insertExternalID(_ id: String, internalID: String, position: Int, in db: Database) throws {
+        do {
+            try db.execute(
+                sql: "INSERT INTO external_id (value, internal_id, position) VALUES (?, ?, ?)", arguments: [id, internalID, position])
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw StoreError.duplicate("external id \(id) is already taken")
+        }
+    }
+
+    static func insertAlias(_ alias: String, internalID: String, in db: Database) throws {
+        do {
+            try db.execute(sql: "INSERT INTO alias (value, internal_id) VALUES (?, ?)", arguments: [alias, internalID])
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw StoreError.duplicate("alias \(alias) is already taken")
+        }
+    }
+
+    static func internalID(of externalID: String, in db: Database) throws -> String? {
+        try String.fetchOne(db, sql: "SELECT internal_id FROM external_id WHERE value = ?", arguments: [externalID])
+    }
+
+    static func requireInternalID(of externalID: String, in db: Database) throws -> String {
+        guard let found = try Self.internalID(of: externalID, in: db) else { throw StoreError.notFound("account \(externalID)") }
+        return found
+    }
+
+    static func account(internalID: String, in db: Database) throws -> Account? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM account WHERE internal_id = ?", arguments: [internalID]) else {
+            return nil
+        }
+        let ids = try String.fetchAll(
+            db, sql: "SELECT value FROM external_id WHERE internal_id = ? ORDER BY position", arguments: [internalID])
+        let aliases = try String.fetchAll(db, sql: "SELECT value FROM alias WHERE internal_id = ? ORDER BY value", arguments: [internalID])
+        return Account(
+            did: ids.first ?? "", kind: Account.Kind(rawValue: row["kind"]) ?? .user, name: row["name"], developer: row["developer"],
+            aliases: aliases, externalIDs: Array(ids.dropFirst()))
+    }
+
+    /// By any of the account's external ids (its DID or another).
     public func account(did: String) async throws -> Account? {
         try await db.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM account WHERE did = ?", arguments: [did]).map {
-                Account(did: $0["did"], kind: Account.Kind(rawValue: $0["kind"]) ?? .user, name: $0["name"], developer: $0["developer"])
-            }
+            try Self.internalID(of: did, in: db).flatMap { try Self.account(internalID: $0, in: db) }
         }
+    }
+
+    public func account(alias: String) async throws -> Account? {
+        try await db.read { db in
+            try String.fetchOne(db, sql: "SELECT internal_id FROM alias WHERE value = ?", arguments: [alias])
+                .flatMap { try Self.account(internalID: $0, in: db) }
+        }
+    }
+
+    public func addExternalID(_ externalID: String, to did: String) async throws {
+        try Account.validateExternalID(externalID)
+        try await db.write { db in
+            let internalID = try Self.requireInternalID(of: did, in: db)
+            let position = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM external_id WHERE internal_id = ?", arguments: [internalID]) ?? 0
+            try Self.insertExternalID(externalID, internalID: internalID, position: position, in: db)
+        }
+    }
+
+    public func addAlias(_ alias: String, to did: String) async throws {
+        try Account.validateAlias(alias)
+        try await db.write { db in try Self.insertAlias(alias, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
     }
 
     public func addKey(did: String, key: PublicKey) async throws {
-        try await db.write { db in
-            guard try Row.fetchOne(db, sql: "SELECT 1 FROM account WHERE did = ?", arguments: [did]) != nil else {
-                throw StoreError.notFound("account \(did)")
-            }
+        try await db.write { db in try Self.insertKey(key, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
+    }
+
+    static func insertKey(_ key: PublicKey, internalID: String, in db: Database) throws {
+        do {
             try db.execute(
-                sql: "INSERT OR IGNORE INTO account_key (did, kid, pem) VALUES (?, ?, ?)", arguments: [did, key.thumbprint, key.pem])
+                sql: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
+                arguments: [internalID, key.thumbprint, key.pem, Int64(Date().timeIntervalSince1970)])
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw StoreError.duplicate("key \(key.thumbprint) is already registered for this account")
         }
     }
 
     public func revokeKey(did: String, kid: String) async throws {
+        try await db.write { db in try Self.revoke(kid, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
+    }
+
+    static func revoke(_ kid: String, internalID: String, in db: Database) throws {
+        try db.execute(
+            sql: "UPDATE account_key SET revoked_at = ? WHERE internal_id = ? AND kid = ? AND revoked_at IS NULL",
+            arguments: [Int64(Date().timeIntervalSince1970), internalID, kid])
+        guard db.changesCount == 1 else { throw StoreError.notFound("active key \(kid)") }
+    }
+
+    public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws {
         try await db.write { db in
-            try db.execute(
-                sql: "UPDATE account_key SET revoked_at = ? WHERE did = ? AND kid = ? AND revoked_at IS NULL",
-                arguments: [Int64(Date().timeIntervalSince1970), did, kid])
+            let internalID = try Self.requireInternalID(of: did, in: db)
+            try Self.insertKey(newKey, internalID: internalID, in: db)
+            try Self.revoke(kid, internalID: internalID, in: db)
         }
     }
 
     public func activeKeys(did: String) async throws -> [PublicKey] {
         let pems = try await db.read { db in
-            try String.fetchAll(db, sql: "SELECT pem FROM account_key WHERE did = ? AND revoked_at IS NULL", arguments: [did])
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT k.pem FROM account_key k JOIN external_id e ON e.internal_id = k.internal_id
+                    WHERE e.value = ? AND k.revoked_at IS NULL ORDER BY k.created_at
+                    """,
+                arguments: [did])
         }
         return pems.compactMap { try? PublicKey(pem: $0) }
     }
@@ -301,4 +434,5 @@ public final class SQLiteStore: ATHStore {
 public enum StoreError: Error, Sendable, Equatable {
     case duplicate(String)
     case notFound(String)
+    case invalid(String)
 }
