@@ -47,6 +47,10 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case amountLimitExceeded = "AMOUNT_LIMIT_EXCEEDED"
         case ipNotAllowed = "IP_NOT_ALLOWED"
         case outsideAccessTime = "OUTSIDE_ACCESS_TIME"
+        // The account registry's admin API.
+        case adminAuthenticationRequired = "ADMIN_AUTHENTICATION_REQUIRED"
+        case accountNotFound = "ACCOUNT_NOT_FOUND"
+        case accountConflict = "ACCOUNT_CONFLICT"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -75,14 +79,14 @@ extension ATHError.Code {
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
             .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
-            .proofReplayed:
+            .proofReplayed, .adminAuthenticationRequired:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
             .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime:
             403
-        case .handshakeNotFound, .confirmationNotFound: 404
+        case .handshakeNotFound, .confirmationNotFound, .accountNotFound: 404
         case .confirmationTimeout: 408
-        case .unexpectedMessage: 409
+        case .unexpectedMessage, .accountConflict: 409
         case .handshakeExpired, .handshakeFailed: 410
         case .rateLimited: 429
         case .internalError: 500

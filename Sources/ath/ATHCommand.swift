@@ -126,6 +126,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The server's private key file (generated with `ath keygen`).") var key: String
     @Option(help: "Port (0 picks a free one).") var port: Int = 8080
     @Option(help: "Register an account: kind:did:keyfile.pub.pem:name (repeatable; kind user or agent).") var register: [String] = []
+    @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token")
+    var adminTokenFile: String?
 
     func run() async throws {
         let db = try SQLiteStore(path: store)
@@ -139,8 +141,11 @@ struct Serve: AsyncParsableCommand {
         }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db)
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), port: port)
-        print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store))")
+        let router = ShoppingPlatform.router(service: service)
+        let tokenFile = adminTokenFile ?? store + ".admin-token"
+        AdminRoutes<ATHRequestContext>(store: db, adminToken: try Self.adminToken(at: tokenFile)).register(on: router)
+        let server = try await RunningServer.start(router, port: port)
+        print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
         for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
             print("\(signal): stopping")
@@ -170,6 +175,22 @@ struct HandshakeOptions: ParsableArguments {
         ) { event in
             if case .waitingForUser = event { FileHandle.standardError.write(Data("waiting for the user to confirm...\n".utf8)) }
         }
+    }
+}
+
+extension Serve {
+    /// The admin token from `path`, or a new random one written there readable by the owner only.
+    static func adminToken(at path: String) throws -> String {
+        if let existing = try? String(contentsOfFile: path, encoding: .utf8) {
+            let token = existing.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.utf8.count >= 22 else { throw ValidationError("\(path) holds no usable admin token (22 characters at least)") }
+            return token
+        }
+        let token = Nonce.generate()
+        guard FileManager.default.createFile(atPath: path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write the admin token to \(path)")
+        }
+        return token
     }
 }
 

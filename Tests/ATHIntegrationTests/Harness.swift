@@ -48,11 +48,11 @@ struct Harness {
     /// (nil: every requested scope; []: deny; no answer at all when `answer` is false).
     func handshake(
         scopes: [String] = ["goods:read", "order:create"], ttl: Int = 7200, credential: String? = nil,
-        approve: [String]? = nil, answer: Bool = true
+        approve: [String]? = nil, answer: Bool = true, userKey: PrivateKey? = nil
     ) async throws -> ATHSession {
         let cred: String
         if let credential { cred = credential } else { cred = try await self.credential() }
-        let userClient = self.userClient
+        let userClient = userKey.map { ATHUserClient(baseURL: server.baseURL, did: user, key: $0, server: ShoppingPlatform.did) } ?? self.userClient
         let userTask = Task {
             guard answer else { return }
             for _ in 0..<100 {

@@ -1,0 +1,102 @@
+import ATHCore
+import ATHServer
+import ATHStore
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The account registry's admin API over loopback HTTP.
+@Suite struct AdminAPITests {
+    static let token = "admin-\(UUID().uuidString)"
+
+    struct Reply {
+        var status: Int
+        var headers: HTTPHeaders
+        var json: JSONValue?
+    }
+
+    func call(_ base: String, _ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, token: String? = Self.token) async throws -> Reply {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if let token { request.headers.add(name: "authorization", value: "Bearer \(token)") }
+        if let body { request.body = .bytes(ByteBuffer(bytes: try CanonicalJSON.bytes(body))) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return Reply(status: Int(response.status.code), headers: response.headers, json: try? JSONValue.parse(bytes.readableBytesView))
+    }
+
+    func startAdmin(_ h: Harness) async throws -> RunningServer {
+        let router = Router(context: ATHRequestContext.self)
+        AdminRoutes<ATHRequestContext>(store: h.store, adminToken: Self.token).register(on: router)
+        return try await RunningServer.start(router)
+    }
+
+    @Test func refusesCallsWithoutTheAdminToken() async throws {
+        let h = try await Harness.start()
+        let admin = try await startAdmin(h)
+        for token in [nil, "wrong", Self.token + "x"] {
+            let r = try await call(admin.baseURL, .POST, "/ath/admin/accounts", ["did": "did:ath:eve", "kind": "user", "name": "Eve"], token: token)
+            #expect(r.status == 401 && r.json?["code"] == "ADMIN_AUTHENTICATION_REQUIRED")
+            #expect(r.headers.first(name: "www-authenticate")?.hasPrefix("ATH realm=") == true)
+        }
+        #expect(try await h.store.account(did: "did:ath:eve") == nil)
+        await admin.stop()
+        await h.stop()
+    }
+
+    @Test func registersLooksUpAndRefusesDuplicates() async throws {
+        let h = try await Harness.start()
+        let admin = try await startAdmin(h)
+        let base = admin.baseURL
+        let key = PrivateKey.generate()
+        var r = try await call(
+            base, .POST, "/ath/admin/accounts",
+            ["did": "did:ath:carol", "kind": "user", "name": "Carol", "aliases": ["carol@example.com"], "public_key": .string(key.publicKey.pem)])
+        #expect(r.status == 201 && r.json?["did"] == "did:ath:carol" && r.json?["aliases"] == ["carol@example.com"])
+        #expect(r.json?["internal_id"] == nil)
+        r = try await call(base, .GET, "/ath/admin/aliases/CAROL@example.com")
+        #expect(r.status == 200 && r.json?["name"] == "Carol")
+        r = try await call(base, .POST, "/ath/admin/accounts/did:ath:carol/external-ids", ["external_id": "Y2Fyb2w"])
+        #expect(r.status == 201 && r.json?["external_ids"] == ["Y2Fyb2w"])
+        r = try await call(base, .GET, "/ath/admin/accounts/Y2Fyb2w")
+        #expect(r.status == 200 && r.json?["did"] == "did:ath:carol")
+        // A second account reusing Carol's alias: 409, and the new account does not exist.
+        r = try await call(base, .POST, "/ath/admin/accounts", ["did": "did:ath:dave", "kind": "agent", "name": "Dave", "aliases": ["carol@example.com"]])
+        #expect(r.status == 409 && r.json?["code"] == "ACCOUNT_CONFLICT")
+        #expect(try await call(base, .GET, "/ath/admin/accounts/did:ath:dave").status == 404)
+        r = try await call(base, .POST, "/ath/admin/accounts", ["did": "did:ath:carol", "kind": "user", "name": "Again"])
+        #expect(r.status == 409)
+        r = try await call(base, .POST, "/ath/admin/accounts", ["did": "did:ath:x", "kind": "robot", "name": "X"])
+        #expect(r.status == 400 && r.json?["code"] == "MALFORMED_MESSAGE")
+        r = try await call(base, .GET, "/ath/admin/accounts/did:ath:nobody")
+        #expect(r.status == 404 && r.json?["code"] == "ACCOUNT_NOT_FOUND")
+        await admin.stop()
+        await h.stop()
+    }
+
+    /// A user's key revoked through the API: a credential it signed no longer opens a handshake;
+    /// the rotated-in key works.
+    @Test func revokedKeysSignNothing() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let admin = try await startAdmin(h)
+        let old = try await h.credential()
+        let replacement = PrivateKey.generate()
+        var r = try await call(
+            admin.baseURL, .POST, "/ath/admin/accounts/\(h.user.value)/keys/\(h.userKey.publicKey.thumbprint)/rotate",
+            ["public_key": .string(replacement.publicKey.pem)])
+        #expect(r.status == 200 && r.json?["kid"] == .string(replacement.publicKey.thumbprint))
+        await #expect { try await h.handshake(credential: old) } throws: { ATHError.code($0) == .invalidUserCredential }
+        let fresh = try await h.credential(key: replacement)
+        let session = try await h.handshake(credential: fresh, userKey: replacement)
+        #expect(await session.grant.scopesGranted.isEmpty == false)
+        r = try await call(admin.baseURL, .DELETE, "/ath/admin/accounts/\(h.user.value)/keys/\(replacement.publicKey.thumbprint)")
+        #expect(r.status == 200)
+        #expect(try await h.store.activeKeys(did: h.user.value).isEmpty)
+        await admin.stop()
+        await h.stop()
+    }
+}
