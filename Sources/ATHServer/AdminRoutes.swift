@@ -28,25 +28,6 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         tokenDigest = SHA256.hash(data: Data(adminToken.utf8))
     }
 
-    /// The wire form of an account.
-    struct AccountBody: Codable, Sendable {
-        var did: String
-        var kind: Account.Kind
-        var name: String
-        var developer: String?
-        var aliases: [String]?
-        var external_ids: [String]?
-        var public_key: String?
-
-        init(_ a: Account) {
-            (did, kind, name, developer, aliases, external_ids) = (a.did, a.kind, a.name, a.developer, a.aliases, a.externalIDs)
-        }
-
-        var account: Account {
-            Account(did: did, kind: kind, name: name, developer: developer, aliases: aliases ?? [], externalIDs: external_ids ?? [])
-        }
-    }
-
     struct KeyBody: Codable, Sendable { var public_key: String }
     struct AliasBody: Codable, Sendable { var alias: String }
     struct ExternalIDBody: Codable, Sendable { var external_id: String }
@@ -59,31 +40,37 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("accounts") { request, _ in
             try self.authenticate(request)
             var request = request
-            let body = try await request.json(limit: limit).decode(AccountBody.self)
-            let key = try body.public_key.map(PublicKey.init(pem:))
-            try await Self.mapped { try await store.registerAccount(body.account, key: key) }
-            return try JSONResponse.make(AccountBody(try await self.account(body.did)), status: .created)
+            let document = try await request.json(limit: limit)
+            let account = try document.decode(Account.self)
+            let key: PublicKey?
+            switch document["public_key"] {
+            case nil: key = nil
+            case .string(let pem)?: key = try PublicKey(pem: pem)
+            default: throw ATHError(.malformedMessage, "public_key must be a PEM string")
+            }
+            try await Self.mapped { try await store.registerAccount(account, key: key) }
+            return try JSONResponse.make(try await self.account(account.did), status: .created)
         }
         group.get("accounts/:id") { request, context in
             try self.authenticate(request)
-            return try JSONResponse.make(AccountBody(try await self.account(try context.parameters.require("id"))))
+            return try JSONResponse.make(try await self.account(try Self.parameter("id", context)))
         }
         group.get("aliases/:alias") { request, context in
             try self.authenticate(request)
-            guard let account = try await store.account(alias: try context.parameters.require("alias")) else {
+            guard let account = try await store.account(alias: try Self.parameter("alias", context)) else {
                 throw ATHError(.accountNotFound, "no account has this alias")
             }
-            return try JSONResponse.make(AccountBody(account))
+            return try JSONResponse.make(account)
         }
         // An alias or an external id: both name the account; both answer with the account.
         func addName<Body: Decodable & Sendable>(_ path: String, _ type: Body.Type, _ add: @escaping @Sendable (Body, String) async throws -> Void) {
             group.post("accounts/:id/\(path)") { request, context in
                 try self.authenticate(request)
                 var request = request
-                let id = try context.parameters.require("id")
+                let id = try Self.parameter("id", context)
                 let body = try await request.json(limit: limit).decode(Body.self)
                 try await Self.mapped { try await add(body, id) }
-                return try JSONResponse.make(AccountBody(try await self.account(id)), status: .created)
+                return try JSONResponse.make(try await self.account(id), status: .created)
             }
         }
         addName("aliases", AliasBody.self) { try await store.addAlias($0.alias, to: $1) }
@@ -91,7 +78,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("accounts/:id/keys") { request, context in
             try self.authenticate(request)
             var request = request
-            let id = try context.parameters.require("id")
+            let id = try Self.parameter("id", context)
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
             try await Self.mapped { try await store.addKey(did: id, key: key) }
             return try JSONResponse.make(KidBody(kid: key.thumbprint), status: .created)
@@ -99,17 +86,25 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("accounts/:id/keys/:kid/rotate") { request, context in
             try self.authenticate(request)
             var request = request
-            let (id, kid) = (try context.parameters.require("id"), try context.parameters.require("kid"))
+            let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
             try await Self.mapped { try await store.rotateKey(did: id, revoking: kid, to: key) }
             return try JSONResponse.make(KidBody(kid: key.thumbprint))
         }
         group.delete("accounts/:id/keys/:kid") { request, context in
             try self.authenticate(request)
-            let (id, kid) = (try context.parameters.require("id"), try context.parameters.require("kid"))
+            let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
             try await Self.mapped { try await store.revokeKey(did: id, kid: kid) }
             return try JSONResponse.make(KidBody(kid: kid))
         }
+    }
+
+    /// A path parameter, percent-decoded: identifiers carry characters ('+', '/', ' ') that a
+    /// client must encode, and the router hands segments over as sent.
+    static func parameter(_ name: String, _ context: Context) throws -> String {
+        let raw = try context.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else { throw ATHError(.malformedMessage, "bad percent-encoding in \(name)") }
+        return decoded
     }
 
     func authenticate(_ request: Request) throws {
@@ -131,7 +126,6 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             switch error {
             case .duplicate(let what): throw ATHError(.accountConflict, what)
             case .notFound(let what): throw ATHError(.accountNotFound, "no \(what)")
-            case .invalid(let what): throw ATHError(.malformedMessage, what)
             }
         }
     }

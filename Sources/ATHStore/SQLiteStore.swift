@@ -434,5 +434,4 @@ public final class SQLiteStore: ATHStore {
 public enum StoreError: Error, Sendable, Equatable {
     case duplicate(String)
     case notFound(String)
-    case invalid(String)
 }

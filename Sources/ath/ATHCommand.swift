@@ -12,7 +12,7 @@ struct ATHCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
-        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, Bench.self])
+        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, Bench.self])
 }
 
 struct Demo: AsyncParsableCommand {

@@ -70,8 +70,8 @@ import Testing
             try await store.addAlias("alice@example.com", to: "did:ath:bob")
         }
         await #expect(throws: StoreError.self) { try await store.addExternalID("did:ath:alice", to: "did:ath:bob") }
-        await #expect(throws: StoreError.self) { try await store.addAlias("has space", to: "did:ath:bob") }
-        await #expect(throws: StoreError.self) { try await store.addExternalID("not base64url!", to: "did:ath:bob") }
+        await #expect { try await store.addAlias("has space", to: "did:ath:bob") } throws: { ATHError.code($0) == .malformedMessage }
+        await #expect { try await store.addExternalID("not base64url!", to: "did:ath:bob") } throws: { ATHError.code($0) == .malformedMessage }
         await #expect(throws: StoreError.notFound("account did:ath:nobody")) { try await store.addAlias("x", to: "did:ath:nobody") }
     }
 

@@ -1,3 +1,4 @@
+import ATHAgent
 import ATHCore
 import ATHServer
 import ATHStore
@@ -97,6 +98,32 @@ import Testing
         #expect(r.status == 200)
         #expect(try await h.store.activeKeys(did: h.user.value).isEmpty)
         await admin.stop()
+        await h.stop()
+    }
+    /// The same API through the agent SDK's admin client, as `ath account` uses it.
+    @Test func theAdminClientSurfacesTypedErrors() async throws {
+        let h = try await Harness.start()
+        let server = try await startAdmin(h)
+        let admin = ATHAdminClient(baseURL: server.baseURL, adminToken: Self.token)
+        let key = PrivateKey.generate()
+        let erin = try await admin.register(
+            Account(did: "did:ath:erin", kind: .agent, name: "Erin", developer: "Dev", aliases: ["+1 555 0100".replacingOccurrences(of: " ", with: "")]),
+            key: key.publicKey)
+        #expect(erin.aliases == ["+15550100"])
+        #expect(try await admin.account(alias: "+15550100") == erin)
+        #expect(try await admin.addAlias("erin/bot@example.com", to: "did:ath:erin").aliases.contains("erin/bot@example.com"))
+        #expect(try await admin.account(alias: "erin/bot@example.com").did == "did:ath:erin")
+        let next = PrivateKey.generate(.edDSA)
+        #expect(try await admin.rotateKey(of: "did:ath:erin", revoking: key.publicKey.thumbprint, to: next.publicKey) == next.publicKey.thumbprint)
+        #expect(try await h.store.activeKeys(did: "did:ath:erin") == [next.publicKey])
+        await #expect { try await admin.register(Account(did: "did:ath:erin", kind: .agent, name: "Again")) } throws: {
+            ATHError.code($0) == .accountConflict
+        }
+        await #expect { try await admin.account("did:ath:nobody") } throws: { ATHError.code($0) == .accountNotFound }
+        await #expect { try await ATHAdminClient(baseURL: server.baseURL, adminToken: "nope").account("did:ath:erin") } throws: {
+            ATHError.code($0) == .adminAuthenticationRequired
+        }
+        await server.stop()
         await h.stop()
     }
 }

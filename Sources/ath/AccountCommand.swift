@@ -1,0 +1,114 @@
+import ATHAgent
+import ATHCore
+import ArgumentParser
+import Foundation
+
+/// `ath account ...`: the account registry through the admin API of a running server.
+struct AccountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys).",
+        subcommands: [Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self])
+
+    struct Connection: ParsableArguments {
+        @Option(help: "Server base URL.") var url: String = "http://127.0.0.1:8080"
+        @Option(help: "File holding the admin token (`ath serve` writes <store>.admin-token).") var adminTokenFile: String = "ath.sqlite.admin-token"
+
+        func client() throws -> ATHAdminClient {
+            let token = try String(contentsOfFile: adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            return ATHAdminClient(baseURL: url, adminToken: token)
+        }
+    }
+
+    static func show(_ account: Account) throws {
+        Swift.print(String(decoding: try CanonicalJSON.bytes(of: account), as: UTF8.self))
+    }
+
+    static func publicKey(_ path: String) throws -> PublicKey {
+        try PublicKey(pem: String(contentsOfFile: path, encoding: .utf8))
+    }
+
+    struct Register: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Register an account; prints it.")
+        @OptionGroup var connection: Connection
+        @Option(help: "The account's DID (its first external id).") var did: String
+        @Option(help: "user (end user), agent (third party) or service (application component).") var kind: String
+        @Option(help: "Display name.") var name: String
+        @Option(help: "Developer (agents).") var developer: String?
+        @Option(help: "An alias (repeatable): e-mail, phone, chosen name.") var alias: [String] = []
+        @Option(help: "A further external id (repeatable).") var externalID: [String] = []
+        @Option(help: "A public key PEM file.") var publicKey: String?
+
+        func run() async throws {
+            guard let kind = Account.Kind(rawValue: kind) else { throw ValidationError("--kind is user, agent or service") }
+            let account = Account(did: did, kind: kind, name: name, developer: developer, aliases: alias, externalIDs: externalID)
+            try AccountCommand.show(try await connection.client().register(account, key: try publicKey.map(AccountCommand.publicKey)))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print an account found by an external id or, with --alias, an alias.")
+        @OptionGroup var connection: Connection
+        @Flag(help: "The argument is an alias.") var alias = false
+        @Argument(help: "External id (DID or other) or alias.") var id: String
+
+        func run() async throws {
+            let client = try connection.client()
+            try AccountCommand.show(alias ? try await client.account(alias: id) : try await client.account(id))
+        }
+    }
+
+    struct AddNames: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "add", abstract: "Give an account more aliases and/or external ids.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The account (an external id).") var id: String
+        @Option(help: "A new alias (repeatable).") var alias: [String] = []
+        @Option(help: "A new external id, a DID or base64url (repeatable).") var externalID: [String] = []
+
+        func run() async throws {
+            guard !alias.isEmpty || !externalID.isEmpty else { throw ValidationError("give --alias and/or --external-id") }
+            let client = try connection.client()
+            var account = try await client.account(id)
+            for a in alias { account = try await client.addAlias(a, to: id) }
+            for e in externalID { account = try await client.addExternalID(e, to: id) }
+            try AccountCommand.show(account)
+        }
+    }
+
+    struct AddKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "add-key", abstract: "Add a public key; prints its kid.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The account (an external id).") var id: String
+        @Option(help: "The public key PEM file.") var publicKey: String
+
+        func run() async throws { print(try await connection.client().addKey(try AccountCommand.publicKey(publicKey), to: id)) }
+    }
+
+    /// One key of one account, on one server.
+    struct KeyOfAccount: ParsableArguments {
+        @OptionGroup var connection: Connection
+        @Argument(help: "The account (an external id).") var id: String
+        @Option(help: "The kid of the key (RFC 7638 thumbprint).") var kid: String
+    }
+
+    struct RotateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-key", abstract: "Replace a key with a new one in one step; prints the new kid.")
+        @OptionGroup var key: KeyOfAccount
+        @Option(help: "The new public key PEM file.") var publicKey: String
+
+        func run() async throws {
+            print(try await key.connection.client().rotateKey(of: key.id, revoking: key.kid, to: try AccountCommand.publicKey(publicKey)))
+        }
+    }
+
+    struct RevokeKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke-key", abstract: "Revoke a key: what it signs (credentials, confirmations) is refused from now on.")
+        @OptionGroup var key: KeyOfAccount
+
+        func run() async throws {
+            try await key.connection.client().revokeKey(of: key.id, kid: key.kid)
+            print("revoked \(key.kid)")
+        }
+    }
+}
