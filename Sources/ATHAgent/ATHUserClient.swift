@@ -36,6 +36,23 @@ public struct ATHUserClient: Sendable {
         return try await transport.json(.POST, "/ath/confirmations/\(request.request_id)", m7).1
     }
 
+    /// The credentials this user issued that the server has seen (or that were revoked).
+    public func credentials() async throws -> [CredentialUse] {
+        let auth = try await UserRequestToken.make(user: did, key: key, server: server, now: clock())
+        let (_, body) = try await transport.json(.GET, "/ath/credentials", headers: [("authorization", "\(UserRequestToken.scheme) \(auth)")])
+        guard case .array(let items)? = body["credentials"] else { throw ATHError(.malformedMessage, "no credentials list") }
+        return try items.map { try $0.decode(CredentialUse.self) }
+    }
+
+    /// Revokes a credential by its `jti`; returns the ids of the grants that ended with it.
+    public func revokeCredential(_ jti: String) async throws -> [String] {
+        let auth = try await UserRequestToken.make(user: did, key: key, server: server, now: clock())
+        let path = "/ath/credentials/\(jti.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(["-", "_"])) ?? jti)/revoke"
+        let (_, body) = try await transport.json(.POST, path, headers: [("authorization", "\(UserRequestToken.scheme) \(auth)")])
+        guard case .array(let grants)? = body["grants_revoked"] else { throw ATHError(.malformedMessage, "no grants_revoked list") }
+        return grants.compactMap(\.stringValue)
+    }
+
     public func deny(_ request: AuthorizationConfirmationRequest) async throws -> JSONValue {
         try await answer(request, approve: [])
     }

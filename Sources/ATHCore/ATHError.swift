@@ -33,6 +33,7 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case noScopesGranted = "NO_SCOPES_GRANTED"
         case confirmationNotFound = "CONFIRMATION_NOT_FOUND"
         case userAuthenticationFailed = "USER_AUTHENTICATION_FAILED"
+        case credentialRevoked = "CREDENTIAL_REVOKED"
         // Access to the protected API.
         case tokenMissing = "TOKEN_MISSING"
         case tokenInvalid = "TOKEN_INVALID"
@@ -79,7 +80,7 @@ extension ATHError.Code {
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
             .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
-            .proofReplayed, .adminAuthenticationRequired:
+            .proofReplayed, .adminAuthenticationRequired, .credentialRevoked:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
             .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime:

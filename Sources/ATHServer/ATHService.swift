@@ -222,6 +222,18 @@ public final class ATHService: Sendable {
 
     private func complete(_ stored: StoredHandshake, now: Date, event: String) async throws -> HandshakeOutcome {
         var h = stored.handshake
+        // Revoked while the user was being asked: nothing is granted with it.
+        if let scope = h.scopeRequest {
+            do {
+                try await refuseIfRevoked(credential: scope.credentialID, user: scope.userDID.value)
+            } catch let error as ATHError {
+                h.fail(error)
+                try? await store.updateHandshake(
+                    h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
+                    audit: [AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue)])
+                throw error
+            }
+        }
         let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
         let g = completion.grant
         try await store.updateHandshake(
@@ -281,7 +293,38 @@ public final class ATHService: Sendable {
         guard let key = keys.first else {
             throw ATHError(.invalidUserCredential, "no active key of \(user) signs this credential", step: 5)
         }
-        return try await UserCredential.verify(credential, userKey: key, client: client, server: identity.did, now: now)
+        let claims = try await UserCredential.verify(credential, userKey: key, client: client, server: identity.did, now: now)
+        try await refuseIfRevoked(credential: claims.jti, user: user.value)
+        return claims
+    }
+
+    func refuseIfRevoked(credential jti: String, user: String) async throws {
+        if try await store.isCredentialRevoked(jti: jti, userDID: user) {
+            throw ATHError(.credentialRevoked, "the user revoked this credential", step: 5)
+        }
+    }
+
+    // MARK: The user's credentials
+
+    /// The credentials of the user who signed `authorization` (the `ATH-User` JWT).
+    public func credentials(authorization: String) async throws -> [CredentialUse] {
+        let now = clock()
+        let user = try await authenticateUser(authorization, now: now)
+        return try await store.credentials(userDID: user.value, now: Freshness.unix(now))
+    }
+
+    /// Revokes one of the signing user's credentials: no handshake accepts it from now on, and
+    /// every grant made with it ends (on this instance at once, on others within the status cache).
+    public func revokeCredential(jti: String, authorization: String) async throws -> [String] {
+        let now = clock()
+        let user = try await authenticateUser(authorization, now: now)
+        guard (1...256).contains(jti.utf8.count) else { throw ATHError(.malformedMessage, "bad credential id") }
+        let grants = try await store.revokeCredential(jti: jti, userDID: user.value, now: Freshness.unix(now))
+        let ended = Set(grants)
+        sessions.withLock { $0 = $0.filter { !ended.contains($0.value.grant.id) } }
+        try await audit(
+            "credential.revoke", actor: user.value, subject: jti, outcome: "ok", detail: "grants=\(grants.joined(separator: " "))", at: now)
+        return grants
     }
 
     func authenticateUser(_ authorization: String, now: Date) async throws -> DID {

@@ -10,6 +10,8 @@ import Hummingbird
 /// GET  /ath/handshake/{id}/result?wait=N    202 pending, or 200 steps 8+9, or the error
 /// GET  /ath/confirmations                   the user's pending step-6 requests (ATH-User auth)
 /// POST /ath/confirmations/{request_id}      step 7
+/// GET  /ath/credentials                     the user's credentials the server has seen (ATH-User auth)
+/// POST /ath/credentials/{jti}/revoke        revoke one, ending its grants (ATH-User auth)
 /// POST /ath/token/renew                     a new access token within the grant
 public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: ATHService
@@ -50,6 +52,14 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
             var request = request
             let id = try context.parameters.require("request_id")
             return try JSONResponse.make(try await service.confirm(requestID: id, request.json(limit: limit)))
+        }
+        group.get("credentials") { request, _ in
+            try JSONResponse.make(["credentials": try await service.credentials(authorization: request.headers[.authorization] ?? "")])
+        }
+        group.post("credentials/:jti/revoke") { request, context in
+            let jti = try context.parameters.require("jti")
+            let grants = try await service.revokeCredential(jti: jti, authorization: request.headers[.authorization] ?? "")
+            return try JSONResponse.make(["jti": .string(jti), "grants_revoked": .array(grants.map(JSONValue.string))] as JSONValue)
         }
         group.post("token/renew") { request, context in
             let access = try await ATHAccessMiddleware<Context>.admit(request, context: context, service: service, scope: nil)

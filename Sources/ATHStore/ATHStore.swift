@@ -44,6 +44,14 @@ public protocol ATHStore: Sendable {
     func token(jti: String) async throws -> StoredToken?
     func recordToken(_ token: StoredToken) async throws
     func revokeGrant(id: String, now: Int64) async throws
+
+    // The user's pre-authorization credentials.
+    /// Records that `userDID` revoked credential `jti` and revokes every grant made with it, in one
+    /// transaction; returns those grants' ids. Revoking twice keeps the first time.
+    func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String]
+    func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool
+    /// The credentials of `userDID` that made grants or were revoked, newest first.
+    func credentials(userDID: String, now: Int64) async throws -> [CredentialUse]
     func revokeToken(jti: String, now: Int64) async throws
 
     // Audit.

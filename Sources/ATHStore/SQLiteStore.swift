@@ -94,6 +94,15 @@ public final class SQLiteStore: ATHStore {
                     ALTER TABLE account_v3 RENAME TO account; ALTER TABLE account_key_v3 RENAME TO account_key;
                     """)
         }
+        m.registerMigration("v4-revoked-credentials") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE revoked_credential (
+                        jti TEXT NOT NULL, user_did TEXT NOT NULL, revoked_at INTEGER NOT NULL, PRIMARY KEY (jti, user_did));
+                    CREATE INDEX grant_credential ON grant_record(credential_id);
+                    CREATE INDEX grant_user ON grant_record(user_did);
+                    """)
+        }
         return m
     }
 
@@ -378,6 +387,54 @@ public final class SQLiteStore: ATHStore {
         try await db.write { db in
             try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
             try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
+        }
+    }
+
+    public func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String] {
+        try await db.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
+            let grants = try String.fetchAll(
+                db, sql: "SELECT id FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
+                arguments: [jti, userDID])
+            for id in grants {
+                try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ?", arguments: [now, id])
+                try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
+            }
+            return grants
+        }
+    }
+
+    public func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool {
+        try await db.read { db in
+            try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM revoked_credential WHERE jti = ? AND user_did = ?", arguments: [jti, userDID]) ?? false
+        }
+    }
+
+    public func credentials(userDID: String, now: Int64) async throws -> [CredentialUse] {
+        try await db.read { db in
+            let used = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT g.credential_id AS jti, g.client_did AS client_did, MIN(g.created_at) AS first_used_at, COUNT(*) AS grants,
+                           SUM(CASE WHEN g.revoked_at IS NULL AND g.expires_at > ? THEN 1 ELSE 0 END) AS active_grants,
+                           r.revoked_at AS revoked_at
+                    FROM grant_record g LEFT JOIN revoked_credential r ON r.jti = g.credential_id AND r.user_did = g.user_did
+                    WHERE g.user_did = ? GROUP BY g.credential_id, g.client_did
+                    """,
+                arguments: [now, userDID]
+            ).map {
+                CredentialUse(
+                    jti: $0["jti"], client_did: $0["client_did"], first_used_at: $0["first_used_at"], grants: $0["grants"],
+                    active_grants: $0["active_grants"], revoked_at: $0["revoked_at"])
+            }
+            // Revoked before any use: listed too, so the user sees what they revoked.
+            let seen = Set(used.map(\.jti))
+            let unused = try Row.fetchAll(db, sql: "SELECT jti, revoked_at FROM revoked_credential WHERE user_did = ?", arguments: [userDID])
+                .filter { !seen.contains($0["jti"]) }
+                .map { CredentialUse(jti: $0["jti"], client_did: "", first_used_at: 0, grants: 0, active_grants: 0, revoked_at: $0["revoked_at"]) }
+            return (used + unused).sorted { ($0.first_used_at, $0.jti) > ($1.first_used_at, $1.jti) }
         }
     }
 

@@ -103,6 +103,10 @@ import Testing
                     CREATE TABLE account (did TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, developer TEXT);
                     CREATE TABLE account_key (did TEXT NOT NULL REFERENCES account(did), kid TEXT NOT NULL, pem TEXT NOT NULL,
                         revoked_at INTEGER, PRIMARY KEY (did, kid));
+                    CREATE TABLE grant_record (
+                        id TEXT PRIMARY KEY NOT NULL, handshake_id TEXT NOT NULL UNIQUE, client_did TEXT NOT NULL,
+                        user_did TEXT NOT NULL, credential_id TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL, revoked_at INTEGER);
                     INSERT INTO account VALUES ('did:ath:bot', 'agent', 'Bot', 'Dev');
                     """)
             try db.execute(sql: "INSERT INTO account_key (did, kid, pem) VALUES ('did:ath:bot', ?, ?)", arguments: [key.publicKey.thumbprint, key.publicKey.pem])
