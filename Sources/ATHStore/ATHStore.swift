@@ -47,7 +47,8 @@ public protocol ATHStore: Sendable {
 
     // The user's pre-authorization credentials.
     /// Records that `userDID` revoked credential `jti` and revokes every grant made with it, in one
-    /// transaction; returns those grants' ids. Revoking twice keeps the first time.
+    /// transaction; returns the ids of those that were still in force. Revoking twice keeps the
+    /// first time.
     func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String]
     func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool
     /// The credentials of `userDID` that made grants or were revoked, newest first.

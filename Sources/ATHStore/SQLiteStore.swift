@@ -394,14 +394,16 @@ public final class SQLiteStore: ATHStore {
         try await db.write { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
-            let grants = try String.fetchAll(
-                db, sql: "SELECT id FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT id, expires_at FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
                 arguments: [jti, userDID])
-            for id in grants {
+            for row in rows {
+                let id: String = row["id"]
                 try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ?", arguments: [now, id])
                 try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
             }
-            return grants
+            // Expired grants are marked too, but only those still in force are reported as ended.
+            return rows.filter { ($0["expires_at"] as Int64) > now }.map { $0["id"] }
         }
     }
 

@@ -67,7 +67,19 @@ struct Keygen: AsyncParsableCommand {
 }
 
 struct User: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The user's side.", subcommands: [Authorize.self, Watch.self])
+    static let configuration = CommandConfiguration(abstract: "The user's side.", subcommands: [Authorize.self, Watch.self, Credentials.self])
+
+    /// The user's connection to a server's user API, signing with the user's key.
+    struct Connection: ParsableArguments {
+        @Option(help: "Server base URL.") var url: String
+        @Option(help: "The server's DID.") var server: String
+        @Option(help: "The user's DID.") var user: String
+        @Option(help: "The user's private key file.") var key: String
+
+        func client() throws -> ATHUserClient {
+            ATHUserClient(baseURL: url, did: try DID(user), key: try loadKey(key), server: try DID(server))
+        }
+    }
 
     struct Authorize: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Issue a pre-authorization credential (a user-signed JWT) to an agent.")
@@ -90,15 +102,12 @@ struct User: AsyncParsableCommand {
     struct Watch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Wait for pending confirmation requests and answer them.")
 
-        @Option(help: "Server base URL.") var url: String
-        @Option(help: "The server's DID.") var server: String
-        @Option(help: "The user's DID.") var user: String
-        @Option(help: "The user's private key file.") var key: String
+        @OptionGroup var connection: Connection
         @Flag(help: "Approve every request without asking (for scripts).") var approveAll = false
         @Flag(help: "Answer what is pending and exit.") var once = false
 
         func run() async throws {
-            let client = ATHUserClient(baseURL: url, did: try DID(user), key: try loadKey(key), server: try DID(server))
+            let client = try connection.client()
             var answered = Set<String>()
             repeat {
                 for request in try await client.pending() where !answered.contains(request.request_id) {
@@ -115,6 +124,29 @@ struct User: AsyncParsableCommand {
                 }
                 if !once { try await Task.sleep(for: .seconds(2)) }
             } while !once
+        }
+    }
+}
+
+extension User {
+    struct Credentials: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the credentials the server has seen from you, or revoke one (its grants end with it).")
+
+        @OptionGroup var connection: Connection
+        @Option(help: "Revoke the credential with this jti (write --revoke=<jti> when it starts with '-').") var revoke: String?
+
+        func run() async throws {
+            let client = try connection.client()
+            if let revoke {
+                let grants = try await client.revokeCredential(revoke)
+                print("revoked \(revoke); grants ended: \(grants.isEmpty ? "none" : grants.joined(separator: ", "))")
+                return
+            }
+            for c in try await client.credentials() {
+                let state = c.revoked_at.map { "revoked at \($0)" } ?? "\(c.active_grants) of \(c.grants) grants active"
+                print("\(c.jti)  \(c.client_did.isEmpty ? "(never used)" : c.client_did)  \(state)")
+            }
         }
     }
 }
