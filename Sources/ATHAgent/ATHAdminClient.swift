@@ -68,4 +68,19 @@ public struct ATHAdminClient: Sendable {
     public func revokeKey(of id: String, kid: String) async throws {
         _ = try await self.kid(.DELETE, "accounts/\(Self.segment(id))/keys/\(Self.segment(kid))")
     }
+
+    /// Suspends an account: it opens no handshake, and its grants in force end. Returns the
+    /// account and the ids of the grants that ended.
+    public func suspend(_ id: String) async throws -> (account: Account, endedGrants: [String]) {
+        let answer = try await transport.json(.POST, "/ath/admin/accounts/\(Self.segment(id))/suspend", nil, headers: auth).1
+        guard let account = answer["account"], case .array(let ended)? = answer["ended_grants"] else {
+            throw ATHError(.malformedMessage, "the answer has no account or ended_grants")
+        }
+        return (try account.decode(Account.self), ended.compactMap(\.stringValue))
+    }
+
+    /// Lifts a suspension; the grants it ended stay ended.
+    public func reinstate(_ id: String) async throws -> Account {
+        try await account(.POST, "accounts/\(Self.segment(id))/reinstate")
+    }
 }

@@ -52,6 +52,8 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case adminAuthenticationRequired = "ADMIN_AUTHENTICATION_REQUIRED"
         case accountNotFound = "ACCOUNT_NOT_FOUND"
         case accountConflict = "ACCOUNT_CONFLICT"
+        /// The agent's or user's account is suspended by the platform: no handshake, no access.
+        case accountSuspended = "ACCOUNT_SUSPENDED"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -83,7 +85,7 @@ extension ATHError.Code {
             .proofReplayed, .adminAuthenticationRequired, .credentialRevoked:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
-            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime:
+            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended:
             403
         case .handshakeNotFound, .confirmationNotFound, .accountNotFound: 404
         case .confirmationTimeout: 408

@@ -20,19 +20,27 @@ public struct Account: Codable, Sendable, Equatable {
     public var aliases: [String]
     /// Further external ids besides the DID.
     public var externalIDs: [String]
+    /// When an admin suspended the account (Unix seconds), nil while it is in good standing. A
+    /// suspended account opens no handshake, and its grants were revoked when it was suspended.
+    public var suspendedAt: Int64?
 
     enum CodingKeys: String, CodingKey {
         case did, kind, name, developer, aliases
         case externalIDs = "external_ids"
+        case suspendedAt = "suspended_at"
     }
 
-    public init(did: String, kind: Kind, name: String, developer: String? = nil, aliases: [String] = [], externalIDs: [String] = []) {
+    public init(
+        did: String, kind: Kind, name: String, developer: String? = nil, aliases: [String] = [], externalIDs: [String] = [],
+        suspendedAt: Int64? = nil
+    ) {
         self.did = did
         self.kind = kind
         self.name = name
         self.developer = developer
         self.aliases = aliases
         self.externalIDs = externalIDs
+        self.suspendedAt = suspendedAt
     }
 
     /// External ids are DIDs or base64url strings (Act Auth 4.1.3), at most 256 characters.
@@ -60,6 +68,7 @@ extension Account {
         self.init(
             did: try c.decode(String.self, forKey: .did), kind: try c.decode(Kind.self, forKey: .kind), name: try c.decode(String.self, forKey: .name),
             developer: try c.decodeIfPresent(String.self, forKey: .developer), aliases: try c.decodeIfPresent([String].self, forKey: .aliases) ?? [],
-            externalIDs: try c.decodeIfPresent([String].self, forKey: .externalIDs) ?? [])
+            externalIDs: try c.decodeIfPresent([String].self, forKey: .externalIDs) ?? [],
+            suspendedAt: try c.decodeIfPresent(Int64.self, forKey: .suspendedAt))
     }
 }

@@ -150,7 +150,7 @@ extension ATHService {
     public func revokeGrant(_ id: String, by actor: String) async throws {
         let now = clock()
         try await store.revokeGrant(id: id, now: Freshness.unix(now))
-        sessions.withLock { $0 = $0.filter { $0.value.grant.id != id } }
+        forget(grants: [id])
         try await audit("grant.revoke", actor: actor, subject: id, outcome: "ok", at: now)
     }
 }

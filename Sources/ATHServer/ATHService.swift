@@ -68,6 +68,7 @@ public final class ATHService: Sendable {
             }
             let (handshake, response) = try ServerHandshake.begin(
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
+            try await refuseIfSuspended(handshake.clientDID.value, step: 1)
             // Step-1 nonces are single-use for as long as their timestamp could pass the check.
             let fresh = try await store.consumeNonce(
                 "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", expiresAt: Freshness.unix(now) + 2 * Freshness.maxSkew,
@@ -222,30 +223,38 @@ public final class ATHService: Sendable {
 
     private func complete(_ stored: StoredHandshake, now: Date, event: String) async throws -> HandshakeOutcome {
         var h = stored.handshake
-        // Revoked while the user was being asked: nothing is granted with it.
-        if let scope = h.scopeRequest {
-            do {
+        do {
+            // Revoked or suspended while the user was being asked: nothing is granted. The store
+            // checks both again in the transaction that writes the grant.
+            if let scope = h.scopeRequest {
                 try await refuseIfRevoked(credential: scope.credentialID, user: scope.userDID.value)
-            } catch let error as ATHError {
-                h.fail(error)
-                try? await store.updateHandshake(
-                    h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
-                    audit: [AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue)])
-                throw error
+                try await refuseIfSuspended(scope.userDID.value, step: 8)
             }
+            try await refuseIfSuspended(h.clientDID.value, step: 8)
+            let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
+            let g = completion.grant
+            try await store.updateHandshake(
+                h, expectedRevision: stored.revision, completion: completion,
+                sealedProofKey: try sealer.seal(completion.session.proofKey, for: completion.session.sessionID),
+                audit: [
+                    AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
+                    AuditEvent(
+                        at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
+                        detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
+                ])
+            return completion.outcome
+        } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
+            h = stored.handshake
+            h.fail(error)
+            try? await store.updateHandshake(
+                h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
+                audit: [
+                    AuditEvent(
+                        at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
+                        detail: error.message)
+                ])
+            throw error
         }
-        let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
-        let g = completion.grant
-        try await store.updateHandshake(
-            h, expectedRevision: stored.revision, completion: completion,
-            sealedProofKey: try sealer.seal(completion.session.proofKey, for: completion.session.sessionID),
-            audit: [
-                AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
-                AuditEvent(
-                    at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
-                    detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
-            ])
-        return completion.outcome
     }
 
     private func save(_ h: ServerHandshake, revision: Int, event: String, outcome: String, now: Date) async throws {
@@ -295,7 +304,14 @@ public final class ATHService: Sendable {
         }
         let claims = try await UserCredential.verify(credential, userKey: key, client: client, server: identity.did, now: now)
         try await refuseIfRevoked(credential: claims.jti, user: user.value)
+        try await refuseIfSuspended(user.value, step: 5)
         return claims
+    }
+
+    func refuseIfSuspended(_ did: String, step: Int) async throws {
+        if try await store.isSuspended(did: did) {
+            throw ATHError(.accountSuspended, "the account \(did.prefix(256)) is suspended", step: step)
+        }
     }
 
     func refuseIfRevoked(credential jti: String, user: String) async throws {
@@ -320,11 +336,37 @@ public final class ATHService: Sendable {
         let user = try await authenticateUser(authorization, now: now)
         guard (1...256).contains(jti.utf8.count) else { throw ATHError(.malformedMessage, "bad credential id") }
         let grants = try await store.revokeCredential(jti: jti, userDID: user.value, now: Freshness.unix(now))
-        let ended = Set(grants)
-        sessions.withLock { $0 = $0.filter { !ended.contains($0.value.grant.id) } }
+        forget(grants: grants)
         try await audit(
             "credential.revoke", actor: user.value, subject: jti, outcome: "ok", detail: "grants=\(grants.joined(separator: " "))", at: now)
         return grants
+    }
+
+    // MARK: Suspension
+
+    /// Suspends an account: it opens no handshake from now on, and every grant in force in which
+    /// it is the agent or the user ends with its tokens (on this instance at once, on others
+    /// within the status cache). Returns the ended grants.
+    public func suspendAccount(_ did: String, by actor: String) async throws -> [String] {
+        let now = clock()
+        let grants = try await store.suspendAccount(did: did, now: Freshness.unix(now))
+        forget(grants: grants)
+        try await audit(
+            "account.suspend", actor: actor, subject: did, outcome: "ok", detail: "grants=\(grants.joined(separator: " "))", at: now)
+        return grants
+    }
+
+    public func reinstateAccount(_ did: String, by actor: String) async throws {
+        let now = clock()
+        try await store.reinstateAccount(did: did)
+        try await audit("account.reinstate", actor: actor, subject: did, outcome: "ok", at: now)
+    }
+
+    /// Drops cached session state of ended grants, so that this instance refuses them at once.
+    func forget(grants: [String]) {
+        guard !grants.isEmpty else { return }
+        let ended = Set(grants)
+        sessions.withLock { $0 = $0.filter { !ended.contains($0.value.grant.id) } }
     }
 
     func authenticateUser(_ authorization: String, now: Date) async throws -> DID {

@@ -16,16 +16,25 @@ import Hummingbird
 ///     POST   /ath/admin/accounts/{external id}/keys          {public_key}        -> {kid}
 ///     POST   /ath/admin/accounts/{external id}/keys/{kid}/rotate {public_key}    -> {kid}
 ///     DELETE /ath/admin/accounts/{external id}/keys/{kid}    (revoke)
+///     POST   /ath/admin/accounts/{external id}/suspend       -> {account, ended_grants}
+///     POST   /ath/admin/accounts/{external id}/reinstate     -> account
 ///
-/// A duplicate external id or alias is ACCOUNT_CONFLICT (409) and writes nothing.
+/// A duplicate external id or alias is ACCOUNT_CONFLICT (409) and writes nothing. Every change
+/// is audited with the actor "admin"; refused calls are audited as refusals.
 public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
-    let store: any ATHStore
+    let service: ATHService
+    var store: any ATHStore { service.store }
     /// SHA-256 of the admin token: compared digest to digest, in constant time.
     let tokenDigest: SHA256Digest
 
-    public init(store: any ATHStore, adminToken: String) {
-        self.store = store
+    public init(service: ATHService, adminToken: String) {
+        self.service = service
         tokenDigest = SHA256.hash(data: Data(adminToken.utf8))
+    }
+
+    struct Suspension: Codable, Sendable {
+        var account: Account
+        var ended_grants: [String]
     }
 
     struct KeyBody: Codable, Sendable { var public_key: String }
@@ -49,6 +58,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             default: throw ATHError(.malformedMessage, "public_key must be a PEM string")
             }
             try await Self.mapped { try await store.registerAccount(account, key: key) }
+            try await self.audit("account.register", account.did, "kind=\(account.kind.rawValue)")
             return try JSONResponse.make(try await self.account(account.did), status: .created)
         }
         group.get("accounts/:id") { request, context in
@@ -63,24 +73,35 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             return try JSONResponse.make(account)
         }
         // An alias or an external id: both name the account; both answer with the account.
-        func addName<Body: Decodable & Sendable>(_ path: String, _ type: Body.Type, _ add: @escaping @Sendable (Body, String) async throws -> Void) {
+        func addName<Body: Decodable & Sendable>(
+            _ path: String, _ type: Body.Type, _ add: @escaping @Sendable (Body, String) async throws -> String
+        ) {
             group.post("accounts/:id/\(path)") { request, context in
                 try self.authenticate(request)
                 var request = request
                 let id = try Self.parameter("id", context)
                 let body = try await request.json(limit: limit).decode(Body.self)
-                try await Self.mapped { try await add(body, id) }
+                var added = ""
+                try await Self.mapped { added = try await add(body, id) }
+                try await self.audit("account.add_\(path == "aliases" ? "alias" : "external_id")", id, added)
                 return try JSONResponse.make(try await self.account(id), status: .created)
             }
         }
-        addName("aliases", AliasBody.self) { try await store.addAlias($0.alias, to: $1) }
-        addName("external-ids", ExternalIDBody.self) { try await store.addExternalID($0.external_id, to: $1) }
+        addName("aliases", AliasBody.self) {
+            try await store.addAlias($0.alias, to: $1)
+            return $0.alias
+        }
+        addName("external-ids", ExternalIDBody.self) {
+            try await store.addExternalID($0.external_id, to: $1)
+            return $0.external_id
+        }
         group.post("accounts/:id/keys") { request, context in
             try self.authenticate(request)
             var request = request
             let id = try Self.parameter("id", context)
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
             try await Self.mapped { try await store.addKey(did: id, key: key) }
+            try await self.audit("key.add", id, "kid=\(key.thumbprint)")
             return try JSONResponse.make(KidBody(kid: key.thumbprint), status: .created)
         }
         group.post("accounts/:id/keys/:kid/rotate") { request, context in
@@ -89,14 +110,33 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
             try await Self.mapped { try await store.rotateKey(did: id, revoking: kid, to: key) }
+            try await self.audit("key.rotate", id, "revoked=\(kid) kid=\(key.thumbprint)")
             return try JSONResponse.make(KidBody(kid: key.thumbprint))
         }
         group.delete("accounts/:id/keys/:kid") { request, context in
             try self.authenticate(request)
             let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
             try await Self.mapped { try await store.revokeKey(did: id, kid: kid) }
+            try await self.audit("key.revoke", id, "kid=\(kid)")
             return try JSONResponse.make(KidBody(kid: kid))
         }
+        group.post("accounts/:id/suspend") { request, context in
+            try self.authenticate(request)
+            let id = try Self.parameter("id", context)
+            var ended: [String] = []
+            try await Self.mapped { ended = try await self.service.suspendAccount(id, by: "admin") }
+            return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
+        }
+        group.post("accounts/:id/reinstate") { request, context in
+            try self.authenticate(request)
+            let id = try Self.parameter("id", context)
+            try await Self.mapped { try await self.service.reinstateAccount(id, by: "admin") }
+            return try JSONResponse.make(try await self.account(id))
+        }
+    }
+
+    func audit(_ event: String, _ subject: String, _ detail: String) async throws {
+        try await service.audit(event, actor: "admin", subject: subject, outcome: "ok", detail: detail, at: service.clock())
     }
 
     /// A path parameter, percent-decoded: identifiers carry characters ('+', '/', ' ') that a
@@ -110,7 +150,13 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
     func authenticate(_ request: Request) throws {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
             SHA256.hash(data: Data(header.utf8.dropFirst("Bearer ".utf8.count))) == tokenDigest
-        else { throw ATHError(.adminAuthenticationRequired, "the admin API needs Authorization: Bearer <admin token>") }
+        else {
+            service.refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(service.clock()), event: "admin.refused", actor: "-",
+                    subject: "\(request.method.rawValue) \(request.uri.path.prefix(512))", outcome: ATHError.Code.adminAuthenticationRequired.rawValue))
+            throw ATHError(.adminAuthenticationRequired, "the admin API needs Authorization: Bearer <admin token>")
+        }
     }
 
     func account(_ id: String) async throws -> Account {

@@ -20,6 +20,13 @@ public protocol ATHStore: Sendable {
     /// Adds `newKey` and revokes `kid` in one transaction.
     func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws
     func activeKeys(did: String) async throws -> [PublicKey]
+    /// Marks the account suspended (keeping the first time) and revokes, with their tokens, the
+    /// grants in force in which any of its external ids is the agent or the user; returns their ids.
+    func suspendAccount(did: String, now: Int64) async throws -> [String]
+    /// Lifts a suspension; the grants it ended stay revoked.
+    func reinstateAccount(did: String) async throws
+    /// False for an id no account has.
+    func isSuspended(did: String) async throws -> Bool
 
     /// Records a single-use value; false when it was already recorded and not yet expired.
     func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool
@@ -32,7 +39,8 @@ public protocol ATHStore: Sendable {
     /// Saves a changed handshake if nobody else changed it since `revision` was read;
     /// throws UNEXPECTED_MESSAGE otherwise. With a completion, also creates grant, session and
     /// token; the session's proof key arrives sealed (`SecretSealer`): a store never holds it in
-    /// the clear.
+    /// the clear. In the same transaction it refuses the completion, writing nothing, when the
+    /// credential was revoked (CREDENTIAL_REVOKED) or either party suspended (ACCOUNT_SUSPENDED).
     func updateHandshake(
         _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
         audit: [AuditEvent]
@@ -56,8 +64,12 @@ public protocol ATHStore: Sendable {
     func revokeToken(jti: String, now: Int64) async throws
 
     // Audit.
+    /// Appends in order, each record numbered one past the last and chained to it (`AuditChain`).
     func appendAudit(_ events: [AuditEvent]) async throws
+    /// The newest `limit` records, oldest first.
     func auditEvents(limit: Int) async throws -> [AuditRecord]
+    /// Up to `limit` records numbered above `sequence`, in order: the way to read the whole log.
+    func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord]
 }
 
 public struct StoredHandshake: Sendable {
@@ -89,30 +101,4 @@ public struct StoredToken: Sendable, Equatable {
         self.expiresAt = expiresAt
         self.revokedAt = revokedAt
     }
-}
-
-/// One decision worth keeping: who did what to which subject, and how it ended.
-public struct AuditEvent: Codable, Sendable, Equatable {
-    public var at: Int64
-    public var event: String
-    public var actor: String
-    public var subject: String
-    public var outcome: String
-    public var detail: String
-
-    public init(at: Int64, event: String, actor: String, subject: String, outcome: String, detail: String = "") {
-        self.at = at
-        self.event = event
-        self.actor = actor
-        self.subject = subject
-        self.outcome = outcome
-        self.detail = detail
-    }
-}
-
-/// An audit event as stored: numbered and chained to the one before by SHA-256.
-public struct AuditRecord: Sendable, Equatable {
-    public var sequence: Int64
-    public var event: AuditEvent
-    public var hash: String
 }

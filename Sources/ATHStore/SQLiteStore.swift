@@ -103,6 +103,19 @@ public final class SQLiteStore: ATHStore {
                     CREATE INDEX grant_user ON grant_record(user_did);
                     """)
         }
+        m.registerMigration("v5-suspension-append-only-audit") { db in
+            // The triggers make the log append-only for every writer going through SQLite; someone
+            // who edits the file or drops them is caught by the hash chain (`AuditChain`).
+            try db.execute(
+                sql: """
+                    ALTER TABLE account ADD COLUMN suspended_at INTEGER;
+                    CREATE INDEX grant_client ON grant_record(client_did);
+                    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+                        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    """)
+        }
         return m
     }
 
@@ -171,7 +184,7 @@ public final class SQLiteStore: ATHStore {
         let aliases = try String.fetchAll(db, sql: "SELECT value FROM alias WHERE internal_id = ? ORDER BY value", arguments: [internalID])
         return Account(
             did: ids.first ?? "", kind: Account.Kind(rawValue: row["kind"]) ?? .user, name: row["name"], developer: row["developer"],
-            aliases: aliases, externalIDs: Array(ids.dropFirst()))
+            aliases: aliases, externalIDs: Array(ids.dropFirst()), suspendedAt: row["suspended_at"])
     }
 
     /// By any of the account's external ids (its DID or another).
@@ -186,6 +199,44 @@ public final class SQLiteStore: ATHStore {
             try String.fetchOne(db, sql: "SELECT internal_id FROM alias WHERE value = ?", arguments: [alias])
                 .flatMap { try Self.account(internalID: $0, in: db) }
         }
+    }
+
+    public func suspendAccount(did: String, now: Int64) async throws -> [String] {
+        try await db.write { db in
+            let internalID = try Self.requireInternalID(of: did, in: db)
+            try db.execute(
+                sql: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
+            // Grants name their parties by DID; any of the account's external ids may be one.
+            let names = "SELECT value FROM external_id WHERE internal_id = ?"
+            let ended = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT id FROM grant_record WHERE revoked_at IS NULL AND expires_at > ?
+                    AND (client_did IN (\(names)) OR user_did IN (\(names))) ORDER BY id
+                    """, arguments: [now, internalID, internalID])
+            for id in ended { try Self.revokeGrant(id, now: now, in: db) }
+            return ended
+        }
+    }
+
+    public func reinstateAccount(did: String) async throws {
+        try await db.write { db in
+            let internalID = try Self.requireInternalID(of: did, in: db)
+            try db.execute(sql: "UPDATE account SET suspended_at = NULL WHERE internal_id = ?", arguments: [internalID])
+        }
+    }
+
+    public func isSuspended(did: String) async throws -> Bool {
+        try await db.read { db in try Self.isSuspended(did, in: db) }
+    }
+
+    static func isSuspended(_ did: String, in db: Database) throws -> Bool {
+        try Bool.fetchOne(
+            db,
+            sql: """
+                SELECT account.suspended_at IS NOT NULL FROM external_id JOIN account USING (internal_id)
+                WHERE external_id.value = ?
+                """, arguments: [did]) ?? false
     }
 
     public func addExternalID(_ externalID: String, to did: String) async throws {
@@ -325,6 +376,14 @@ public final class SQLiteStore: ATHStore {
             }
             if let completion, let grantData {
                 let g = completion.grant
+                // Checked again inside the transaction that writes the grant, so a revocation or
+                // suspension that lands while the grant is being made cannot be missed.
+                if try Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, in: db) {
+                    throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
+                }
+                for party in [g.clientDID.value, g.userDID.value] where try Self.isSuspended(party, in: db) {
+                    throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
+                }
                 try db.execute(
                     sql: """
                         INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
@@ -384,10 +443,13 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func revokeGrant(id: String, now: Int64) async throws {
-        try await db.write { db in
-            try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
-            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
-        }
+        try await db.write { db in try Self.revokeGrant(id, now: now, in: db) }
+    }
+
+    /// The grant and every token of it.
+    static func revokeGrant(_ id: String, now: Int64, in db: Database) throws {
+        try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
+        try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
     }
 
     public func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String] {
@@ -397,21 +459,18 @@ public final class SQLiteStore: ATHStore {
             let rows = try Row.fetchAll(
                 db, sql: "SELECT id, expires_at FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
                 arguments: [jti, userDID])
-            for row in rows {
-                let id: String = row["id"]
-                try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ?", arguments: [now, id])
-                try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
-            }
+            for row in rows { try Self.revokeGrant(row["id"], now: now, in: db) }
             // Expired grants are marked too, but only those still in force are reported as ended.
             return rows.filter { ($0["expires_at"] as Int64) > now }.map { $0["id"] }
         }
     }
 
     public func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool {
-        try await db.read { db in
-            try Bool.fetchOne(
-                db, sql: "SELECT 1 FROM revoked_credential WHERE jti = ? AND user_did = ?", arguments: [jti, userDID]) ?? false
-        }
+        try await db.read { db in try Self.isCredentialRevoked(jti, userDID: userDID, in: db) }
+    }
+
+    static func isCredentialRevoked(_ jti: String, userDID: String, in db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT 1 FROM revoked_credential WHERE jti = ? AND user_did = ?", arguments: [jti, userDID]) ?? false
     }
 
     public func credentials(userDID: String, now: Int64) async throws -> [CredentialUse] {
@@ -453,36 +512,41 @@ public final class SQLiteStore: ATHStore {
         try await db.write { db in try Self.append(events, in: db) }
     }
 
-    /// Appends events, each hashed with the previous record's hash, inside the caller's transaction.
+    /// Appends events after the newest record, inside the caller's transaction (which holds
+    /// SQLite's write lock, so two appends cannot chain to the same record).
     static func append(_ events: [AuditEvent], in db: Database) throws {
-        var previous = try String.fetchOne(db, sql: "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1") ?? ""
-        for e in events {
-            let hash = try Self.chainHash(previous: previous, event: e)
-            try db.execute(
-                sql: "INSERT INTO audit (at, event, actor, subject, outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [e.at, e.event, e.actor, e.subject, e.outcome, e.detail, hash])
-            previous = hash
+        guard !events.isEmpty else { return }
+        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").map {
+            (sequence: $0["seq"] as Int64, hash: $0["hash"] as String)
         }
-    }
-
-    /// SHA-256 over the previous hash and the event's canonical JSON.
-    public static func chainHash(previous: String, event: AuditEvent) throws -> String {
-        var input = Array(previous.utf8)
-        input.append(0x0A)
-        input += try CanonicalJSON.bytes(of: event)
-        return Base64URL.encode(Data(SHA256.hash(data: input)))
+        for r in try AuditChain.link(events, after: last) {
+            let e = r.event
+            try db.execute(
+                sql: "INSERT INTO audit (seq, at, event, actor, subject, outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                arguments: [r.sequence, e.at, e.event, e.actor, e.subject, e.outcome, e.detail, r.hash])
+        }
     }
 
     public func auditEvents(limit: Int) async throws -> [AuditRecord] {
         try await db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq", arguments: [limit]).map {
-                AuditRecord(
-                    sequence: $0["seq"],
-                    event: AuditEvent(
-                        at: $0["at"], event: $0["event"], actor: $0["actor"], subject: $0["subject"], outcome: $0["outcome"],
-                        detail: $0["detail"]), hash: $0["hash"])
-            }
+            try Row.fetchAll(db, sql: "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq", arguments: [limit])
+                .map(Self.auditRecord)
         }
+    }
+
+    public func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [sequence, limit])
+                .map(Self.auditRecord)
+        }
+    }
+
+    static func auditRecord(_ row: Row) -> AuditRecord {
+        AuditRecord(
+            sequence: row["seq"],
+            event: AuditEvent(
+                at: row["at"], event: row["event"], actor: row["actor"], subject: row["subject"], outcome: row["outcome"],
+                detail: row["detail"]), hash: row["hash"])
     }
 
     static func encode(_ value: some Encodable) throws -> String {

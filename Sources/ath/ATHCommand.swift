@@ -12,7 +12,7 @@ struct ATHCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
-        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, Bench.self])
+        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, Bench.self])
 }
 
 struct Demo: AsyncParsableCommand {
@@ -117,10 +117,12 @@ struct User: AsyncParsableCommand {
                     var approve = approveAll
                     if !approveAll {
                         print("approve? [y/N] ", terminator: "")
+                        fflush(nil)
                         approve = readLine()?.lowercased().hasPrefix("y") ?? false
                     }
                     let receipt = try await client.answer(request, approve: approve ? request.requested_scopes : [])
                     print(receipt["status"]?.stringValue ?? "answered")
+                    fflush(nil)  // seen at once, also through a pipe or in a log file
                 }
                 if !once { try await Task.sleep(for: .seconds(2)) }
             } while !once
@@ -175,9 +177,10 @@ struct Serve: AsyncParsableCommand {
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db)
         let router = ShoppingPlatform.router(service: service)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
-        AdminRoutes<ATHRequestContext>(store: db, adminToken: try Self.adminToken(at: tokenFile)).register(on: router)
+        AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.adminToken(at: tokenFile)).register(on: router)
         let server = try await RunningServer.start(router, port: port)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
+        fflush(nil)  // a script waiting for this line gets it at once, also through a pipe
         // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
         for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
             print("\(signal): stopping")

@@ -6,8 +6,10 @@ import Foundation
 /// `ath account ...`: the account registry through the admin API of a running server.
 struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys).",
-        subcommands: [Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self])
+        commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys, suspension).",
+        subcommands: [
+            Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self,
+        ])
 
     struct Connection: ParsableArguments {
         @Option(help: "Server base URL.") var url: String = "http://127.0.0.1:8080"
@@ -110,5 +112,26 @@ struct AccountCommand: AsyncParsableCommand {
             try await key.connection.client().revokeKey(of: key.id, kid: key.kid)
             print("revoked \(key.kid)")
         }
+    }
+
+    struct Suspend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Suspend an account (e.g. a misbehaving agent): no new handshakes, and its grants in force end at once.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "External id (DID or other).") var id: String
+
+        func run() async throws {
+            let (account, ended) = try await connection.client().suspend(id)
+            try AccountCommand.show(account)
+            print(ended.isEmpty ? "no grant was in force" : "ended grants: \(ended.joined(separator: " "))")
+        }
+    }
+
+    struct Reinstate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a suspension; the grants it ended stay ended.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "External id (DID or other).") var id: String
+
+        func run() async throws { try AccountCommand.show(try await connection.client().reinstate(id)) }
     }
 }

@@ -107,6 +107,10 @@ import Testing
                         id TEXT PRIMARY KEY NOT NULL, handshake_id TEXT NOT NULL UNIQUE, client_did TEXT NOT NULL,
                         user_did TEXT NOT NULL, credential_id TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL,
                         expires_at INTEGER NOT NULL, revoked_at INTEGER);
+                    CREATE TABLE audit (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, event TEXT NOT NULL,
+                        actor TEXT NOT NULL, subject TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+                        hash TEXT NOT NULL);
                     INSERT INTO account VALUES ('did:ath:bot', 'agent', 'Bot', 'Dev');
                     """)
             try db.execute(sql: "INSERT INTO account_key (did, kid, pem) VALUES ('did:ath:bot', ?, ?)", arguments: [key.publicKey.thumbprint, key.publicKey.pem])

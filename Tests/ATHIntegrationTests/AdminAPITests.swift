@@ -31,7 +31,7 @@ import Testing
 
     func startAdmin(_ h: Harness) async throws -> RunningServer {
         let router = Router(context: ATHRequestContext.self)
-        AdminRoutes<ATHRequestContext>(store: h.store, adminToken: Self.token).register(on: router)
+        AdminRoutes<ATHRequestContext>(service: h.service, adminToken: Self.token).register(on: router)
         return try await RunningServer.start(router)
     }
 

@@ -48,7 +48,7 @@ struct Harness {
     /// (nil: every requested scope; []: deny; no answer at all when `answer` is false).
     func handshake(
         scopes: [String] = ["goods:read", "order:create"], ttl: Int = 7200, credential: String? = nil,
-        approve: [String]? = nil, answer: Bool = true, userKey: PrivateKey? = nil
+        approve: [String]? = nil, answer: Bool = true, userKey: PrivateKey? = nil, client: ATHClient? = nil
     ) async throws -> ATHSession {
         let cred: String
         if let credential { cred = credential } else { cred = try await self.credential() }
@@ -64,7 +64,8 @@ struct Harness {
             }
         }
         defer { userTask.cancel() }
-        return try await client.handshake(credential: cred, scopes: scopes, ttl: ttl, context: "test", confirmationWait: .seconds(20))
+        return try await (client ?? self.client).handshake(
+            credential: cred, scopes: scopes, ttl: ttl, context: "test", confirmationWait: .seconds(20))
     }
 
     func stop() async {

@@ -22,7 +22,7 @@ import Testing
         #expect(Set(refused.map(\.event.subject)).count == 20)
         var previous = ""
         for record in records {
-            #expect(try SQLiteStore.chainHash(previous: previous, event: record.event) == record.hash)
+            #expect(try AuditChain.hash(previous: previous, event: record.event) == record.hash)
             previous = record.hash
         }
         await h.stop()
