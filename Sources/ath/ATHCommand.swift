@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import ArgumentParser
+import Crypto
 import Foundation
 import ShoppingExample
 import UnixSignals
@@ -162,6 +163,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Register an account: kind:did:keyfile.pub.pem:name (repeatable; kind user or agent).") var register: [String] = []
     @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token")
     var adminTokenFile: String?
+    @Option(help: "Also push each confirmation request to this URL (signed, retried); the user still answers through the API.")
+    var webhookURL: String?
+    @Option(help: "File holding the webhook's shared secret (created at random, mode 0600, if absent). Default: <store>.webhook-secret")
+    var webhookSecretFile: String?
 
     func run() async throws {
         let db = try SQLiteStore(path: store)
@@ -173,11 +178,24 @@ struct Serve: AsyncParsableCommand {
             let pem = try String(contentsOfFile: String(rest[1]), encoding: .utf8)
             try? await db.registerAccount(Account(did: String(rest[0]), kind: kind, name: String(rest[2])), key: PublicKey(pem: pem))
         }
+        var channel: any UserConfirmationChannel = PullConfirmationChannel()
+        var webhook: WebhookConfirmationChannel?
+        if let webhookURL {
+            guard port != 0 else { throw ValidationError("--webhook-url needs a fixed --port: pushes name the URL to answer at") }
+            let secretFile = webhookSecretFile ?? store + ".webhook-secret"
+            let secret = SymmetricKey(data: Data(try Self.secret(at: secretFile, named: "webhook secret").utf8))
+            // The push names where to answer: this server, which listens on loopback.
+            let hook = WebhookConfirmationChannel(
+                .init(url: webhookURL, secret: secret), answerBaseURL: "http://127.0.0.1:\(port)")
+            print("pushing confirmation requests to \(webhookURL) (secret in \(secretFile))")
+            (channel, webhook) = (hook, hook)
+        }
         let service = try await ATHService(
-            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db)
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db,
+            channel: channel)
         let router = ShoppingPlatform.router(service: service)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
-        AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.adminToken(at: tokenFile)).register(on: router)
+        AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)
         let server = try await RunningServer.start(router, port: port)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         fflush(nil)  // a script waiting for this line gets it at once, also through a pipe
@@ -187,6 +205,7 @@ struct Serve: AsyncParsableCommand {
             break
         }
         await server.stop()
+        await webhook?.shutdown()
         await service.refusals.flush()
     }
 }
@@ -214,16 +233,17 @@ struct HandshakeOptions: ParsableArguments {
 }
 
 extension Serve {
-    /// The admin token from `path`, or a new random one written there readable by the owner only.
-    static func adminToken(at path: String) throws -> String {
+    /// A secret (the admin token, the webhook secret) from `path`, or a new random one (256
+    /// bits) written there readable by the owner only.
+    static func secret(at path: String, named name: String) throws -> String {
         if let existing = try? String(contentsOfFile: path, encoding: .utf8) {
             let token = existing.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard token.utf8.count >= 22 else { throw ValidationError("\(path) holds no usable admin token (22 characters at least)") }
+            guard token.utf8.count >= 22 else { throw ValidationError("\(path) holds no usable \(name) (22 characters at least)") }
             return token
         }
         let token = Nonce.generate()
         guard FileManager.default.createFile(atPath: path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw ValidationError("cannot write the admin token to \(path)")
+            throw ValidationError("cannot write the \(name) to \(path)")
         }
         return token
     }

@@ -292,3 +292,36 @@ import Testing
         #expect(throws: Never.self) { try SecretSealer(derivedFrom: key).open(sealed, for: "s") }
     }
 }
+
+@Suite struct WebhookSignatureTests {
+    let secret = SymmetricKey(size: .bits256)
+    let body = Array(#"{"type":"ath.confirmation_request"}"#.utf8)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test func aSignedBodyVerifiesFromItsHeader() throws {
+        let signature = WebhookSignature.sign(body, secret: secret, now: now)
+        #expect(signature.headerValue.hasPrefix("t=1800000000,v1="))
+        let parsed = try WebhookSignature(headerValue: signature.headerValue + ",v0=ignored")
+        #expect(parsed == signature)
+        try parsed.verify(body, secret: secret, now: now.addingTimeInterval(299))
+    }
+
+    @Test func refusesAnotherBodySecretOrTime() throws {
+        let signature = WebhookSignature.sign(body, secret: secret, now: now)
+        var tampered = body
+        tampered[3] ^= 1
+        #expect { try signature.verify(tampered, secret: secret, now: now) } throws: { ($0 as? ATHError)?.code == .invalidSignature }
+        #expect { try signature.verify(body, secret: SymmetricKey(size: .bits256), now: now) } throws: {
+            ($0 as? ATHError)?.code == .invalidSignature
+        }
+        // The time is covered by the MAC: moving it breaks the signature, and an old push is stale.
+        let moved = WebhookSignature(timestamp: signature.timestamp + 1, mac: signature.mac)
+        #expect { try moved.verify(body, secret: secret, now: now) } throws: { ($0 as? ATHError)?.code == .invalidSignature }
+        #expect { try signature.verify(body, secret: secret, now: now.addingTimeInterval(301)) } throws: {
+            ($0 as? ATHError)?.code == .timestampOutOfRange
+        }
+        for header in ["", "t=1", "v1=abc", "t=x,v1=abc"] {
+            #expect { try WebhookSignature(headerValue: header) } throws: { ($0 as? ATHError)?.code == .malformedMessage }
+        }
+    }
+}

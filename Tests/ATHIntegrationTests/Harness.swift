@@ -16,11 +16,15 @@ struct Harness {
     let agent = try! DID("did:ath:assistant")
     let user = try! DID("did:ath:alice")
 
-    static func start(policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate()) async throws -> Harness {
+    static func start(
+        policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
+        channel: any UserConfirmationChannel = PullConfirmationChannel()
+    ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
-        let service = try await ATHService(identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store)
+        let service = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel)
         let server = try await RunningServer.start(ShoppingPlatform.router(service: service))
         return Harness(dir: dir, store: store, service: service, server: server)
     }
