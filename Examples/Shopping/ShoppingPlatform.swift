@@ -10,7 +10,9 @@ public enum ShoppingPlatform {
     /// The platform's side of the trusted handshake: what it offers and how it limits grants.
     public static let policy = ServerPolicy(
         scopesSupported: ["goods:read", "order:create", "user:profile"], tokenMaxTTL: 7200, requireUserConfirmation: true,
-        restrictions: Restrictions(rate_limit: "100/minute", order_amount_limit: 5000))
+        restrictions: Restrictions(rate_limit: "100/minute", order_amount_limit: 5000),
+        // Account types follow the service's scopes: a "read" agent may browse but never order.
+        accountTypes: ["read": ["goods:read"], "read-write": ["goods:read", "order:create", "user:profile"]])
 
     public struct Goods: Codable, Sendable {
         public var id: String

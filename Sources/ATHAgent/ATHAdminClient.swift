@@ -72,7 +72,17 @@ public struct ATHAdminClient: Sendable {
     /// Suspends an account: it opens no handshake, and its grants in force end. Returns the
     /// account and the ids of the grants that ended.
     public func suspend(_ id: String) async throws -> (account: Account, endedGrants: [String]) {
-        let answer = try await transport.json(.POST, "/ath/admin/accounts/\(Self.segment(id))/suspend", nil, headers: auth).1
+        try Self.withEndedGrants(try await transport.json(.POST, "/ath/admin/accounts/\(Self.segment(id))/suspend", nil, headers: auth).1)
+    }
+
+    /// Sets the account's type on the service (nil clears it); grants holding scopes the type
+    /// does not allow end. Returns the account and the ended grants.
+    public func setAccountType(of id: String, to type: String?) async throws -> (account: Account, endedGrants: [String]) {
+        let body: JSONValue = ["account_type": type.map(JSONValue.string) ?? .null]
+        return try Self.withEndedGrants(try await transport.json(.PUT, "/ath/admin/accounts/\(Self.segment(id))/type", body, headers: auth).1)
+    }
+
+    static func withEndedGrants(_ answer: JSONValue) throws -> (account: Account, endedGrants: [String]) {
         guard let account = answer["account"], case .array(let ended)? = answer["ended_grants"] else {
             throw ATHError(.malformedMessage, "the answer has no account or ended_grants")
         }

@@ -23,16 +23,19 @@ public struct Account: Codable, Sendable, Equatable {
     /// When an admin suspended the account (Unix seconds), nil while it is in good standing. A
     /// suspended account opens no handshake, and its grants were revoked when it was suspended.
     public var suspendedAt: Int64?
+    /// The account's type on this service (`ServerPolicy.accountTypes`): which scopes it may hold.
+    public var accountType: String?
 
     enum CodingKeys: String, CodingKey {
         case did, kind, name, developer, aliases
         case externalIDs = "external_ids"
         case suspendedAt = "suspended_at"
+        case accountType = "account_type"
     }
 
     public init(
         did: String, kind: Kind, name: String, developer: String? = nil, aliases: [String] = [], externalIDs: [String] = [],
-        suspendedAt: Int64? = nil
+        suspendedAt: Int64? = nil, accountType: String? = nil
     ) {
         self.did = did
         self.kind = kind
@@ -41,6 +44,7 @@ public struct Account: Codable, Sendable, Equatable {
         self.aliases = aliases
         self.externalIDs = externalIDs
         self.suspendedAt = suspendedAt
+        self.accountType = accountType
     }
 
     /// External ids are DIDs or base64url strings (Act Auth 4.1.3), at most 256 characters.
@@ -69,6 +73,7 @@ extension Account {
             did: try c.decode(String.self, forKey: .did), kind: try c.decode(Kind.self, forKey: .kind), name: try c.decode(String.self, forKey: .name),
             developer: try c.decodeIfPresent(String.self, forKey: .developer), aliases: try c.decodeIfPresent([String].self, forKey: .aliases) ?? [],
             externalIDs: try c.decodeIfPresent([String].self, forKey: .externalIDs) ?? [],
-            suspendedAt: try c.decodeIfPresent(Int64.self, forKey: .suspendedAt))
+            suspendedAt: try c.decodeIfPresent(Int64.self, forKey: .suspendedAt),
+            accountType: try c.decodeIfPresent(String.self, forKey: .accountType))
     }
 }

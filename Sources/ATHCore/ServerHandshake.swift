@@ -182,8 +182,8 @@ public struct ServerHandshake: Codable, Sendable {
     /// Applies the verified user credential and the server's policy. Returns the step-6
     /// request when the user must confirm, nil when the handshake can complete at once.
     public mutating func authorize(
-        _ m5: ScopeRequest, credential: UserCredentialClaims, clientInfo: ClientInfo, policy: ServerPolicy, now: Date,
-        randomness: HandshakeRandomness = .system
+        _ m5: ScopeRequest, credential: UserCredentialClaims, clientInfo: ClientInfo, policy: ServerPolicy,
+        alsoDenied: [String: String] = [:], now: Date, randomness: HandshakeRandomness = .system
     ) throws -> AuthorizationConfirmationRequest? {
         do {
             let user = try DID(credential.iss)
@@ -191,8 +191,10 @@ public struct ServerHandshake: Codable, Sendable {
             guard beyond.isEmpty else {
                 throw ATHError(.scopeExceedsCredential, "the user did not delegate: \(beyond.joined(separator: ", "))", step: 5)
             }
-            let denied = m5.scopes.compactMap { s in policy.deniedScopes[s].map { DeniedScope(scope: s, reason: $0) } }
-            let allowed = m5.scopes.filter { policy.deniedScopes[$0] == nil }
+            // Denied by the server's policy, or by what the caller found (e.g. the parties' account types).
+            let denial = { (s: String) in policy.deniedScopes[s] ?? alsoDenied[s] }
+            let denied = m5.scopes.compactMap { s in denial(s).map { DeniedScope(scope: s, reason: $0) } }
+            let allowed = m5.scopes.filter { denial($0) == nil }
             guard !allowed.isEmpty else {
                 throw ATHError(.noScopesGranted, "server policy grants none of the requested scopes", step: 5)
             }

@@ -16,11 +16,16 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
     public var deniedScopes: [String: String]
     /// When true, a did:ath client must be registered with its key; did:key clients always carry theirs.
     public var requireRegisteredClients: Bool
+    /// This service's account types (Act Auth: types follow the services, e.g. read, write and
+    /// read-write) and the scopes each may hold. An account of a type takes part only in grants of
+    /// those scopes, as agent or as user; others are denied in step 8 with the reason. Accounts
+    /// without a type, and every account when this is empty, are limited by nothing here.
+    public var accountTypes: [String: [String]]
 
     public init(
         scopesSupported: [String], tokenMaxTTL: Int = 7200, requireUserConfirmation: Bool = true,
         confirmationTimeout: Int = 120, handshakeTimeout: Int = 600, restrictions: Restrictions = Restrictions(),
-        deniedScopes: [String: String] = [:], requireRegisteredClients: Bool = false
+        deniedScopes: [String: String] = [:], requireRegisteredClients: Bool = false, accountTypes: [String: [String]] = [:]
     ) {
         self.scopesSupported = scopesSupported
         self.tokenMaxTTL = tokenMaxTTL
@@ -30,6 +35,15 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
         self.restrictions = restrictions
         self.deniedScopes = deniedScopes
         self.requireRegisteredClients = requireRegisteredClients
+        self.accountTypes = accountTypes
+    }
+
+    /// Why `scope` is denied to an account of `type` (nil: allowed). A type this service does not
+    /// know (a policy changed since the account was typed) allows nothing: it fails closed.
+    public func accountTypeDenial(of scope: String, type: String?, party: String) -> String? {
+        guard let type, !accountTypes.isEmpty else { return nil }
+        guard let allowed = accountTypes[type] else { return "the \(party)'s account type '\(type)' is unknown to this service" }
+        return allowed.contains(scope) ? nil : "the \(party)'s account type '\(type)' does not allow it"
     }
 
     public var metadata: IdentityMetadata {

@@ -106,8 +106,11 @@ public final class ATHService: Sendable {
         do {
             let m5 = try h.receiveScopeRequest(raw, policy: policy, now: now)
             let claims = try await verifyCredential(m5.user_authorization.credential, client: h.clientDID, now: now)
-            let info = try await clientInfo(h.clientDID)
-            if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, now: now) {
+            let client = try await store.account(did: h.clientDID.value)
+            let info = client.map { ClientInfo(name: $0.name, developer: $0.developer ?? "unknown developer") }
+                ?? ClientInfo(name: h.clientDID.value, developer: "unregistered agent")
+            let denied = try await accountTypeDenials(m5.scopes, client: client, user: claims.iss)
+            if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, alsoDenied: denied, now: now) {
                 try await save(h, revision: stored.revision, event: "handshake.scope_request", outcome: "awaiting_user", now: now)
                 await channel.deliver(confirmation)
                 return .pending(pending(confirmation))
@@ -387,10 +390,46 @@ public final class ATHService: Sendable {
         return user
     }
 
-    func clientInfo(_ client: DID) async throws -> ClientInfo {
-        if let account = try await store.account(did: client.value) {
-            return ClientInfo(name: account.name, developer: account.developer ?? "unknown developer")
+    /// Scopes the agent's or the user's account type on this service does not allow, with why.
+    func accountTypeDenials(_ scopes: [String], client: Account?, user: String) async throws -> [String: String] {
+        guard !policy.accountTypes.isEmpty else { return [:] }
+        let userType = try await store.account(did: user)?.accountType
+        var denied: [String: String] = [:]
+        for scope in scopes {
+            denied[scope] =
+                policy.accountTypeDenial(of: scope, type: client?.accountType, party: "agent")
+                ?? policy.accountTypeDenial(of: scope, type: userType, party: "user")
         }
-        return ClientInfo(name: client.value, developer: "unregistered agent")
+        return denied
+    }
+
+    // MARK: Account types
+
+    /// Gives an account its type on this service (nil: none). Grants in force that hold a scope
+    /// the new type does not allow end at once: a type is a limit, and lowering it must bite.
+    public func setAccountType(_ did: String, to type: String?, by actor: String) async throws -> [String] {
+        let now = clock()
+        if let type, policy.accountTypes[type] == nil {
+            let known = policy.accountTypes.keys.sorted().joined(separator: ", ")
+            throw ATHError(.malformedMessage, "unknown account type '\(type.prefix(64))'; this service has: \(known.isEmpty ? "none" : known)")
+        }
+        try await store.setAccountType(did: did, to: type)
+        let party = try await store.account(did: did)
+        let names = Set([did] + (party.map { [$0.did] + $0.externalIDs } ?? []))
+        var ended: [String] = []
+        for name in names {
+            for grant in try await store.activeGrants(did: name, now: Freshness.unix(now)) where !ended.contains(grant.id) {
+                let role = names.contains(grant.clientDID.value) ? "agent" : "user"
+                if grant.scopes.contains(where: { policy.accountTypeDenial(of: $0, type: type, party: role) != nil }) {
+                    try await store.revokeGrant(id: grant.id, now: Freshness.unix(now))
+                    ended.append(grant.id)
+                }
+            }
+        }
+        forget(grants: ended)
+        try await audit(
+            "account.set_type", actor: actor, subject: did, outcome: "ok",
+            detail: "type=\(type ?? "-") grants=\(ended.joined(separator: " "))", at: now)
+        return ended
     }
 }

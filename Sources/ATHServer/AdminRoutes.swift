@@ -18,6 +18,7 @@ import Hummingbird
 ///     DELETE /ath/admin/accounts/{external id}/keys/{kid}    (revoke)
 ///     POST   /ath/admin/accounts/{external id}/suspend       -> {account, ended_grants}
 ///     POST   /ath/admin/accounts/{external id}/reinstate     -> account
+///     PUT    /ath/admin/accounts/{external id}/type          {account_type | null} -> {account, ended_grants}
 ///
 /// A duplicate external id or alias is ACCOUNT_CONFLICT (409) and writes nothing. Every change
 /// is audited with the actor "admin"; refused calls are audited as refusals.
@@ -31,6 +32,8 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         self.service = service
         tokenDigest = SHA256.hash(data: Data(adminToken.utf8))
     }
+
+    struct TypeBody: Codable, Sendable { var account_type: String? }
 
     struct Suspension: Codable, Sendable {
         var account: Account
@@ -51,6 +54,9 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             var request = request
             let document = try await request.json(limit: limit)
             let account = try document.decode(Account.self)
+            if let type = account.accountType, service.policy.accountTypes[type] == nil {
+                throw ATHError(.malformedMessage, "unknown account type '\(type.prefix(64))'")
+            }
             let key: PublicKey?
             switch document["public_key"] {
             case nil: key = nil
@@ -125,6 +131,15 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let id = try Self.parameter("id", context)
             var ended: [String] = []
             try await Self.mapped { ended = try await self.service.suspendAccount(id, by: "admin") }
+            return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
+        }
+        group.put("accounts/:id/type") { request, context in
+            try self.authenticate(request)
+            var request = request
+            let id = try Self.parameter("id", context)
+            let type = try await request.json(limit: limit).decode(TypeBody.self).account_type
+            var ended: [String] = []
+            try await Self.mapped { ended = try await self.service.setAccountType(id, to: type, by: "admin") }
             return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
         }
         group.post("accounts/:id/reinstate") { request, context in

@@ -116,6 +116,9 @@ public final class SQLiteStore: ATHStore {
                         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
                     """)
         }
+        m.registerMigration("v6-account-types") { db in
+            try db.execute(sql: "ALTER TABLE account ADD COLUMN account_type TEXT")
+        }
         return m
     }
 
@@ -134,8 +137,8 @@ public final class SQLiteStore: ATHStore {
             let internalID = Self.newInternalID()
             let now = Int64(Date().timeIntervalSince1970)
             try db.execute(
-                sql: "INSERT INTO account (internal_id, kind, name, developer, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [internalID, account.kind.rawValue, account.name, account.developer, now])
+                sql: "INSERT INTO account (internal_id, kind, name, developer, created_at, account_type) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [internalID, account.kind.rawValue, account.name, account.developer, now, account.accountType])
             for (position, id) in ([account.did] + account.externalIDs).enumerated() {
                 try Self.insertExternalID(id, internalID: internalID, position: position, in: db)
             }
@@ -184,7 +187,7 @@ public final class SQLiteStore: ATHStore {
         let aliases = try String.fetchAll(db, sql: "SELECT value FROM alias WHERE internal_id = ? ORDER BY value", arguments: [internalID])
         return Account(
             did: ids.first ?? "", kind: Account.Kind(rawValue: row["kind"]) ?? .user, name: row["name"], developer: row["developer"],
-            aliases: aliases, externalIDs: Array(ids.dropFirst()), suspendedAt: row["suspended_at"])
+            aliases: aliases, externalIDs: Array(ids.dropFirst()), suspendedAt: row["suspended_at"], accountType: row["account_type"])
     }
 
     /// By any of the account's external ids (its DID or another).
@@ -217,6 +220,25 @@ public final class SQLiteStore: ATHStore {
             for id in ended { try Self.revokeGrant(id, now: now, in: db) }
             return ended
         }
+    }
+
+    public func setAccountType(did: String, to type: String?) async throws {
+        try await db.write { db in
+            let internalID = try Self.requireInternalID(of: did, in: db)
+            try db.execute(sql: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
+        }
+    }
+
+    public func activeGrants(did: String, now: Int64) async throws -> [Grant] {
+        let rows = try await db.read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT data FROM grant_record WHERE revoked_at IS NULL AND expires_at > ?1
+                    AND (client_did = ?2 OR user_did = ?2) ORDER BY created_at, id
+                    """, arguments: [now, did])
+        }
+        return try rows.map { try JSONDecoder().decode(Grant.self, from: Data($0.utf8)) }
     }
 
     public func reinstateAccount(did: String) async throws {

@@ -8,7 +8,7 @@ struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys, suspension).",
         subcommands: [
-            Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self,
+            Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self, SetType.self,
         ])
 
     struct Connection: ParsableArguments {
@@ -39,10 +39,12 @@ struct AccountCommand: AsyncParsableCommand {
         @Option(help: "An alias (repeatable): e-mail, phone, chosen name.") var alias: [String] = []
         @Option(help: "A further external id (repeatable).") var externalID: [String] = []
         @Option(help: "A public key PEM file.") var publicKey: String?
+        @Option(help: "The account's type on this service (e.g. read, read-write): which scopes it may hold.") var type: String?
 
         func run() async throws {
             guard let kind = Account.Kind(rawValue: kind) else { throw ValidationError("--kind is user, agent or service") }
-            let account = Account(did: did, kind: kind, name: name, developer: developer, aliases: alias, externalIDs: externalID)
+            let account = Account(
+                did: did, kind: kind, name: name, developer: developer, aliases: alias, externalIDs: externalID, accountType: type)
             try AccountCommand.show(try await connection.client().register(account, key: try publicKey.map(AccountCommand.publicKey)))
         }
     }
@@ -124,6 +126,20 @@ struct AccountCommand: AsyncParsableCommand {
             let (account, ended) = try await connection.client().suspend(id)
             try AccountCommand.show(account)
             print(ended.isEmpty ? "no grant was in force" : "ended grants: \(ended.joined(separator: " "))")
+        }
+    }
+
+    struct SetType: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-type", abstract: "Set an account's type on the service; grants holding scopes it does not allow end.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "External id (DID or other).") var id: String
+        @Argument(help: "The type (e.g. read, read-write), or 'none' to clear it.") var type: String
+
+        func run() async throws {
+            let (account, ended) = try await connection.client().setAccountType(of: id, to: type == "none" ? nil : type)
+            try AccountCommand.show(account)
+            print(ended.isEmpty ? "no grant ended" : "ended grants: \(ended.joined(separator: " "))")
         }
     }
 

@@ -145,3 +145,17 @@ import Testing
         } throws: { ($0 as? ATHError)?.code == .malformedMessage }
     }
 }
+
+@Suite struct AccountTypePolicyTests {
+    let policy = ServerPolicy(scopesSupported: ["a", "b"], accountTypes: ["read": ["a"]])
+
+    @Test func typesLimitScopesAndUnknownTypesAllowNothing() {
+        #expect(policy.accountTypeDenial(of: "a", type: "read", party: "agent") == nil)
+        #expect(policy.accountTypeDenial(of: "b", type: "read", party: "agent")?.contains("does not allow") == true)
+        #expect(policy.accountTypeDenial(of: "a", type: nil, party: "agent") == nil)
+        // A type the policy no longer knows fails closed.
+        #expect(policy.accountTypeDenial(of: "a", type: "gone", party: "user")?.contains("unknown") == true)
+        // A service without types limits nobody.
+        #expect(ServerPolicy(scopesSupported: ["a"]).accountTypeDenial(of: "a", type: "read", party: "agent") == nil)
+    }
+}
