@@ -12,7 +12,12 @@ public enum ShoppingPlatform {
         scopesSupported: ["goods:read", "order:create", "user:profile"], tokenMaxTTL: 7200, requireUserConfirmation: true,
         restrictions: Restrictions(rate_limit: "100/minute", order_amount_limit: 5000),
         // Account types follow the service's scopes: a "read" agent may browse but never order.
-        accountTypes: ["read": ["goods:read"], "read-write": ["goods:read", "order:create", "user:profile"]])
+        accountTypes: ["read": ["goods:read"], "read-write": ["goods:read", "order:create", "user:profile"]],
+        scopeDescriptions: [
+            "goods:read": "See and search the goods on sale",
+            "order:create": "Place orders that you pay for",
+            "user:profile": "Read your name, address and phone number",
+        ])
 
     public struct Goods: Codable, Sendable {
         public var id: String
@@ -37,6 +42,8 @@ public enum ShoppingPlatform {
         let router = Router(context: ATHRequestContext.self)
         router.get("health") { _, _ in ["status": "ok"] }
         HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
+        // The users' consent console (open it at http://localhost:<port>/ath/console).
+        ConsoleRoutes<ATHRequestContext>(service: service).register(on: router)
         let api = router.group("api").add(middleware: ErrorShapeMiddleware<ATHRequestContext>())
         api.group("goods").add(middleware: ATHAccessMiddleware(service, scope: "goods:read"))
             .get { request, _ in try searchGoods(request) }

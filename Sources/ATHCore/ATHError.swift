@@ -54,6 +54,8 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case accountConflict = "ACCOUNT_CONFLICT"
         /// The agent's or user's account is suspended by the platform: no handshake, no access.
         case accountSuspended = "ACCOUNT_SUSPENDED"
+        /// A console request that changes something came without the session's CSRF token or from another origin.
+        case csrfCheckFailed = "CSRF_CHECK_FAILED"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -85,7 +87,7 @@ extension ATHError.Code {
             .proofReplayed, .adminAuthenticationRequired, .credentialRevoked:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
-            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended:
+            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed:
             403
         case .handshakeNotFound, .confirmationNotFound, .accountNotFound: 404
         case .confirmationTimeout: 408

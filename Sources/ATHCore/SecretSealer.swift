@@ -37,6 +37,20 @@ public struct SecretSealer: Sendable {
         return combined
     }
 
+    /// Seals bytes (a console session, a sign-in challenge) the same way.
+    public func seal(bytes: some DataProtocol, for record: String) throws -> Data {
+        guard let combined = try AES.GCM.seal(Data(bytes), using: key, authenticating: Data(record.utf8)).combined else {
+            throw ATHError(.internalError, "AES-GCM gave no combined form")
+        }
+        return combined
+    }
+
+    /// nil for bytes sealed under another key, for another record, or altered.
+    public func openBytes(_ sealed: some DataProtocol, for record: String) -> Data? {
+        guard let box = try? AES.GCM.SealedBox(combined: Data(sealed)) else { return nil }
+        return try? AES.GCM.open(box, using: key, authenticating: Data(record.utf8))
+    }
+
     /// Fails (closed) for a blob sealed under another key, for another record, or altered.
     public func open(_ sealed: Data, for record: String) throws -> SymmetricKey {
         do {

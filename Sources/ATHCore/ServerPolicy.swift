@@ -21,11 +21,14 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
     /// those scopes, as agent or as user; others are denied in step 8 with the reason. Accounts
     /// without a type, and every account when this is empty, are limited by nothing here.
     public var accountTypes: [String: [String]]
+    /// Each scope in plain words, as the consent console shows it to the user.
+    public var scopeDescriptions: [String: String]
 
     public init(
         scopesSupported: [String], tokenMaxTTL: Int = 7200, requireUserConfirmation: Bool = true,
         confirmationTimeout: Int = 120, handshakeTimeout: Int = 600, restrictions: Restrictions = Restrictions(),
-        deniedScopes: [String: String] = [:], requireRegisteredClients: Bool = false, accountTypes: [String: [String]] = [:]
+        deniedScopes: [String: String] = [:], requireRegisteredClients: Bool = false, accountTypes: [String: [String]] = [:],
+        scopeDescriptions: [String: String] = [:]
     ) {
         self.scopesSupported = scopesSupported
         self.tokenMaxTTL = tokenMaxTTL
@@ -36,6 +39,7 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
         self.deniedScopes = deniedScopes
         self.requireRegisteredClients = requireRegisteredClients
         self.accountTypes = accountTypes
+        self.scopeDescriptions = scopeDescriptions
     }
 
     /// Why `scope` is denied to an account of `type` (nil: allowed). A type this service does not

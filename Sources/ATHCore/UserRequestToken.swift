@@ -21,14 +21,16 @@ public enum UserRequestToken {
     public static let scheme = "ATH-User"
     public static let maxLifetime: Int64 = 300
 
-    public static func make(user: DID, key: PrivateKey, server: DID, now: Date) async throws -> String {
+    /// `typ` names what the token is for: the user API (the default) or enrolling a browser key
+    /// (`ConsoleLogin.enrollmentTyp`), so that a token made for one cannot be used for the other.
+    public static func make(user: DID, key: PrivateKey, server: DID, now: Date, typ: String = typ) async throws -> String {
         let t = Freshness.unix(now)
         return try await JWTCodec(key: key).sign(
             UserRequestClaims(iss: user.value, aud: server.value, iat: t, exp: t + maxLifetime, jti: Nonce.generate()), typ: typ)
     }
 
     /// Verifies with `key` for `server` at `now`; the caller checks the jti is new.
-    public static func verify(_ token: String, key: PublicKey, server: DID, now: Date) async throws -> UserRequestClaims {
+    public static func verify(_ token: String, key: PublicKey, server: DID, now: Date, typ: String = typ) async throws -> UserRequestClaims {
         let claims = try await JWTCodec(verifying: key).verify(
             token, as: UserRequestClaims.self, typ: typ, error: .userAuthenticationFailed)
         let t = Freshness.unix(now)

@@ -293,10 +293,12 @@ public final class ATHService: Sendable {
 
     // MARK: Keys and identities
 
-    /// The user's keys: the registry's active keys for did:ath, the embedded key for did:key.
+    /// The user's keys: the registry's active keys (a browser enrolled for the console among
+    /// them), and for did:key also the key the identifier embeds.
     func userKeys(_ user: DID) async throws -> [PublicKey] {
-        if let key = try user.embeddedKey() { return [key] }
-        return try await store.activeKeys(did: user.value)
+        let registered = try await store.activeKeys(did: user.value)
+        if let key = try user.embeddedKey() { return [key] + registered.filter { $0 != key } }
+        return registered
     }
 
     func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
@@ -377,13 +379,17 @@ public final class ATHService: Sendable {
         guard authorization.hasPrefix(prefix) else {
             throw ATHError(.userAuthenticationFailed, "expected Authorization: \(UserRequestToken.scheme) <jwt>")
         }
-        let token = String(authorization.dropFirst(prefix.count))
+        return try await verifyUserToken(String(authorization.dropFirst(prefix.count)), typ: UserRequestToken.typ, now: now)
+    }
+
+    /// A single-use token signed by one of the user's active keys, made for `typ`.
+    func verifyUserToken(_ token: String, typ: String, now: Date) async throws -> DID {
         let header = try JWTCodec.header(of: token, error: .userAuthenticationFailed)
         let unverified = try JWTCodec.unverifiedClaims(of: token, as: UserRequestClaims.self, error: .userAuthenticationFailed)
         guard let user = try? DID(unverified.iss),
             let key = try await userKeys(user).first(where: { $0.thumbprint == header.kid })
         else { throw ATHError(.userAuthenticationFailed, "unknown user or key") }
-        let claims = try await UserRequestToken.verify(token, key: key, server: identity.did, now: now)
+        let claims = try await UserRequestToken.verify(token, key: key, server: identity.did, now: now, typ: typ)
         guard try await store.consumeNonce("user-req:\(claims.jti)", expiresAt: claims.exp, now: Freshness.unix(now)) else {
             throw ATHError(.userAuthenticationFailed, "this user request token was already used")
         }

@@ -68,7 +68,7 @@ struct Keygen: AsyncParsableCommand {
 }
 
 struct User: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The user's side.", subcommands: [Authorize.self, Watch.self, Credentials.self])
+    static let configuration = CommandConfiguration(abstract: "The user's side.", subcommands: [Authorize.self, Watch.self, Credentials.self, EnrollBrowser.self])
 
     /// The user's connection to a server's user API, signing with the user's key.
     struct Connection: ParsableArguments {
@@ -132,6 +132,22 @@ struct User: AsyncParsableCommand {
 }
 
 extension User {
+    struct EnrollBrowser: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "enroll-browser",
+            abstract: "Print a one-time link (5 minutes) that lets a browser make its own key for the consent console and add it to your account.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let token = try await UserRequestToken.make(
+                user: try DID(connection.user), key: try loadKey(connection.key), server: try DID(connection.server), now: Date(),
+                typ: ConsoleLogin.enrollmentTyp)
+            // Plain-HTTP loopback servers: browsers keep the console's Secure cookie for "localhost", not "127.0.0.1".
+            let base = connection.url.replacingOccurrences(of: "://127.0.0.1", with: "://localhost")
+            print("\(base)/ath/console#enroll=\(token)")
+        }
+    }
+
     struct Credentials: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List the credentials the server has seen from you, or revoke one (its grants end with it).")
