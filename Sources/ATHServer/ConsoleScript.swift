@@ -83,7 +83,7 @@ enum ConsoleScript {
         function describeRestrictions(r) {
           if (!r) return "No limits";
           const parts = [];
-          if (r.rate_limit) parts.push("at most " + r.rate_limit + " requests");
+          if (r.rate_limit) { const [n, per] = r.rate_limit.split("/"); parts.push("at most " + n + " requests per " + per); }
           if (r.order_amount_limit !== undefined) parts.push("orders up to " + r.order_amount_limit);
           if (r.ip_whitelist) parts.push("only from " + r.ip_whitelist.join(", "));
           if (r.access_time) parts.push("only between " + r.access_time);
