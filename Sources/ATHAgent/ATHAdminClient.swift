@@ -89,6 +89,16 @@ public struct ATHAdminClient: Sendable {
         return (try account.decode(Account.self), ended.compactMap(\.stringValue))
     }
 
+    /// Revokes a grant and its tokens: the agent is refused from now on (TOKEN_REVOKED).
+    public func revokeGrant(_ id: String) async throws {
+        _ = try await transport.json(.POST, "/ath/admin/grants/\(Self.segment(id))/revoke", nil, headers: auth)
+    }
+
+    /// Revokes one access token (TOKEN_REVOKED from now on); its grant stays.
+    public func revokeToken(_ jti: String) async throws {
+        _ = try await transport.json(.POST, "/ath/admin/tokens/\(Self.segment(jti))/revoke", nil, headers: auth)
+    }
+
     /// Lifts a suspension; the grants it ended stay ended.
     public func reinstate(_ id: String) async throws -> Account {
         try await account(.POST, "accounts/\(Self.segment(id))/reinstate")

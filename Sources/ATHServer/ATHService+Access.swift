@@ -153,4 +153,14 @@ extension ATHService {
         forget(grants: [id])
         try await audit("grant.revoke", actor: actor, subject: id, outcome: "ok", at: now)
     }
+
+    /// Revokes one access token; its grant stays, but renewal needs a valid token, so the agent
+    /// runs a new handshake. This instance refuses the token at once, others within the status cache.
+    public func revokeToken(_ jti: String, by actor: String) async throws {
+        let now = clock()
+        guard let token = try await store.token(jti: jti) else { throw ATHError(.tokenInvalid, "no token \(jti.prefix(64))") }
+        try await store.revokeToken(jti: jti, now: Freshness.unix(now))
+        sessions.withLock { $0[token.sessionID]?.tokenRevoked[jti] = true }
+        try await audit("token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\(token.grantID)", at: now)
+    }
 }

@@ -19,6 +19,8 @@ import Hummingbird
 ///     POST   /ath/admin/accounts/{external id}/suspend       -> {account, ended_grants}
 ///     POST   /ath/admin/accounts/{external id}/reinstate     -> account
 ///     PUT    /ath/admin/accounts/{external id}/type          {account_type | null} -> {account, ended_grants}
+///     POST   /ath/admin/grants/{grant id}/revoke             -> {grant_id}   (and every token of it)
+///     POST   /ath/admin/tokens/{jti}/revoke                  -> {jti}
 ///
 /// A duplicate external id or alias is ACCOUNT_CONFLICT (409) and writes nothing. Every change
 /// is audited with the actor "admin"; refused calls are audited as refusals.
@@ -141,6 +143,19 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             var ended: [String] = []
             try await Self.mapped { ended = try await self.service.setAccountType(id, to: type, by: "admin") }
             return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
+        }
+        group.post("grants/:id/revoke") { request, context in
+            try self.authenticate(request)
+            let id = try Self.parameter("id", context)
+            guard try await store.grant(id: id) != nil else { throw ATHError(.accountNotFound, "no grant \(id.prefix(64))") }
+            try await self.service.revokeGrant(id, by: "admin")
+            return try JSONResponse.make(["grant_id": id])
+        }
+        group.post("tokens/:jti/revoke") { request, context in
+            try self.authenticate(request)
+            let jti = try Self.parameter("jti", context)
+            try await self.service.revokeToken(jti, by: "admin")
+            return try JSONResponse.make(["jti": jti])
         }
         group.post("accounts/:id/reinstate") { request, context in
             try self.authenticate(request)

@@ -8,7 +8,7 @@ struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys, suspension).",
         subcommands: [
-            Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self, SetType.self,
+            Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self, SetType.self, RevokeGrant.self, RevokeToken.self,
         ])
 
     struct Connection: ParsableArguments {
@@ -140,6 +140,29 @@ struct AccountCommand: AsyncParsableCommand {
             let (account, ended) = try await connection.client().setAccountType(of: id, to: type == "none" ? nil : type)
             try AccountCommand.show(account)
             print(ended.isEmpty ? "no grant ended" : "ended grants: \(ended.joined(separator: " "))")
+        }
+    }
+
+    struct RevokeGrant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke-grant", abstract: "Revoke a grant and its tokens (the agent is refused from now on).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The grant id.") var id: String
+
+        func run() async throws {
+            try await connection.client().revokeGrant(id)
+            print("revoked grant \(id)")
+        }
+    }
+
+    struct RevokeToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revoke-token", abstract: "Revoke one access token (its grant stays).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The token's jti.") var jti: String
+
+        func run() async throws {
+            try await connection.client().revokeToken(jti)
+            print("revoked token \(jti)")
         }
     }
 

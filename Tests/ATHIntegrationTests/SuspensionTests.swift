@@ -62,6 +62,28 @@ import Testing
         await h.stop()
     }
 
+    /// An admin revokes a grant (all its tokens) or a single token; the agent is refused at once.
+    @Test func anAdminRevokesAGrantOrAToken() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let (server, admin) = try await startAdmin(h)
+        let first = try await h.handshake()
+        let second = try await h.handshake()
+        let jti = try JWTCodec.unverifiedClaims(of: await second.grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid).jti
+        try await admin.revokeToken(jti)
+        await #expect { try await second.get("/api/goods") } throws: { ATHError.code($0) == .tokenRevoked }
+        #expect(try await first.get("/api/goods").status == 200)
+        try await admin.revokeGrant(await first.grant.grantID)
+        await #expect { try await first.get("/api/goods") } throws: { ATHError.code($0) == .tokenRevoked }
+        await #expect { try await admin.revokeGrant("no-such-grant") } throws: { ATHError.code($0) == .accountNotFound }
+        await #expect { try await admin.revokeToken("no-such-token") } throws: { ATHError.code($0) == .tokenInvalid }
+        let events = try await h.store.auditEvents(limit: 200).map(\.event)
+        #expect(events.contains { $0.event == "token.revoke" && $0.subject == jti && $0.actor == "admin" })
+        #expect(events.contains { $0.event == "grant.revoke" && $0.actor == "admin" })
+        await server.stop()
+        await h.stop()
+    }
+
     /// Suspended while the user is being asked: the user's approval grants nothing.
     @Test func anAgentSuspendedDuringConfirmationGetsNothing() async throws {
         let h = try await Harness.start()
