@@ -384,6 +384,20 @@ public final class ATHService: Sendable {
 
     /// A single-use token signed by one of the user's active keys, made for `typ`.
     func verifyUserToken(_ token: String, typ: String, now: Date) async throws -> DID {
+        do {
+            return try await checkUserToken(token, typ: typ, now: now)
+        } catch let error as ATHError {
+            // Refused before anyone was authenticated: queued, like every unauthenticated refusal.
+            let issuer = (try? JWTCodec.unverifiedClaims(of: token, as: UserRequestClaims.self, error: .userAuthenticationFailed).iss) ?? "-"
+            refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(now), event: typ == UserRequestToken.typ ? "user.authenticate" : "console.enroll",
+                    actor: String(issuer.prefix(256)), subject: "-", outcome: error.code.rawValue, detail: error.message))
+            throw error
+        }
+    }
+
+    private func checkUserToken(_ token: String, typ: String, now: Date) async throws -> DID {
         let header = try JWTCodec.header(of: token, error: .userAuthenticationFailed)
         let unverified = try JWTCodec.unverifiedClaims(of: token, as: UserRequestClaims.self, error: .userAuthenticationFailed)
         guard let user = try? DID(unverified.iss),

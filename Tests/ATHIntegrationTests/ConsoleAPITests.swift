@@ -94,6 +94,9 @@ import Testing
         #expect(try await h.store.activeKeys(did: h.user.value).contains(browser.key.publicKey))
         r = try await browser.call(.POST, "/api/enroll", ["token": .string(token), "public_key": .string(Browser(h.server.baseURL).spki)])
         #expect(r.status == 401)
+        await h.service.refusals.flush()
+        let refused = try await h.store.auditEvents(limit: 100).map(\.event).filter { $0.event == "console.enroll" && $0.outcome == "USER_AUTHENTICATION_FAILED" }
+        #expect(refused.count == 2 && refused.allSatisfy { $0.actor == h.user.value })
 
         // A signature by another key, or a challenge used twice, signs nobody in.
         let challenge = try #require(try await browser.call(.POST, "/api/challenge", ["did": .string(h.user.value)]).json?["challenge"]?.stringValue)
