@@ -325,3 +325,26 @@ import Testing
         }
     }
 }
+
+/// docs/PROTOCOL.md is part of the product: its error table must list every code the code can
+/// send, with the status the code sends it with.
+@Suite struct ErrorCatalogueTests {
+    @Test func everyErrorCodeIsDocumentedWithItsStatus() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/PROTOCOL.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        let section = try #require(text.range(of: "## 8. Errors"))
+        let rows = text[section.upperBound...].split(separator: "\n").prefix { !$0.hasPrefix("## ") }.filter { $0.hasPrefix("| ") }
+        // Each row: | CODE, CODE (note) | status | where | retryable |
+        let table: [(codes: Set<String>, status: Int)] = rows.compactMap { row in
+            let cells = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 2, let status = Int(cells[1]) else { return nil }
+            let names = cells[0].split(whereSeparator: { !($0.isUppercase || $0 == "_") }).map(String.init)
+            return (Set(names), status)
+        }
+        for code in ATHError.Code.allCases {
+            let row = table.first { $0.codes.contains(code.rawValue) }
+            #expect(row != nil, "\(code.rawValue) is missing from docs/PROTOCOL.md §8")
+            if let row { #expect(row.status == code.httpStatus, "\(code.rawValue): docs say \(row.status), code sends \(code.httpStatus)") }
+        }
+    }
+}
