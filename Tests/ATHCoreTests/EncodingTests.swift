@@ -348,3 +348,45 @@ import Testing
         }
     }
 }
+
+@Suite struct AgentIdentityCodeTests {
+    let salt: [UInt8] = [0x12, 0x34]
+
+    /// The published vectors (acps-identity.md).
+    @Test(arguments: [
+        ("1.2.156.3088.1.1.34C2.478BDF.3GF546", "0JU4"), ("1.2.156.3088.1.1.34C2.478BDF.3GF548", "0P65"),
+        ("1.2.156.3088.1.1.34C2.478BDF.3GF547", "0GGS"),
+    ])
+    func checksumVectors(_ body: String, _ expected: String) throws {
+        #expect(try AgentIdentityCode.checksum(of: body, salt: salt) == expected)
+        let aic = try AgentIdentityCode(parsing: (body + "." + expected).lowercased())
+        #expect(aic.description == body + "." + expected)
+        try aic.verifyChecksum(salt: salt)
+        #expect(throws: ATHError.self) { try aic.verifyChecksum(salt: [0x12, 0x35]) }
+    }
+
+    @Test func generatesAndParses() throws {
+        let aic = try AgentIdentityCode(version: "1", arsp: "1", vendor: "34c2", ontology: "478BDF", entity: "3GF546", salt: salt)
+        #expect(aic.description == "1.2.156.3088.1.1.34C2.478BDF.3GF546.0JU4")
+        #expect(!aic.isOntology)
+        #expect(try AgentIdentityCode(parsing: "1.2.156.3088.1.1.34C2.478BDF.0000.0000").isOntology)
+        #expect(try AgentIdentityCode(parsing: "1.2.156.3088.1.1.34C2.478BDF..0000").entity == "")
+        #expect(throws: ATHError.self) { try AgentIdentityCode.checksum(of: "x", salt: [1]) }
+    }
+
+    /// Each malformed part is refused with a message naming it.
+    @Test(arguments: [
+        ("1.2.156.3088.1.1.34C2.478BDF.3GF546", "10 dot-separated levels"),
+        ("1.2.156.3089.1.1.34C2.478BDF.3GF546.0JU4", "levels 1-4"),
+        ("1.2.156.3088.12.1.34C2.478BDF.3GF546.0JU4", "level 5 (version)"),
+        ("1.2.156.3088.1.1234567.34C2.478BDF.3GF546.0JU4", "level 6 (registration provider)"),
+        ("1.2.156.3088.1.1.34-C2.478BDF.3GF546.0JU4", "level 7 (vendor)"),
+        ("1.2.156.3088.1.1.34C2.1234567890.3GF546.0JU4", "level 8 (ontology serial)"),
+        ("1.2.156.3088.1.1.34C2.478BDF.1234567890.0JU4", "level 9 (entity serial)"),
+        ("1.2.156.3088.1.1.34C2.478BDF.3GF546.JU4", "level 10 (checksum) must be 4"),
+        ("1.2.156.3088.1.1.34C2.478BDF.3GF546.1EKG", "0000-1EKF"),
+    ])
+    func refusesMalformedParts(_ text: String, _ named: String) {
+        #expect { try AgentIdentityCode(parsing: text) } throws: { ($0 as? ATHError)?.message.contains(named) == true }
+    }
+}
