@@ -32,14 +32,12 @@ public struct SecretSealer: Sendable {
 
     /// nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes).
     public func seal(_ secret: SymmetricKey, for record: String) throws -> Data {
-        let sealed = try secret.withUnsafeBytes { try AES.GCM.seal($0, using: key, authenticating: Data(record.utf8)) }
-        guard let combined = sealed.combined else { throw ATHError(.internalError, "AES-GCM gave no combined form") }
-        return combined
+        try secret.withUnsafeBytes { try seal(bytes: $0, for: record) }
     }
 
     /// Seals bytes (a console session, a sign-in challenge) the same way.
     public func seal(bytes: some DataProtocol, for record: String) throws -> Data {
-        guard let combined = try AES.GCM.seal(Data(bytes), using: key, authenticating: Data(record.utf8)).combined else {
+        guard let combined = try AES.GCM.seal(bytes, using: key, authenticating: Data(record.utf8)).combined else {
             throw ATHError(.internalError, "AES-GCM gave no combined form")
         }
         return combined
@@ -47,17 +45,15 @@ public struct SecretSealer: Sendable {
 
     /// nil for bytes sealed under another key, for another record, or altered.
     public func openBytes(_ sealed: some DataProtocol, for record: String) -> Data? {
-        guard let box = try? AES.GCM.SealedBox(combined: Data(sealed)) else { return nil }
+        guard let box = try? AES.GCM.SealedBox(combined: sealed) else { return nil }
         return try? AES.GCM.open(box, using: key, authenticating: Data(record.utf8))
     }
 
     /// Fails (closed) for a blob sealed under another key, for another record, or altered.
     public func open(_ sealed: Data, for record: String) throws -> SymmetricKey {
-        do {
-            let box = try AES.GCM.SealedBox(combined: sealed)
-            return SymmetricKey(data: try AES.GCM.open(box, using: key, authenticating: Data(record.utf8)))
-        } catch {
+        guard let opened = openBytes(sealed, for: record) else {
             throw ATHError(.internalError, "a stored secret does not open with this server's key")
         }
+        return SymmetricKey(data: opened)
     }
 }

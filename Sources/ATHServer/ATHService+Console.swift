@@ -1,5 +1,6 @@
 import ATHCore
 import ATHStore
+import Crypto
 import Foundation
 
 /// The consent console's server side, without HTTP: enrolling a browser's key, signing in with
@@ -23,10 +24,10 @@ extension ATHService {
     public func enrollConsoleKey(token: String, publicKeySPKI: Data) async throws -> (DID, String) {
         let now = clock()
         let user = try await verifyUserToken(token, typ: ConsoleLogin.enrollmentTyp, now: now)
-        let pem = "-----BEGIN PUBLIC KEY-----\n\(publicKeySPKI.base64EncodedString(options: .lineLength64Characters))\n-----END PUBLIC KEY-----\n"
-        guard let key = try? PublicKey(pem: pem), key.algorithm == .es256 else {
+        guard let p256 = try? P256.Signing.PublicKey(derRepresentation: publicKeySPKI) else {
             throw ATHError(.malformedMessage, "public_key must be a P-256 key in SPKI DER (base64url)")
         }
+        let key = PublicKey.p256(p256)
         do {
             try await store.addKey(did: user.value, key: key)
         } catch StoreError.notFound {
