@@ -42,6 +42,13 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
         self.scopeDescriptions = scopeDescriptions
     }
 
+    /// Refuses a type this service does not define (nil, no type, is always fine).
+    public func validateAccountType(_ type: String?) throws {
+        guard let type, accountTypes[type] == nil else { return }
+        let known = accountTypes.keys.sorted().joined(separator: ", ")
+        throw ATHError(.malformedMessage, "unknown account type '\(type.prefix(64))'; this service has: \(known.isEmpty ? "none" : known)")
+    }
+
     /// Why `scope` is denied to an account of `type` (nil: allowed). A type this service does not
     /// know (a policy changed since the account was typed) allows nothing: it fails closed.
     public func accountTypeDenial(of scope: String, type: String?, party: String) -> String? {

@@ -429,23 +429,14 @@ public final class ATHService: Sendable {
     /// the new type does not allow end at once: a type is a limit, and lowering it must bite.
     public func setAccountType(_ did: String, to type: String?, by actor: String) async throws -> [String] {
         let now = clock()
-        if let type, policy.accountTypes[type] == nil {
-            let known = policy.accountTypes.keys.sorted().joined(separator: ", ")
-            throw ATHError(.malformedMessage, "unknown account type '\(type.prefix(64))'; this service has: \(known.isEmpty ? "none" : known)")
-        }
-        try await store.setAccountType(did: did, to: type)
-        let party = try await store.account(did: did)
-        let names = Set([did] + (party.map { [$0.did] + $0.externalIDs } ?? []))
-        var ended: [String] = []
-        for name in names {
-            for grant in try await store.activeGrants(did: name, now: Freshness.unix(now)) where !ended.contains(grant.id) {
-                let role = names.contains(grant.clientDID.value) ? "agent" : "user"
-                if grant.scopes.contains(where: { policy.accountTypeDenial(of: $0, type: type, party: role) != nil }) {
-                    try await store.revokeGrant(id: grant.id, now: Freshness.unix(now))
-                    ended.append(grant.id)
-                }
-            }
-        }
+        try policy.validateAccountType(type)
+        guard let party = try await store.account(did: did) else { throw StoreError.notFound("account \(did)") }
+        let names = Set([party.did] + party.externalIDs)
+        let ended = try await store.activeGrants(did: did, now: Freshness.unix(now)).filter { grant in
+            let role = names.contains(grant.clientDID.value) ? "agent" : "user"
+            return grant.scopes.contains { policy.accountTypeDenial(of: $0, type: type, party: role) != nil }
+        }.map(\.id)
+        try await store.setAccountType(did: did, to: type, revoking: ended, now: Freshness.unix(now))
         forget(grants: ended)
         try await audit(
             "account.set_type", actor: actor, subject: did, outcome: "ok",

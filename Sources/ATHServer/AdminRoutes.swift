@@ -37,7 +37,8 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
 
     struct TypeBody: Codable, Sendable { var account_type: String? }
 
-    struct Suspension: Codable, Sendable {
+    /// An account after a change that can end grants (suspension, a new type), with those it ended.
+    struct AccountChange: Codable, Sendable {
         var account: Account
         var ended_grants: [String]
     }
@@ -56,9 +57,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             var request = request
             let document = try await request.json(limit: limit)
             let account = try document.decode(Account.self)
-            if let type = account.accountType, service.policy.accountTypes[type] == nil {
-                throw ATHError(.malformedMessage, "unknown account type '\(type.prefix(64))'")
-            }
+            try service.policy.validateAccountType(account.accountType)
             let key: PublicKey?
             switch document["public_key"] {
             case nil: key = nil
@@ -133,7 +132,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let id = try Self.parameter("id", context)
             var ended: [String] = []
             try await Self.mapped { ended = try await self.service.suspendAccount(id, by: "admin") }
-            return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
+            return try JSONResponse.make(AccountChange(account: try await self.account(id), ended_grants: ended))
         }
         group.put("accounts/:id/type") { request, context in
             try self.authenticate(request)
@@ -142,7 +141,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let type = try await request.json(limit: limit).decode(TypeBody.self).account_type
             var ended: [String] = []
             try await Self.mapped { ended = try await self.service.setAccountType(id, to: type, by: "admin") }
-            return try JSONResponse.make(Suspension(account: try await self.account(id), ended_grants: ended))
+            return try JSONResponse.make(AccountChange(account: try await self.account(id), ended_grants: ended))
         }
         group.post("grants/:id/revoke") { request, context in
             try self.authenticate(request)

@@ -23,9 +23,11 @@ public protocol ATHStore: Sendable {
     /// Marks the account suspended (keeping the first time) and revokes, with their tokens, the
     /// grants in force in which any of its external ids is the agent or the user; returns their ids.
     func suspendAccount(did: String, now: Int64) async throws -> [String]
-    /// Sets (nil: clears) the account's type on this service.
-    func setAccountType(did: String, to type: String?) async throws
-    /// The grants in force in which `did` is the agent or the user, oldest first.
+    /// Sets (nil: clears) the account's type on this service and, in the same transaction,
+    /// revokes the grants it no longer allows (with their tokens).
+    func setAccountType(did: String, to type: String?, revoking grants: [String], now: Int64) async throws
+    /// The grants in force in which the account with external id `did` (under any of its
+    /// external ids, or `did` itself when no account has it) is the agent or the user, oldest first.
     func activeGrants(did: String, now: Int64) async throws -> [Grant]
     /// Lifts a suspension; the grants it ended stay revoked.
     func reinstateAccount(did: String) async throws

@@ -209,36 +209,38 @@ public final class SQLiteStore: ATHStore {
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(
                 sql: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
-            // Grants name their parties by DID; any of the account's external ids may be one.
-            let names = "SELECT value FROM external_id WHERE internal_id = ?"
-            let ended = try String.fetchAll(
-                db,
-                sql: """
-                    SELECT id FROM grant_record WHERE revoked_at IS NULL AND expires_at > ?
-                    AND (client_did IN (\(names)) OR user_did IN (\(names))) ORDER BY id
-                    """, arguments: [now, internalID, internalID])
+            let ended = try Self.liveGrants(of: did, now: now, in: db).map(\.id).sorted()
             for id in ended { try Self.revokeGrant(id, now: now, in: db) }
             return ended
         }
     }
 
-    public func setAccountType(did: String, to type: String?) async throws {
+    public func setAccountType(did: String, to type: String?, revoking grants: [String], now: Int64) async throws {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(sql: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
+            for id in grants { try Self.revokeGrant(id, now: now, in: db) }
         }
     }
 
     public func activeGrants(did: String, now: Int64) async throws -> [Grant] {
-        let rows = try await db.read { db in
-            try String.fetchAll(
-                db,
-                sql: """
-                    SELECT data FROM grant_record WHERE revoked_at IS NULL AND expires_at > ?1
-                    AND (client_did = ?2 OR user_did = ?2) ORDER BY created_at, id
-                    """, arguments: [now, did])
-        }
-        return try rows.map { try JSONDecoder().decode(Grant.self, from: Data($0.utf8)) }
+        let rows = try await db.read { db in try Self.liveGrants(of: did, now: now, in: db) }
+        return try rows.map { try JSONDecoder().decode(Grant.self, from: Data($0.data.utf8)) }
+    }
+
+    /// Grants in force naming the account of `did` as agent or user. Grants name their parties by
+    /// DID, and any of the account's external ids may be the one they use.
+    static func liveGrants(of did: String, now: Int64, in db: Database) throws -> [(id: String, data: String)] {
+        try Row.fetchAll(
+            db,
+            sql: """
+                WITH names AS (
+                    SELECT value FROM external_id WHERE internal_id = (SELECT internal_id FROM external_id WHERE value = ?2)
+                    UNION SELECT ?2)
+                SELECT id, data FROM grant_record WHERE revoked_at IS NULL AND expires_at > ?1
+                AND (client_did IN names OR user_did IN names) ORDER BY created_at, id
+                """, arguments: [now, did]
+        ).map { (id: $0["id"], data: $0["data"]) }
     }
 
     public func reinstateAccount(did: String) async throws {

@@ -12,7 +12,7 @@ import Testing
     @Test func aReadAgentIsGrantedOnlyWhatItsTypeAllows() async throws {
         let h = try await Harness.start()
         try await h.registerParties()
-        try await h.store.setAccountType(did: h.agent.value, to: "read")
+        _ = try await h.service.setAccountType(h.agent.value, to: "read", by: "test")
         let seen = Task { () -> [String] in
             for _ in 0..<100 {
                 if let request = try await h.userClient.pending().first { return request.requested_scopes }
@@ -36,7 +36,7 @@ import Testing
     @Test func theUsersTypeLimitsWhatTheyCanDelegate() async throws {
         let h = try await Harness.start()
         try await h.registerParties()
-        try await h.store.setAccountType(did: h.user.value, to: "read")
+        _ = try await h.service.setAccountType(h.user.value, to: "read", by: "test")
         let grant = await (try await h.handshake()).grant
         #expect(grant.scopesGranted == ["goods:read"])
         #expect(grant.scopesDenied.first?.reason.contains("user's account type 'read'") == true)
