@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ATHStore", targets: ["ATHStore"]),
         .library(name: "ATHServer", targets: ["ATHServer"]),
         .library(name: "ATHAgent", targets: ["ATHAgent"]),
+        .library(name: "ATHIdentity", targets: ["ATHIdentity"]),
         .executable(name: "ath", targets: ["ath"]),
     ],
     dependencies: [
@@ -26,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The protocol itself: messages, signatures, tokens, state machines. No I/O.
@@ -35,6 +39,18 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
+        // Agent identity by certificates (ACPs CAI): the certificate authority, the CAI profile, CRLs
+        // and chain verification, shared by the server, the gateway and the CLI.
+        .target(
+            name: "ATHIdentity",
+            dependencies: [
+                "ATHCore",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -51,8 +67,10 @@ let package = Package(
         .target(
             name: "ATHServer",
             dependencies: [
-                "ATHCore", "ATHStore",
+                "ATHCore", "ATHStore", "ATHIdentity",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -64,7 +82,8 @@ let package = Package(
         .target(
             name: "ATHAgent",
             dependencies: [
-                "ATHCore",
+                "ATHCore", "ATHIdentity",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict
@@ -79,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "ath",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ShoppingExample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -92,9 +111,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "ATHIdentityTests",
+            dependencies: [
+                "ATHCore", "ATHIdentity",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "ATHIntegrationTests",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),

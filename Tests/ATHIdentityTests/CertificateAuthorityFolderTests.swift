@@ -1,0 +1,107 @@
+import ATHCore
+import Crypto
+import Foundation
+import Testing
+import X509
+
+@testable import ATHIdentity
+
+@Suite struct CertificateAuthorityFolderTests {
+    func temporaryFolder() -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("ath-ca-\(UUID().uuidString)")
+    }
+
+    @Test func initIssueRevokeAndPublishKeepAConsistentFolder() async throws {
+        let pki = try PKI()
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Folder CASP", crlURL: "http://127.0.0.1/crl.der", now: pki.now)
+        for key in ["root-key.pem", "intermediate-key.pem"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent(key).path)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(key)")
+        }
+        let again = #expect(throws: IdentityError.self) {
+            try CertificateAuthorityFolder.initialize(at: dir, name: "x", crlURL: nil, now: pki.now)
+        }
+        #expect(again?.kind == .authority)
+        #expect(try folder.currentCRL().crlNumber == 1)
+
+        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: pki.now)
+        #expect(try folder.issued().map(\.subject) == [pki.aic.description])
+        let ca = try folder.load()
+        let chain = [leaf] + ca.issuingChain
+        let verifier = { AgentCertificateVerifier(roots: [ca.root], revocation: .crls([try folder.currentCRL()])) }
+        #expect(try await verifier().verify(chain, now: pki.now).aic == pki.aic)
+
+        let crl = try folder.revoke(serial: leaf.serialNumber.description, reason: .keyCompromise, now: pki.now)
+        #expect(crl.crlNumber == 2)
+        #expect(try folder.currentCRL() == crl)
+        let revoked = await #expect(throws: IdentityError.self) { try await verifier().verify(chain, now: pki.now) }
+        #expect(revoked?.kind == .revoked)
+
+        let twice = #expect(throws: IdentityError.self) {
+            try folder.revoke(serial: leaf.serialNumber.description, reason: .superseded, now: pki.now)
+        }
+        #expect(twice?.message.contains("already revoked") == true)
+        let unknown = #expect(throws: IdentityError.self) { try folder.revoke(serial: "01:02", reason: .unspecified, now: pki.now) }
+        #expect(unknown?.message.contains("no certificate") == true)
+        #expect(try folder.currentCRL().crlNumber == 2, "a refused revocation publishes nothing")
+
+        let republished = try folder.publishCRL(now: pki.now.addingTimeInterval(86_400))
+        #expect(republished.crlNumber == 3)
+        #expect(republished.revocation(of: leaf.serialNumber)?.reason == .keyCompromise)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".tmp") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test func aMissingFolderIsAClearError() throws {
+        let folder = CertificateAuthorityFolder(temporaryFolder())
+        let error = #expect(throws: IdentityError.self) { try folder.load() }
+        #expect(error?.kind == .authority)
+        #expect(error?.message.contains("ath ca init") == true)
+    }
+
+    /// OpenSSL, an implementation we did not write, accepts our chain and CRL and sees the revocation.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func openSSLVerifiesTheChainAndHonoursTheCRL() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let now = Date()
+        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Interop CASP", crlURL: nil, now: now)
+        let pki = try PKI()
+        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now)
+        let leafFile = dir.appendingPathComponent("leaf.pem")
+        try leaf.serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        func verify() throws -> (Int32, String) {
+            try run(
+                "/usr/bin/openssl",
+                [
+                    "verify", "-crl_check", "-purpose", "sslclient", "-CAfile", dir.appendingPathComponent("root.pem").path, "-untrusted",
+                    dir.appendingPathComponent("intermediate.pem").path, "-CRLfile", dir.appendingPathComponent("crl.pem").path,
+                    leafFile.path,
+                ])
+        }
+        let good = try verify()
+        #expect(good.0 == 0, "\(good.1)")
+        _ = try folder.revoke(serial: leaf.serialNumber.description, reason: .keyCompromise, now: now)
+        let bad = try verify()
+        #expect(bad.0 != 0)
+        #expect(bad.1.contains("revoked"), "\(bad.1)")
+        let text = try run("/usr/bin/openssl", ["crl", "-in", dir.appendingPathComponent("crl.pem").path, "-noout", "-text"])
+        #expect(text.1.contains("Key Compromise"), "\(text.1)")
+        #expect(text.1.contains("X509v3 CRL Number"), "\(text.1)")
+    }
+
+    func run(_ tool: String, _ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
