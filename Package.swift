@@ -69,6 +69,7 @@ let package = Package(
             dependencies: [
                 "ATHCore", "ATHStore", "ATHIdentity",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -91,7 +92,12 @@ let package = Package(
         // The seed-001 scenario: a shopping platform and its assistant.
         .target(
             name: "ShoppingExample",
-            dependencies: ["ATHCore", "ATHServer", "ATHAgent", "ATHStore"],
+            dependencies: [
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             path: "Examples/Shopping",
             swiftSettings: strict
         ),
@@ -100,6 +106,8 @@ let package = Package(
             dependencies: [
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ShoppingExample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

@@ -1,15 +1,22 @@
 import ATHAgent
 import ATHCore
+import ATHIdentity
 import ATHServer
 import ATHStore
+import AsyncHTTPClient
+import Crypto
 import Foundation
 import Synchronization
+import X509
 
 /// The whole seed-001 scenario in one process on loopback: what `ath demo` runs and what the
-/// end-to-end test checks.
+/// end-to-end test checks. Everything travels over TLS 1.3; the assistant connects with its
+/// agent certificate (ACPs CAI) from a CA made for the run, and the platform requires it.
 public struct ShoppingScenario: Sendable {
     public static let assistantDID = try! DID("did:ath:ai_shopping_assistant_001")
     public static let userDID = try! DID("did:ath:user_alice")
+    /// The assistant's agent identity code (its ARSP's salt is 0x12 0x34).
+    public static let assistantAIC = try! AgentIdentityCode(parsing: "1.2.156.3088.1.1.34C2.478BDF.3GF546.0JU4")
 
     /// One line of the demo's story.
     public struct Line: Sendable, Codable {
@@ -44,16 +51,41 @@ public struct ShoppingScenario: Sendable {
         try await store.registerAccount(
             Account(did: Self.userDID.value, kind: .user, name: "Alice"), key: userKey.publicKey)
         try await store.registerAccount(
-            Account(did: Self.assistantDID.value, kind: .agent, name: "AI Shopping Assistant", developer: "Example Agents Inc."),
+            Account(
+                did: Self.assistantDID.value, kind: .agent, name: "AI Shopping Assistant", developer: "Example Agents Inc.",
+                externalIDs: [Self.assistantAIC.description]),
             key: assistantKey.publicKey)
-        say(Line(actor: "setup", step: "accounts", text: "registered user \(Self.userDID) and agent \(Self.assistantDID) with their public keys"))
+        say(Line(actor: "setup", step: "accounts", text: "registered user \(Self.userDID) and agent \(Self.assistantDID) (AIC \(Self.assistantAIC)) with their public keys"))
+        let pki = try DemoPKI(assistantKey: assistantKey, now: Date())
+        say(Line(actor: "setup", step: "tls", text: "a CA for the run issued the platform's TLS certificate (127.0.0.1) and the assistant's agent certificate (CN \(Self.assistantAIC), clientAuth)"))
+        let userHTTP = try AgentTLS(serverRoots: [pki.ca.root]).makeHTTPClient()
+        let agentHTTP = try AgentTLS(serverRoots: [pki.ca.root], certificateChain: pki.assistantChain, key: assistantKey).makeHTTPClient()
+        do {
+            let result = try await serve(
+                store: store, serverKey: serverKey, assistantKey: assistantKey, userKey: userKey, pki: pki, userHTTP: userHTTP,
+                agentHTTP: agentHTTP)
+            try await userHTTP.shutdown()
+            try await agentHTTP.shutdown()
+            return result
+        } catch {
+            try? await userHTTP.shutdown()
+            try? await agentHTTP.shutdown()
+            throw error
+        }
+    }
 
+    private func serve(
+        store: SQLiteStore, serverKey: PrivateKey, assistantKey: PrivateKey, userKey: PrivateKey, pki: DemoPKI, userHTTP: HTTPClient,
+        agentHTTP: HTTPClient
+    ) async throws -> Result {
+        let say = self.say
         // The user's phone: it learns of a request by the platform's push and answers it.
         let baseURL = BaseURLBox()
         let channel = CallbackConfirmationChannel { request in
             say(Line(actor: "platform", step: "6", text: Self.prompt(request), message: try? JSONValue.of(request)))
             Task {
-                let user = ATHUserClient(baseURL: baseURL.value, did: Self.userDID, key: userKey, server: ShoppingPlatform.did)
+                let user = ATHUserClient(
+                    baseURL: baseURL.value, did: Self.userDID, key: userKey, server: ShoppingPlatform.did, httpClient: userHTTP)
                 do {
                     let receipt = try await user.answer(request, approve: request.requested_scopes)
                     say(Line(actor: "user", step: "7", text: "taps Approve; the approval is signed with the user's key", message: receipt))
@@ -64,12 +96,12 @@ public struct ShoppingScenario: Sendable {
         }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: ShoppingPlatform.policy, store: store,
-            channel: channel)
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service))
+            channel: channel, agentCertificates: AgentCertificatePolicy(trust: pki.trust, required: true))
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), tls: pki.serverTLS)
         baseURL.value = server.baseURL
-        say(Line(actor: "platform", step: "listen", text: "e-commerce platform \(ShoppingPlatform.did) on \(server.baseURL)"))
+        say(Line(actor: "platform", step: "listen", text: "e-commerce platform \(ShoppingPlatform.did) on \(server.baseURL) (TLS 1.3 only; agent certificates required)"))
         do {
-            let result = try await runAgent(baseURL: server.baseURL, assistantKey: assistantKey, userKey: userKey)
+            let result = try await runAgent(baseURL: server.baseURL, assistantKey: assistantKey, userKey: userKey, http: agentHTTP)
             await server.stop()
             return result
         } catch {
@@ -78,13 +110,14 @@ public struct ShoppingScenario: Sendable {
         }
     }
 
-    private func runAgent(baseURL: String, assistantKey: PrivateKey, userKey: PrivateKey) async throws -> Result {
+    private func runAgent(baseURL: String, assistantKey: PrivateKey, userKey: PrivateKey, http: HTTPClient) async throws -> Result {
         let say = self.say
         let credential = try await UserCredential.issue(
             user: Self.userDID, key: userKey, client: Self.assistantDID, scopes: ["goods:read", "order:create"], validFor: 7200)
         say(Line(actor: "user", step: "0", text: "pre-authorizes the assistant: goods:read, order:create for 2 hours (a JWT signed by the user)"))
 
-        let client = ATHClient(baseURL: baseURL, did: Self.assistantDID, key: assistantKey, expectedServer: ShoppingPlatform.did)
+        let client = ATHClient(
+            baseURL: baseURL, did: Self.assistantDID, key: assistantKey, expectedServer: ShoppingPlatform.did, httpClient: http)
         let session = try await client.handshake(
             credential: credential, scopes: ["goods:read", "order:create"], ttl: 7200,
             context: "User needs to search products and place an order"
@@ -150,6 +183,35 @@ public enum ScopeDescriptions {
     public static let text = [
         "goods:read": "query products", "order:create": "create orders", "user:profile": "read your profile",
     ]
+}
+
+/// The run's certificate authority: the platform's TLS certificate and the assistant's CAI,
+/// whose key is the assistant's signing key.
+struct DemoPKI {
+    let ca: CertificateAuthority
+    let assistantChain: [Certificate]
+    let serverTLS: ServerTLS
+    let crl: CertificateRevocationList
+
+    init(assistantKey: PrivateKey, now: Date) throws {
+        ca = try CertificateAuthority.create(name: "Demo ACPs CASP", now: now)
+        let tlsKey = P256.Signing.PrivateKey()
+        let serverCertificate = try ca.issue(
+            .init(aic: nil, role: .server, publicKey: .init(tlsKey.publicKey), dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]),
+            crlURL: nil, now: now)
+        assistantChain =
+            [
+                try ca.issue(
+                    .init(aic: ShoppingScenario.assistantAIC, role: .client, publicKey: Certificate.PublicKey(assistantKey.publicKey)),
+                    crlURL: nil, now: now)
+            ] + ca.issuingChain
+        crl = try ca.revocationList(entries: [], number: 1, now: now)
+        serverTLS = ServerTLS(
+            certificateChain: [serverCertificate] + ca.issuingChain, privateKey: .init(tlsKey),
+            clientCertificates: .optional(AgentTrust(roots: [ca.root], revocation: .lists([crl]))))
+    }
+
+    var trust: AgentTrust { AgentTrust(roots: [ca.root], revocation: .lists([crl])) }
 }
 
 /// The server's URL, known only once it listens, read by the user's phone later.

@@ -10,12 +10,14 @@ public struct ATHClient: Sendable {
     let key: PrivateKey
     let transport: HTTPTransport
     let expectedServer: DID?
+    let credentials: [String]?
     let clock: @Sendable () -> Date
 
     public init(
         baseURL: String, did: DID, key: PrivateKey, expectedServer: DID? = nil, httpClient: HTTPClient = .shared,
-        timeout: TimeAmount = .seconds(40), clock: @escaping @Sendable () -> Date = { Date() }
+        timeout: TimeAmount = .seconds(40), credentials: [String]? = nil, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.credentials = credentials
         self.did = did
         self.key = key
         self.expectedServer = expectedServer
@@ -36,7 +38,7 @@ public struct ATHClient: Sendable {
         credential: String, scopes: [String], ttl: Int, context: String, confirmationWait: Duration = .seconds(300),
         onEvent: @Sendable (Event) -> Void = { _ in }
     ) async throws -> ATHSession {
-        var hs = ClientHandshake(did: did, key: key, expectedServer: expectedServer)
+        var hs = ClientHandshake(did: did, key: key, expectedServer: expectedServer, credentials: credentials)
         let m1 = try hs.makeRequest(now: clock())
         onEvent(.sent(step: 1, m1))
         let (_, m2) = try await transport.json(.POST, "/ath/handshake", m1)

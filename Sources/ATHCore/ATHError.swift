@@ -56,6 +56,9 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case accountSuspended = "ACCOUNT_SUSPENDED"
         /// A console request that changes something came without the session's CSRF token or from another origin.
         case csrfCheckFailed = "CSRF_CHECK_FAILED"
+        // Agent certificates (ACPs CAI)
+        case agentCertificateInvalid = "AGENT_CERTIFICATE_INVALID"
+        case agentIdentityMismatch = "AGENT_IDENTITY_MISMATCH"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -84,10 +87,11 @@ extension ATHError.Code {
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
             .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
-            .proofReplayed, .adminAuthenticationRequired, .credentialRevoked:
+            .proofReplayed, .adminAuthenticationRequired, .credentialRevoked, .agentCertificateInvalid:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
-            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed:
+            .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed,
+            .agentIdentityMismatch:
             403
         case .handshakeNotFound, .confirmationNotFound, .accountNotFound: 404
         case .confirmationTimeout: 408

@@ -47,14 +47,22 @@ public struct Account: Codable, Sendable, Equatable {
         self.accountType = accountType
     }
 
-    /// External ids are DIDs or base64url strings (Act Auth 4.1.3), at most 256 characters.
+    /// External ids are DIDs or base64url strings (Act Auth 4.1.3), at most 256 characters, or
+    /// an agent's AIC (ACPs), which binds the agent's certificates to this account.
     public static func validateExternalID(_ id: String) throws {
         let base64url = id.utf8.allSatisfy { b in
             (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D || b == 0x5F
         }
-        guard (1...256).contains(id.utf8.count), base64url || (try? DID(id)) != nil else {
-            throw ATHError(.malformedMessage, "external id '\(id.prefix(64))' is neither a DID nor base64url (1-256 characters)")
+        let aic = id.hasPrefix(AgentIdentityCode.prefix + ".") && (try? AgentIdentityCode(parsing: id)) != nil
+        guard (1...256).contains(id.utf8.count), base64url || aic || (try? DID(id)) != nil else {
+            throw ATHError(
+                .malformedMessage, "external id '\(id.prefix(64))' is neither a DID, an AIC nor base64url (1-256 characters)")
         }
+    }
+
+    /// Whether `aic` is one of this account's external ids (AICs compare case-insensitively).
+    public func holds(aic: AgentIdentityCode) -> Bool {
+        externalIDs.contains { (try? AgentIdentityCode(parsing: $0)) == aic }
     }
 
     /// Aliases are 1-254 printable characters without spaces, unique regardless of case.

@@ -16,6 +16,9 @@ public struct ClientHandshake: Sendable {
     let expectedServer: DID?
     let pinnedServerKey: PublicKey?
     let randomness: HandshakeRandomness
+    /// Step-3 `credentials`: the agent's certificate chain (base64 DER, leaf first), for a
+    /// server that takes certificates but does not see the agent's TLS client certificate.
+    let credentials: [String]?
     public private(set) var state: State = .start
     public private(set) var transcript = Transcript()
     public private(set) var handshakeID: String?
@@ -28,8 +31,9 @@ public struct ClientHandshake: Sendable {
     public init(
         did: DID, key: PrivateKey, versions: [String] = Negotiation.supportedVersions,
         capabilities: [String]? = nil, keyExchange: KeyExchangeAlgorithm = .ecdhP256, expectedServer: DID? = nil,
-        pinnedServerKey: PublicKey? = nil, randomness: HandshakeRandomness = .system
+        pinnedServerKey: PublicKey? = nil, randomness: HandshakeRandomness = .system, credentials: [String]? = nil
     ) {
+        self.credentials = credentials
         self.did = did
         self.key = key
         self.versions = versions
@@ -82,7 +86,7 @@ public struct ClientHandshake: Sendable {
             handshakeID = m2.handshake_id
             serverDID = m2.server_did
             self.serverKey = serverKey
-            let m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: nil, timestamp: Freshness.unix(now))
+            let m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: credentials, timestamp: Freshness.unix(now))
             let value = try SigningInput.signedMessage(m3, .clientIdentity, client: did, server: m2.server_did, after: transcript, key: key)
             try transcript.append(value)
             state = .sentProof

@@ -51,6 +51,13 @@ public struct ServerHandshake: Codable, Sendable {
     public private(set) var decision: UserDecision?
     public private(set) var failure: ATHErrorBody?
     public private(set) var outcome: HandshakeOutcome?
+    /// The AIC of the agent's verified certificate (mutual TLS at step 1, or step-3
+    /// credentials), once the adapter checked that the client's account holds it.
+    public private(set) var clientAIC: String?
+
+    public mutating func bindAgentCertificate(aic: String) {
+        clientAIC = aic
+    }
 
     // MARK: Steps 1-2
 
@@ -119,7 +126,12 @@ public struct ServerHandshake: Codable, Sendable {
 
     // MARK: Steps 3-4
 
-    public mutating func receiveIdentityProof(_ raw: JSONValue, policy: ServerPolicy, now: Date) throws -> JSONValue {
+    /// `acceptsCredentials`: whether the adapter will verify certificates sent in `credentials`
+    /// (it then reads them from the message and calls `bindAgentCertificate`). A server that
+    /// cannot check them refuses them rather than ignoring a claim it did not verify.
+    public mutating func receiveIdentityProof(_ raw: JSONValue, policy: ServerPolicy, now: Date, acceptsCredentials: Bool = false) throws
+        -> JSONValue
+    {
         try expect(.awaitingIdentityProof, now: now, step: 3)
         do {
             let m3 = try raw.message(IdentityProof.self, step: 3)
@@ -129,7 +141,7 @@ public struct ServerHandshake: Codable, Sendable {
                 .clientIdentity, client: clientDID, server: serverDID,
                 transcriptHash: transcript.hash(including: raw.withoutSignature())
             ).verify(m3.signature, with: clientKey, step: 3)
-            if let credentials = m3.credentials, !credentials.isEmpty {
+            if let credentials = m3.credentials, !credentials.isEmpty, !acceptsCredentials {
                 throw ATHError(.unsupportedAlgorithm, "identity credentials (certificates) are not accepted by this server", step: 3)
             }
             try transcript.append(raw)

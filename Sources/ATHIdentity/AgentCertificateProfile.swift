@@ -140,3 +140,14 @@ public enum AgentCertificateProfile {
         return nil
     }
 }
+
+extension Certificate.PublicKey {
+    /// An ATH signing key as a certificate key: an agent's certificate carries the key that signs
+    /// its handshakes, so step-3 credentials need no separate proof of possession.
+    public init(_ key: ATHCore.PublicKey) {
+        switch key {
+        case .p256(let k): self.init(k)
+        case .ed25519(let k): self.init(k)
+        }
+    }
+}

@@ -80,7 +80,7 @@ public struct AgentCertificateVerifier: Sendable {
             }
             if let entry = crl.revocation(of: certificate.serialNumber) {
                 throw IdentityError(
-                    .revoked, "certificate \(certificate.serialNumber) was revoked at \(entry.revocationDate) (\(entry.reason.name))")
+                    .revoked, "certificate \(certificate.serialNumber.hex) was revoked at \(entry.revocationDate) (\(entry.reason.name))")
             }
         }
     }

@@ -179,9 +179,7 @@ public struct CertificateAuthorityFolder: Sendable {
     }()
 
     /// Serials as OpenSSL prints them: two hex digits a byte, colon-separated.
-    public static func hex(_ serial: Certificate.SerialNumber) -> String {
-        serial.bytes.map { String(format: "%02x", $0) }.joined(separator: ":")
-    }
+    public static func hex(_ serial: Certificate.SerialNumber) -> String { serial.hex }
 
     /// Reads a serial with or without colons (and swift-certificates' unpadded form).
     static func serial(_ text: String) throws -> Certificate.SerialNumber {
@@ -267,4 +265,9 @@ extension Certificate {
             return try Certificate(derEncoded: $0.derBytes)
         }
     }
+}
+
+extension Certificate.SerialNumber {
+    /// Two hex digits a byte, colon-separated, as OpenSSL prints serials.
+    public var hex: String { bytes.map { String(format: "%02x", $0) }.joined(separator: ":") }
 }

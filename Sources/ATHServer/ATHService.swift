@@ -1,4 +1,5 @@
 import ATHCore
+import ATHIdentity
 import ATHStore
 import Crypto
 import Foundation
@@ -21,6 +22,8 @@ public final class ATHService: Sendable {
     let sealer: SecretSealer
     /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
     public let refusals: RefusalAudit
+    /// Agents' certificates (ACPs CAI), when this service takes them; see `AgentCertificatePolicy`.
+    public let agentCertificates: AgentCertificatePolicy?
     let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
@@ -41,8 +44,10 @@ public final class ATHService: Sendable {
     public init(
         identity: ServerIdentity, policy: ServerPolicy, store: any ATHStore,
         channel: any UserConfirmationChannel = PullConfirmationChannel(), logger: Logger = Logger(label: "ath.server"),
-        sealer: SecretSealer? = nil, clock: @escaping @Sendable () -> Date = { Date() }
+        sealer: SecretSealer? = nil, agentCertificates: AgentCertificatePolicy? = nil,
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) async throws {
+        self.agentCertificates = agentCertificates
         _ = try policy.restrictions.validated()
         self.identity = identity
         self.policy = policy
@@ -58,7 +63,9 @@ public final class ATHService: Sendable {
 
     // MARK: Handshake, steps 1-4
 
-    public func begin(_ raw: JSONValue) async throws -> JSONValue {
+    /// `peerAIC`: the AIC of the TLS client certificate this request came with, if any (see
+    /// `ATHRequestContextProtocol.peerAgentIdentity`); the handshake is bound to it.
+    public func begin(_ raw: JSONValue, peerAIC: AgentIdentityCode? = nil) async throws -> JSONValue {
         let now = clock()
         let clientDID = raw["client_did"]?.stringValue ?? "?"
         do {
@@ -66,16 +73,19 @@ public final class ATHService: Sendable {
             if let did = try? DID(clientDID), did.method == .ath {
                 registered = try await store.activeKeys(did: did.value).first
             }
-            let (handshake, response) = try ServerHandshake.begin(
+            var (handshake, response) = try ServerHandshake.begin(
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
             try await refuseIfSuspended(handshake.clientDID.value, step: 1)
+            if let peerAIC { try await bind(peerAIC, to: &handshake, step: 1) }
             // Step-1 nonces are single-use for as long as their timestamp could pass the check.
             let fresh = try await store.consumeNonce(
                 "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", expiresAt: Freshness.unix(now) + 2 * Freshness.maxSkew,
                 now: Freshness.unix(now))
             guard fresh else { throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 1) }
             try await store.insertHandshake(handshake)
-            try await audit("handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok", at: now)
+            try await audit(
+                "handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok",
+                detail: handshake.clientAIC.map { "aic=\($0)" } ?? "", at: now)
             return response
         } catch let error as ATHError {
             refusals.record(
@@ -87,8 +97,24 @@ public final class ATHService: Sendable {
     }
 
     public func identityProof(handshakeID: String, _ raw: JSONValue) async throws -> JSONValue {
-        try await step(handshakeID, event: "handshake.identity") { h, now in
-            try h.receiveIdentityProof(raw, policy: self.policy, now: now)
+        let now = clock()
+        let stored = try await load(handshakeID)
+        var h = stored.handshake
+        do {
+            let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
+            do {
+                try await verifyCredentials(raw, handshake: &h, now: now)
+            } catch let error as ATHError {
+                h.fail(error)  // like any refusal after step 1, a refused certificate ends the handshake
+                throw error
+            }
+            try await save(
+                h, revision: stored.revision, event: "handshake.identity", outcome: "ok", detail: h.clientAIC.map { "aic=\($0)" } ?? "",
+                now: now)
+            return reply
+        } catch let error as ATHError {
+            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.identity", now: now)
+            throw error
         }
     }
 
@@ -210,20 +236,6 @@ public final class ATHService: Sendable {
 
     // MARK: Shared step plumbing
 
-    private func step(_ id: String, event: String, _ body: (inout ServerHandshake, Date) throws -> JSONValue) async throws -> JSONValue {
-        let now = clock()
-        let stored = try await load(id)
-        var h = stored.handshake
-        do {
-            let reply = try body(&h, now)
-            try await save(h, revision: stored.revision, event: event, outcome: "ok", now: now)
-            return reply
-        } catch let error as ATHError {
-            try await saveFailure(&h, error, revision: stored.revision, event: event, now: now)
-            throw error
-        }
-    }
-
     private func complete(_ stored: StoredHandshake, now: Date, event: String) async throws -> HandshakeOutcome {
         var h = stored.handshake
         do {
@@ -260,10 +272,12 @@ public final class ATHService: Sendable {
         }
     }
 
-    private func save(_ h: ServerHandshake, revision: Int, event: String, outcome: String, now: Date) async throws {
+    private func save(_ h: ServerHandshake, revision: Int, event: String, outcome: String, detail: String = "", now: Date) async throws {
         try await store.updateHandshake(
             h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
-            audit: [AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome)])
+            audit: [
+                AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome, detail: detail)
+            ])
     }
 
     /// Persists a refusal that ended the handshake; an out-of-order message changes nothing.

@@ -25,9 +25,10 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         let service = self.service
         let limit = Self.bodyLimit
         let group = router.group("ath").add(middleware: ErrorShapeMiddleware<Context>())
-        group.post("handshake") { request, _ in
+        group.post("handshake") { request, context in
             var request = request
-            return try JSONResponse.make(try await service.begin(request.json(limit: limit)))
+            let peer = try await context.peerAgentIdentity()
+            return try JSONResponse.make(try await service.begin(request.json(limit: limit), peerAIC: peer))
         }
         group.post("handshake/:id/identity") { request, context in
             var request = request

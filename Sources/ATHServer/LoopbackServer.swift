@@ -1,4 +1,6 @@
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -11,14 +13,16 @@ public final class RunningServer: Sendable {
     let task: Task<Void, any Error>
     let group: ServiceGroup
 
-    init(host: String, port: Int, task: Task<Void, any Error>, group: ServiceGroup) {
+    init(host: String, port: Int, scheme: String, task: Task<Void, any Error>, group: ServiceGroup) {
         self.host = host
+        self.scheme = scheme
         self.port = port
         self.task = task
         self.group = group
     }
 
-    public var baseURL: String { "http://\(host):\(port)" }
+    let scheme: String
+    public var baseURL: String { "\(scheme)://\(host):\(port)" }
 
     /// Stops accepting connections and waits for the server to end.
     public func stop() async {
@@ -27,13 +31,16 @@ public final class RunningServer: Sendable {
     }
 
     public static func start<Context: RequestContext>(
-        _ router: Router<Context>, host: String = "127.0.0.1", port: Int = 0, logger: Logger = Logger(label: "ath.http")
+        _ router: Router<Context>, host: String = "127.0.0.1", port: Int = 0, tls: ServerTLS? = nil,
+        logger: Logger = Logger(label: "ath.http")
     ) async throws -> RunningServer where Context.Source == ApplicationRequestContextSource {
         let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
         var quiet = logger
         quiet.logLevel = .warning
+        let server: HTTPServerBuilder =
+            if let tls { try .tls(.http1(), configuration: tls.channelConfiguration(logger: quiet)) } else { .http1() }
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "swift-ath"),
+            router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: "swift-ath"),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
                 continuation.finish()
@@ -47,7 +54,7 @@ public final class RunningServer: Sendable {
             _ = await task.result
             throw ServerStartError.couldNotBind(host: host, port: port)
         }
-        return RunningServer(host: host, port: bound, task: task, group: group)
+        return RunningServer(host: host, port: bound, scheme: tls == nil ? "http" : "https", task: task, group: group)
     }
 }
 

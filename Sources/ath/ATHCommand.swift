@@ -1,5 +1,6 @@
 import ATHAgent
 import ATHCore
+import ATHIdentity
 import ATHServer
 import ATHStore
 import ArgumentParser
@@ -7,13 +8,17 @@ import Crypto
 import Foundation
 import ShoppingExample
 import UnixSignals
+import X509
 
 @main
 struct ATHCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
-        subcommands: [Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, Bench.self])
+        subcommands: [
+            Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, CACommand.self,
+            Bench.self,
+        ])
 }
 
 struct Demo: AsyncParsableCommand {
@@ -76,9 +81,10 @@ struct User: AsyncParsableCommand {
         @Option(help: "The server's DID.") var server: String
         @Option(help: "The user's DID.") var user: String
         @Option(help: "The user's private key file.") var key: String
+        @OptionGroup var tls: ClientTLSOptions
 
         func client() throws -> ATHUserClient {
-            ATHUserClient(baseURL: url, did: try DID(user), key: try loadKey(key), server: try DID(server))
+            ATHUserClient(baseURL: url, did: try DID(user), key: try loadKey(key), server: try DID(server), httpClient: try tls.httpClient())
         }
     }
 
@@ -183,8 +189,10 @@ struct Serve: AsyncParsableCommand {
     var webhookURL: String?
     @Option(help: "File holding the webhook's shared secret (created at random, mode 0600, if absent). Default: <store>.webhook-secret")
     var webhookSecretFile: String?
+    @OptionGroup var tls: ServeTLSOptions
 
     func run() async throws {
+        let trust = try tls.trust()
         let db = try SQLiteStore(path: store)
         for entry in register {
             let parts = entry.split(separator: ":", maxSplits: 1)
@@ -202,17 +210,23 @@ struct Serve: AsyncParsableCommand {
             let secret = SymmetricKey(data: Data(try Self.secret(at: secretFile, named: "webhook secret").utf8))
             // The push names where to answer: this server, which listens on loopback.
             let hook = WebhookConfirmationChannel(
-                .init(url: webhookURL, secret: secret), answerBaseURL: "http://127.0.0.1:\(port)")
+                .init(url: webhookURL, secret: secret), answerBaseURL: "\(tls.insecureHTTP ? "http" : "https")://127.0.0.1:\(port)")
             print("pushing confirmation requests to \(webhookURL) (secret in \(secretFile))")
             (channel, webhook) = (hook, hook)
         }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db,
-            channel: channel)
+            channel: channel, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: tls.requireAgentCertificate) })
         let router = ShoppingPlatform.router(service: service)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
         AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)
-        let server = try await RunningServer.start(router, port: port)
+        let refusals = service.refusals
+        let serverTLS = try tls.serverTLS(trust: trust) { reason in
+            refusals.record(
+                AuditEvent(at: Int64(Date().timeIntervalSince1970), event: "tls.client_certificate", actor: "-", subject: "-",
+                    outcome: reason.kind.rawValue, detail: reason.message))
+        }
+        let server = try await RunningServer.start(router, port: port, tls: serverTLS)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         fflush(nil)  // a script waiting for this line gets it at once, also through a pipe
         // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
@@ -235,10 +249,24 @@ struct HandshakeOptions: ParsableArguments {
     @Option(help: "Comma-separated scopes.") var scopes: String
     @Option(help: "Requested ttl in seconds.") var ttl: Int = 3600
     @Option(help: "Why the agent asks (shown to the user).") var context: String = "run a task for the user"
+    @OptionGroup var tls: ClientTLSOptions
+    @Option(help: "The agent's certificate chain (PEM, leaf first; its key is --key): presented for mutual TLS.") var cert: String?
+    @Flag(help: "Also send --cert in step 3 credentials (for a server behind a TLS-terminating proxy).") var sendCertificate = false
 
     func handshake() async throws -> ATHSession {
         let cred = credential.hasPrefix("@") ? try String(contentsOfFile: String(credential.dropFirst()), encoding: .utf8) : credential
-        let client = ATHClient(baseURL: url, did: try DID(did), key: try loadKey(key))
+        let agentKey = try loadKey(key)
+        if sendCertificate, cert == nil { throw ValidationError("--send-certificate needs --cert") }
+        var credentials: [String]?
+        if sendCertificate, let cert {
+            credentials = AgentTLS(serverRoots: [], certificateChain: try Certificate.bundle(pem: String(contentsOfFile: cert, encoding: .utf8)))
+                .credentials
+        }
+        // Over plain HTTP (a proxy in development) the chain can only travel in step 3.
+        let mutual = url.hasPrefix("https:") ? cert : nil
+        let client = ATHClient(
+            baseURL: url, did: try DID(did), key: agentKey, httpClient: try tls.httpClient(certificate: mutual, key: agentKey),
+            credentials: credentials)
         return try await client.handshake(
             credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
             ttl: ttl, context: context

@@ -14,10 +14,11 @@ struct AccountCommand: AsyncParsableCommand {
     struct Connection: ParsableArguments {
         @Option(help: "Server base URL.") var url: String = "http://127.0.0.1:8080"
         @Option(help: "File holding the admin token (`ath serve` writes <store>.admin-token).") var adminTokenFile: String = "ath.sqlite.admin-token"
+        @OptionGroup var tls: ClientTLSOptions
 
         func client() throws -> ATHAdminClient {
             let token = try String(contentsOfFile: adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            return ATHAdminClient(baseURL: url, adminToken: token)
+            return ATHAdminClient(baseURL: url, adminToken: token, httpClient: try tls.httpClient())
         }
     }
 
@@ -66,7 +67,7 @@ struct AccountCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Argument(help: "The account (an external id).") var id: String
         @Option(help: "A new alias (repeatable).") var alias: [String] = []
-        @Option(help: "A new external id, a DID or base64url (repeatable).") var externalID: [String] = []
+        @Option(help: "A new external id: a DID, an agent's AIC or base64url (repeatable).") var externalID: [String] = []
 
         func run() async throws {
             guard !alias.isEmpty || !externalID.isEmpty else { throw ValidationError("give --alias and/or --external-id") }

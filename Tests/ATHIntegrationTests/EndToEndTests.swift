@@ -24,6 +24,9 @@ import Testing
         #expect(result.orderStatus == 201)
         #expect(result.overLimitError?.code == .amountLimitExceeded)
         #expect(result.ungrantedScopeError?.code == .scopeInsufficient)
+        // The assistant came over mutual TLS and the handshake was bound to its certificate's AIC.
+        let audit = try await SQLiteStore(path: path).auditRecords(after: 0, limit: 50)
+        #expect(audit.contains { $0.event.event == "handshake.start" && $0.event.detail == "aic=\(ShoppingScenario.assistantAIC)" })
     }
 
     @Test func partialApprovalGrantsOnlyWhatTheUserApproved() async throws {

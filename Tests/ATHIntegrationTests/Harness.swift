@@ -2,6 +2,7 @@ import ATHAgent
 import ATHCore
 import ATHServer
 import ATHStore
+import AsyncHTTPClient
 import Foundation
 import ShoppingExample
 
@@ -11,6 +12,8 @@ struct Harness {
     let store: SQLiteStore
     let service: ATHService
     let server: RunningServer
+    /// The client every SDK call of the harness goes through (TLS when the server has TLS).
+    var httpClient: HTTPClient = .shared
     let agentKey = PrivateKey.generate()
     let userKey = PrivateKey.generate()
     let agent = try! DID("did:ath:assistant")
@@ -18,14 +21,16 @@ struct Harness {
 
     static func start(
         policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
-        channel: any UserConfirmationChannel = PullConfirmationChannel()
+        channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
+        agentCertificates: AgentCertificatePolicy? = nil
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         let service = try await ATHService(
-            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel)
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service))
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
+            agentCertificates: agentCertificates)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), tls: tls)
         return Harness(dir: dir, store: store, service: service, server: server)
     }
 
@@ -45,8 +50,12 @@ struct Harness {
         try await UserCredential.issue(user: user, key: key ?? userKey, client: client ?? agent, scopes: scopes, validFor: validFor, now: now)
     }
 
-    var client: ATHClient { ATHClient(baseURL: server.baseURL, did: agent, key: agentKey, expectedServer: ShoppingPlatform.did) }
-    var userClient: ATHUserClient { ATHUserClient(baseURL: server.baseURL, did: user, key: userKey, server: ShoppingPlatform.did) }
+    var client: ATHClient {
+        ATHClient(baseURL: server.baseURL, did: agent, key: agentKey, expectedServer: ShoppingPlatform.did, httpClient: httpClient)
+    }
+    var userClient: ATHUserClient {
+        ATHUserClient(baseURL: server.baseURL, did: user, key: userKey, server: ShoppingPlatform.did, httpClient: httpClient)
+    }
 
     /// Runs a handshake while the user answers the first pending request with `approve`
     /// (nil: every requested scope; []: deny; no answer at all when `answer` is false).
@@ -56,7 +65,9 @@ struct Harness {
     ) async throws -> ATHSession {
         let cred: String
         if let credential { cred = credential } else { cred = try await self.credential() }
-        let userClient = userKey.map { ATHUserClient(baseURL: server.baseURL, did: user, key: $0, server: ShoppingPlatform.did) } ?? self.userClient
+        let userClient =
+            userKey.map { ATHUserClient(baseURL: server.baseURL, did: user, key: $0, server: ShoppingPlatform.did, httpClient: httpClient) }
+            ?? self.userClient
         let userTask = Task {
             guard answer else { return }
             for _ in 0..<100 {
