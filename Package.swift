@@ -114,7 +114,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ATHCoreTests",
-            dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "ATHCore", .product(name: "Crypto", package: "swift-crypto"), .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             exclude: ["Vectors"],
             swiftSettings: strict
         ),

@@ -23,7 +23,9 @@ extension ATHService {
     /// `token` (an enrollment token, single use). Returns the user and the key's kid.
     public func enrollConsoleKey(token: String, publicKeySPKI: Data) async throws -> (DID, String) {
         let now = clock()
-        let user = try await verifyUserToken(token, typ: ConsoleLogin.enrollmentTyp, now: now)
+        let user =
+            token.hasPrefix(Self.oidcTicketPrefix)
+            ? try await openOIDCEnrollment(token, now: now) : try await verifyUserToken(token, typ: ConsoleLogin.enrollmentTyp, now: now)
         guard let p256 = try? P256.Signing.PublicKey(derRepresentation: publicKeySPKI) else {
             throw ATHError(.malformedMessage, "public_key must be a P-256 key in SPKI DER (base64url)")
         }

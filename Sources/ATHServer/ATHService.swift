@@ -24,6 +24,8 @@ public final class ATHService: Sendable {
     public let refusals: RefusalAudit
     /// Agents' certificates (ACPs CAI), when this service takes them; see `AgentCertificatePolicy`.
     public let agentCertificates: AgentCertificatePolicy?
+    /// The OpenID Connect provider users may sign in with (console and user API), if any.
+    public let openID: OpenIDProvider?
     let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
@@ -44,10 +46,11 @@ public final class ATHService: Sendable {
     public init(
         identity: ServerIdentity, policy: ServerPolicy, store: any ATHStore,
         channel: any UserConfirmationChannel = PullConfirmationChannel(), logger: Logger = Logger(label: "ath.server"),
-        sealer: SecretSealer? = nil, agentCertificates: AgentCertificatePolicy? = nil,
+        sealer: SecretSealer? = nil, agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) async throws {
         self.agentCertificates = agentCertificates
+        self.openID = openID
         _ = try policy.restrictions.validated()
         self.identity = identity
         self.policy = policy
@@ -390,6 +393,9 @@ public final class ATHService: Sendable {
 
     func authenticateUser(_ authorization: String, now: Date) async throws -> DID {
         let prefix = UserRequestToken.scheme + " "
+        if authorization.hasPrefix(Self.oidcScheme + " ") {
+            return try await authenticateOpenIDUser(idToken: String(authorization.dropFirst(Self.oidcScheme.count + 1)), now: now)
+        }
         guard authorization.hasPrefix(prefix) else {
             throw ATHError(.userAuthenticationFailed, "expected Authorization: \(UserRequestToken.scheme) <jwt>")
         }

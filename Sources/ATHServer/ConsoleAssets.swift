@@ -18,6 +18,7 @@ enum ConsoleAssets {
           <p>This browser holds your console key. Enter your account's identifier to sign in with it.</p>
           <form id="signin-form"><label>Account <input id="signin-did" name="did" autocomplete="username" required></label>
           <button type="submit">Sign in</button></form>
+          <p id="oidc" hidden><a href="/ath/console/oidc/start">Sign in with your identity provider</a> (this browser then gets its own key).</p>
         </section>
         <section id="pending" hidden><h2>Waiting for your answer</h2><ul id="pending-list"></ul><p id="pending-empty">Nothing is waiting.</p></section>
         <section id="grants" hidden><h2>Agents with access</h2><ul id="grant-list"></ul><p id="grants-empty">No agent has access.</p></section>

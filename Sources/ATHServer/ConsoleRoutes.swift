@@ -17,6 +17,9 @@ import Hummingbird
 ///     GET  /ath/console/api/grants               -> {grants: [...]}
 ///     POST /ath/console/api/grants/{id}/revoke   -> {grant_id}
 ///     POST /ath/console/api/logout
+///     GET  /ath/console/api/config               -> {oidc}
+///     GET  /ath/console/oidc/start               302 to the OpenID provider (+ a sealed login-state cookie)
+///     GET  /ath/console/oidc/callback?code&state 302 to /ath/console#enroll=<one-time ticket>
 ///
 /// Protection: the session cookie is sealed, HttpOnly, SameSite=Strict, Secure (unless turned
 /// off for plain-HTTP development), scoped to /ath/console and 30 minutes long; every POST
@@ -52,7 +55,28 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
         console.get("console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
         console.get("console.css") { _, _ in Self.asset(ConsoleAssets.style, type: "text/css; charset=utf-8") }
 
+        console.get("oidc/start") { _, _ in
+            let (redirect, state) = try await service.oidcStart()
+            var response = Response(status: .found, headers: [.location: redirect])
+            response.headers[.setCookie] = self.oidcCookie(state, maxAge: ATHService.oidcLoginSeconds)
+            return response
+        }
+        console.get("oidc/callback") { request, _ in
+            let query = request.uri.queryParameters
+            if let error = query["error"] {
+                throw ATHError(.userAuthenticationFailed, "the identity provider did not sign you in (\(String(error).prefix(64)))")
+            }
+            guard let code = query["code"], let state = query["state"],
+                let cookie = Self.cookieValue(request.headers[.cookie], name: Self.oidcCookieName)
+            else { throw ATHError(.userAuthenticationFailed, "this sign-in is not the one this browser started; start again") }
+            let ticket = try await service.oidcCallback(code: String(code), state: String(state), cookie: cookie)
+            var response = Response(status: .found, headers: [.location: "/ath/console#enroll=\(ticket)"])
+            response.headers[.setCookie] = self.oidcCookie("", maxAge: 0)
+            return response
+        }
+
         let api = console.group("api")
+        api.get("config") { _, _ in try JSONResponse.make(["oidc": service.openID != nil]) }
         api.post("enroll") { request, _ in
             var request = request
             try Self.checkOrigin(request)
@@ -112,6 +136,13 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
         }
     }
 
+    static var oidcCookieName: String { "ath_oidc" }
+
+    /// Lax, not Strict: the browser comes back from the provider in a cross-site navigation.
+    func oidcCookie(_ value: String, maxAge: Int64) -> String {
+        "\(Self.oidcCookieName)=\(value); Path=/ath/console/oidc; Max-Age=\(maxAge); HttpOnly; SameSite=Lax" + (secureCookies ? "; Secure" : "")
+    }
+
     func cookie(_ value: String, maxAge: Int64) -> String {
         "\(Self.cookieName)=\(value); Path=/ath/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict" + (secureCookies ? "; Secure" : "")
     }
@@ -132,11 +163,11 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
         return session
     }
 
-    static func cookieValue(_ header: String?) -> String? {
+    static func cookieValue(_ header: String?, name: String = cookieName) -> String? {
         guard let header else { return nil }
         for part in header.split(separator: ";") {
             let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-            if pair.count == 2, pair[0] == cookieName, !pair[1].isEmpty { return String(pair[1]) }
+            if pair.count == 2, pair[0] == name, !pair[1].isEmpty { return String(pair[1]) }
         }
         return nil
     }

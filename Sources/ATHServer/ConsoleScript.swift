@@ -157,6 +157,7 @@ enum ConsoleScript {
             await render();
           } catch (e) {
             document.getElementById("signin").hidden = false;
+            try { const config = await call("GET", "config"); document.getElementById("oidc").hidden = !config.oidc; } catch (_) {}
             if (e.status !== 401) say((e.code ? e.code + ": " : "") + e.message);
           }
           document.body.dataset.ready = "true";

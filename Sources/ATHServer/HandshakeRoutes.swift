@@ -13,6 +13,7 @@ import Hummingbird
 /// GET  /ath/credentials                     the user's credentials the server has seen (ATH-User auth)
 /// POST /ath/credentials/{jti}/revoke        revoke one, ending its grants (ATH-User auth)
 /// POST /ath/token/renew                     a new access token within the grant
+/// GET  /ath/oidc/nonce                      a nonce for an ID token the user API will take (Authorization: OIDC)
 public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: ATHService
     public static var bodyLimit: Int { 64 * 1024 }
@@ -61,6 +62,10 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let jti = try context.parameters.require("jti")
             let grants = try await service.revokeCredential(jti: jti, authorization: request.headers[.authorization] ?? "")
             return try JSONResponse.make(["jti": .string(jti), "grants_revoked": .array(grants.map(JSONValue.string))] as JSONValue)
+        }
+        group.get("oidc/nonce") { _, _ in
+            guard service.openID != nil else { throw ATHError(.userAuthenticationFailed, "this server has no OpenID provider configured") }
+            return try JSONResponse.make(["nonce": try service.oidcNonce()])
         }
         group.post("token/renew") { request, context in
             let access = try await ATHAccessMiddleware<Context>.admit(request, context: context, service: service, scope: nil)

@@ -190,8 +190,32 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the webhook's shared secret (created at random, mode 0600, if absent). Default: <store>.webhook-secret")
     var webhookSecretFile: String?
     @OptionGroup var tls: ServeTLSOptions
+    @Option(help: "Let users sign in with this OpenID Connect provider (its issuer URL) in the console and the user API.")
+    var oidcIssuer: String?
+    @Option(help: "This server's client id at --oidc-issuer.") var oidcClientID: String?
+    @Option(help: "File holding the client secret for --oidc-client-id.") var oidcClientSecretFile: String?
+    @Option(help: "The base URL browsers reach this server at (for the OpenID redirect). Default: https://127.0.0.1:<port>")
+    var publicURL: String?
+
+    func openID() throws -> OpenIDProvider? {
+        guard let oidcIssuer else {
+            guard oidcClientID == nil, oidcClientSecretFile == nil else { throw ValidationError("--oidc-client-id needs --oidc-issuer") }
+            return nil
+        }
+        guard let oidcClientID, let oidcClientSecretFile else {
+            throw ValidationError("--oidc-issuer needs --oidc-client-id and --oidc-client-secret-file")
+        }
+        guard port != 0 || publicURL != nil else { throw ValidationError("--oidc-issuer needs a fixed --port or --public-url") }
+        guard let text = try? String(contentsOfFile: oidcClientSecretFile, encoding: .utf8),
+            case let secret = text.trimmingCharacters(in: .whitespacesAndNewlines), !secret.isEmpty
+        else { throw ValidationError("cannot read the OpenID client secret from \(oidcClientSecretFile)") }
+        let base = publicURL ?? "\(tls.insecureHTTP ? "http" : "https")://127.0.0.1:\(port)"
+        return OpenIDProvider(
+            .init(issuer: oidcIssuer, clientID: oidcClientID, clientSecret: secret, redirectURI: base + "/ath/console/oidc/callback"))
+    }
 
     func run() async throws {
+        let openID = try openID()
         let trust = try tls.trust()
         let db = try SQLiteStore(path: store)
         for entry in register {
@@ -216,7 +240,8 @@ struct Serve: AsyncParsableCommand {
         }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db,
-            channel: channel, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: tls.requireAgentCertificate) })
+            channel: channel, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: tls.requireAgentCertificate) },
+            openID: openID)
         let router = ShoppingPlatform.router(service: service)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
         AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)

@@ -68,13 +68,22 @@ struct AccountCommand: AsyncParsableCommand {
         @Argument(help: "The account (an external id).") var id: String
         @Option(help: "A new alias (repeatable).") var alias: [String] = []
         @Option(help: "A new external id: a DID, an agent's AIC or base64url (repeatable).") var externalID: [String] = []
+        @Option(help: "Link a user to an OpenID Connect subject: the provider's issuer URL (with --oidc-subject).") var oidcIssuer: String?
+        @Option(help: "The subject (`sub`) of the user at --oidc-issuer.") var oidcSubject: String?
 
         func run() async throws {
-            guard !alias.isEmpty || !externalID.isEmpty else { throw ValidationError("give --alias and/or --external-id") }
+            var ids = externalID
+            switch (oidcIssuer, oidcSubject) {
+            case (let issuer?, let subject?):
+                ids.append(OpenIDConnect.externalID(issuer: issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer, subject: subject))
+            case (nil, nil): break
+            default: throw ValidationError("--oidc-issuer and --oidc-subject go together")
+            }
+            guard !alias.isEmpty || !ids.isEmpty else { throw ValidationError("give --alias, --external-id or --oidc-issuer/--oidc-subject") }
             let client = try connection.client()
             var account = try await client.account(id)
             for a in alias { account = try await client.addAlias(a, to: id) }
-            for e in externalID { account = try await client.addExternalID(e, to: id) }
+            for e in ids { account = try await client.addExternalID(e, to: id) }
             try AccountCommand.show(account)
         }
     }

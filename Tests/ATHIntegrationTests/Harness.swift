@@ -22,15 +22,15 @@ struct Harness {
     static func start(
         policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
-        agentCertificates: AgentCertificatePolicy? = nil
+        agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
-            agentCertificates: agentCertificates)
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), tls: tls)
+            agentCertificates: agentCertificates, openID: openID)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), port: port, tls: tls)
         return Harness(dir: dir, store: store, service: service, server: server)
     }
 

@@ -107,10 +107,11 @@ import Testing
     }
 
     @Test func anUnreachableReceiverIsGivenUpAfterItsAttempts() async throws {
-        let receiver = try await Receiver(secret: SymmetricKey(size: .bits256), statuses: [])
-        let url = receiver.url
-        await receiver.server.stop()  // nobody listens there any more
-        // (AsyncHTTPClient keeps trying to connect until the attempt's timeout.)
+        // A port held bound but not listening: connections are refused, and no other test's
+        // server can be given it meanwhile (a stopped server's port could be).
+        let reserved = try ReservedPort()
+        defer { reserved.release() }
+        let url = "http://127.0.0.1:\(reserved.port)/hook"
         let (channel, outcomes) = Self.channel(url, secret: SymmetricKey(size: .bits256), maxAttempts: 3, attemptTimeout: .milliseconds(300))
         await channel.deliver(try Self.request(expiresIn: 60))
         var iterator = outcomes.makeAsyncIterator()
