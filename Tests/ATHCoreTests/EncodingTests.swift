@@ -390,3 +390,33 @@ import Testing
         #expect { try AgentIdentityCode(parsing: text) } throws: { ($0 as? ATHError)?.message.contains(named) == true }
     }
 }
+
+@Suite struct LegacyAgentIdentityCodeTests {
+    /// The example code of ACPs' published v01.00 documents, read case-insensitively.
+    @Test func theV0100ExampleIsRead() throws {
+        let code = try LegacyAgentIdentityCode(parsing: "10001000011k912345e789abcdef2353")
+        #expect(code.description == "10001000011K912345E789ABCDEF2353")
+        #expect(code.checkDigits == "53")
+        #expect(LegacyAgentIdentityCode.checkDigits(of: "10001000011K912345E789ABCDEF23") == "53")
+    }
+
+    @Test func checkDigitsCatchEverySingleCharacterChange() throws {
+        let body = "10001000011K912345E789ABCDEF23"
+        let good = body + LegacyAgentIdentityCode.checkDigits(of: body)
+        for index in 0..<30 {
+            var characters = Array(good)
+            characters[index] = characters[index] == "Z" ? "Y" : (characters[index] == "9" ? "A" : "Z")
+            #expect(throws: ATHError.self) { try LegacyAgentIdentityCode(parsing: String(characters)) }
+        }
+    }
+
+    @Test(arguments: [
+        ("10001000011K912345E789ABCDEF235", "32 characters"),
+        ("10001000011K912345E789ABCDEF2-53", "'-' is not"),
+        ("10001000011K912345E789ABCDEF23A3", "decimal check digits"),
+        ("10001000011K912345E789ABCDEF2354", "MOD 97-10 gives 53"),
+    ])
+    func refusesMalformedCodes(_ text: String, _ named: String) {
+        #expect { try LegacyAgentIdentityCode(parsing: text) } throws: { ($0 as? ATHError)?.message.contains(named) == true }
+    }
+}
