@@ -1,0 +1,189 @@
+import Crypto
+import Foundation
+import Testing
+
+@testable import ATHCore
+
+/// Both ends of one session, from fixed per-direction secrets.
+struct SessionPair {
+    static let sessionID = Array(0..<16).map(UInt8.init)
+    static let c2s = SymmetricKey(data: Array(repeating: UInt8(0x11), count: 32))
+    static let s2c = SymmetricKey(data: Array(repeating: UInt8(0x22), count: 32))
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    var client: SessionSealer
+    var server: SessionOpener
+
+    init(suite: SessionCipherSuite = .aes256gcm, ordering: SessionOpener.Ordering = .stream, policy: KeyUpdatePolicy = .init()) {
+        client = SessionSealer(
+            keys: SessionTrafficKeys(secret: Self.c2s, suite: suite), direction: .clientToServer, sessionID: Self.sessionID, policy: policy,
+            now: now)
+        server = SessionOpener(
+            keys: SessionTrafficKeys(secret: Self.c2s, suite: suite), direction: .clientToServer, sessionID: Self.sessionID, ordering: ordering)
+    }
+
+    mutating func send(_ kind: SessionFrame.Kind = .call, _ text: String = "x") throws -> [UInt8] {
+        try client.seal(kind, Array(text.utf8), now: now)
+    }
+}
+
+@Suite struct SessionLayerTests {
+    @Test(arguments: SessionCipherSuite.allCases)
+    func everyKindAndSizeRoundTrips(_ suite: SessionCipherSuite) throws {
+        var pair = SessionPair(suite: suite)
+        for (index, kind) in SessionFrame.Kind.allCases.filter({ $0 != .close }).enumerated() {
+            for size in [0, 1, 59, 60, 61, 1000] {
+                let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index) }
+                let frame = try pair.client.seal(kind, payload, now: pair.now)
+                // Length classes only: the padded plaintext is whole 64-byte blocks.
+                #expect((frame.count - SessionFrame.headerSize - SessionFrame.tagSize) % SessionFrame.paddingBlock == 0)
+                #expect(frame.count == SessionFrame.headerSize + SessionFrame.tagSize + (size + 4 + 63) / 64 * 64)
+                let opened = try pair.server.open(frame).get()
+                #expect(opened.kind == kind)
+                #expect(opened.payload == payload)
+            }
+        }
+        #expect(pair.server.refusals.isEmpty)
+    }
+
+    @Test func replayedReorderedReflectedTruncatedTamperedAndForeignFramesAreDroppedAndCounted() throws {
+        var pair = SessionPair()
+        let first = try pair.send()
+        let second = try pair.send()
+        #expect(pair.server.open(second) == .failure(.reordered))  // ahead of the next expected on a stream
+        #expect(try pair.server.open(first).get().sequence == 0)
+        #expect(pair.server.open(first) == .failure(.replayed))
+        let third = try pair.send()
+        #expect(pair.server.open(Array(second.dropLast())) == .failure(.truncated))
+        #expect(pair.server.open(Array(second.prefix(20))) == .failure(.truncated))
+        var flipped = second
+        flipped[SessionFrame.headerSize + 3] ^= 0x01
+        #expect(pair.server.open(flipped) == .failure(.tampered))
+        var relabeled = second
+        relabeled[1] = SessionFrame.Kind.reply.rawValue  // the header is authenticated too
+        #expect(pair.server.open(relabeled) == .failure(.tampered))
+        // The client's own frame sent back to it: its opener takes server-to-client frames only.
+        var clientOpener = SessionOpener(
+            keys: SessionTrafficKeys(secret: SessionPair.s2c, suite: .aes256gcm), direction: .serverToClient, sessionID: SessionPair.sessionID)
+        #expect(clientOpener.open(third) == .failure(.reflected))
+        // Relabeling the direction does not help: the other direction's key does not open it.
+        var turned = first  // sequence 0, what this opener expects next
+        turned[2] = SessionFrame.Direction.serverToClient.rawValue
+        #expect(clientOpener.open(turned) == .failure(.tampered))
+        var foreign = third
+        foreign[4] ^= 0xFF
+        #expect(pair.server.open(foreign) == .failure(.foreignSession))
+        // None of this moved the stream: the genuine frames still open in order.
+        #expect(try pair.server.open(second).get().sequence == 1)
+        #expect(try pair.server.open(third).get().sequence == 2)
+        #expect(pair.server.refusals == [.reordered: 1, .replayed: 1, .truncated: 2, .tampered: 2, .foreignSession: 1])
+        #expect(clientOpener.refusals == [.reflected: 1, .tampered: 1])
+    }
+
+    @Test func theUDPWindowTakesLateFramesOnceAndForgeriesDoNotMoveIt() throws {
+        var pair = SessionPair(ordering: .window(8))
+        let frames = try (0..<12).map { _ in try pair.send() }
+        for i in [0, 3, 2, 1] { #expect(try pair.server.open(frames[i]).get().sequence == UInt64(i)) }
+        #expect(pair.server.open(frames[2]) == .failure(.replayed))
+        // A forged frame with a far-ahead sequence fails its tag and leaves the window where it was.
+        var forged = try pair.send()
+        forged[27] = 200
+        forged[SessionFrame.headerSize] ^= 1
+        #expect(pair.server.open(forged) == .failure(.tampered))
+        #expect(try pair.server.open(frames[11]).get().sequence == 11)
+        #expect(try pair.server.open(frames[5]).get().sequence == 5)  // 6 behind: inside the window of 8
+        #expect(pair.server.open(frames[2]) == .failure(.reordered))  // 9 behind: outside it
+        #expect(pair.server.open(frames[11]) == .failure(.replayed))
+    }
+
+    @Test func keysAreUpdatedByPolicyOrOnDemandAndTheReceiverFollows() throws {
+        var pair = SessionPair(policy: KeyUpdatePolicy(maxMessages: 3))
+        var epochs: [UInt8] = []
+        for _ in 0..<7 { epochs.append(try pair.server.open(try pair.send()).get().epoch) }
+        #expect(epochs == [0, 0, 0, 1, 1, 1, 2])
+        let announce = try pair.client.keyUpdate(now: pair.now)
+        #expect(try pair.server.open(announce).get().kind == .keyUpdate)
+        #expect(try pair.server.open(try pair.send()).get().epoch == 3)
+        // Each epoch's key differs, and the keys of one direction never open the other's frames.
+        let k0 = SessionTrafficKeys(secret: SessionPair.c2s, suite: .aes256gcm)
+        #expect(k0.keyBytes != k0.next()!.keyBytes)
+        #expect(k0.keyBytes != SessionTrafficKeys(secret: SessionPair.s2c, suite: .aes256gcm).keyBytes)
+        // After an hour the sender moves on by itself.
+        var aged = SessionPair()
+        #expect(try aged.server.open(try aged.send()).get().epoch == 0)
+        let later = try aged.client.seal(.call, [], now: aged.now.addingTimeInterval(3600))
+        #expect(try aged.server.open(later).get().epoch == 1)
+    }
+
+    @Test func aCloseEndsBothSidesAndALocalCloseRefusesEverything() throws {
+        var pair = SessionPair()
+        let bye = try pair.send(.close, "")
+        #expect(throws: SessionRefusal.closed) { try pair.send() }
+        #expect(try pair.server.open(bye).get().kind == .close)
+        var other = SessionPair()
+        let frame = try other.send()
+        other.server.close()  // e.g. the grant was revoked
+        #expect(other.server.open(frame) == .failure(.closed))
+    }
+}
+
+/// The published vectors (docs/PROTOCOL.md §11): what this implementation seals, checked against
+/// an independent sealer written from the document on PyCA `cryptography`
+/// (Vectors/attn_reference.py), and against the numbers printed in the document.
+@Suite struct SessionVectorTests {
+    static let frames: [(SessionFrame.Kind, String)] = [
+        (.call, #"{"id":1,"method":"goods.search","params":{"keyword":"phone"}}"#), (.reply, #"{"id":1,"result":[]}"#),
+        (.ack, #"{"id":1}"#), (.status, #"{"id":1}"#), (.statusReply, #"{"id":1,"status":"processed"}"#),
+        (.error, #"{"id":2,"code":"SCOPE_INSUFFICIENT"}"#), (.keyUpdate, ""), (.close, ""),
+    ]
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+    func sealed() throws -> (SessionTrafficKeys, [[UInt8]]) {
+        let keys = SessionTrafficKeys(secret: SessionPair.c2s, suite: .aes256gcm)
+        var sealer = SessionSealer(keys: keys, direction: .clientToServer, sessionID: SessionPair.sessionID, now: Date())
+        return (keys, try Self.frames.map { try sealer.seal($0.0, Array($0.1.utf8), now: Date()) })
+    }
+
+    @Test func anIndependentSealerWrittenFromTheDocumentAgrees() throws {
+        let (keys, frames) = try sealed()
+        let request: JSONValue = [
+            "secret": .string(Self.hex(Array(SessionPair.c2s.bytes))), "session_id": .string(Self.hex(SessionPair.sessionID)),
+            "frames": .array(
+                Self.frames.enumerated().map { index, frame in
+                    [
+                        "kind": .integer(Int64(frame.0.rawValue)), "sequence": .integer(Int64(index)),
+                        "payload": .string(Self.hex(Array(frame.1.utf8))),
+                    ]
+                }),
+        ]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", VectorTests.directory.appendingPathComponent("attn_reference.py").path]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        input.fileHandleForWriting.write(try JSONEncoder().encode(request))
+        try input.fileHandleForWriting.close()
+        let answer = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "python3 with PyCA cryptography is needed (.ci/run installs it)")
+        let reference = try JSONValue.parse(answer)
+        #expect(reference["key"]?.stringValue == Self.hex(keys.keyBytes))
+        #expect(reference["iv"]?.stringValue == Self.hex(keys.ivBytes))
+        #expect(reference["next_key"]?.stringValue == Self.hex(keys.next()!.keyBytes))
+        #expect(reference["frames"] == .array(frames.map { .string(Self.hex($0)) }))
+    }
+
+    @Test func theDocumentPrintsTheseVectors() throws {
+        let document = try String(
+            contentsOf: VectorTests.directory.appendingPathComponent("../../../docs/PROTOCOL.md").standardizedFileURL, encoding: .utf8)
+            .replacingOccurrences(of: "\n", with: "").replacingOccurrences(of: " ", with: "")
+        let (keys, frames) = try sealed()
+        for value in [keys.keyBytes, keys.ivBytes, keys.next()!.keyBytes] + frames {
+            let printed = document.contains(Self.hex(value))
+            #expect(printed, "docs/PROTOCOL.md §11 lacks \(Self.hex(value).prefix(32))…")
+        }
+    }
+}
