@@ -81,15 +81,17 @@ public struct SessionOpener: Sendable {
         else { return .failure(.tampered) }
         // Authentic from here on; a bad inner length is the peer's bug, still never passed on.
         guard plaintext.count >= 4 else { return .failure(.malformed) }
-        let length = Int(plaintext[0]) << 24 | Int(plaintext[1]) << 16 | Int(plaintext[2]) << 8 | Int(plaintext[3])
-        guard length <= plaintext.count - 4, plaintext[(4 + length)...].allSatisfy({ $0 == 0 }) else { return .failure(.malformed) }
+        let base = plaintext.startIndex
+        let length =
+            Int(plaintext[base]) << 24 | Int(plaintext[base + 1]) << 16 | Int(plaintext[base + 2]) << 8 | Int(plaintext[base + 3])
+        guard length <= plaintext.count - 4, plaintext[(base + 4 + length)...].allSatisfy({ $0 == 0 }) else { return .failure(.malformed) }
         accept(header.sequence)
         if epochKeys.epoch != keys.epoch, epochKeys.epoch == keys.epoch &+ 1 {
             previous = keys
             keys = epochKeys
         }
         if header.kind == .close { closed = true }
-        return .success(Opened(kind: header.kind, sequence: header.sequence, epoch: header.epoch, payload: Array(plaintext[4..<(4 + length)])))
+        return .success(Opened(kind: header.kind, sequence: header.sequence, epoch: header.epoch, payload: Array(plaintext[(base + 4)..<(base + 4 + length)])))
     }
 
     func sequenceRefusal(_ sequence: UInt64) -> SessionRefusal? {

@@ -61,12 +61,12 @@ public struct SessionSealer: Sendable {
         withUnsafeBytes(of: UInt32(payload.count).bigEndian) { plaintext += $0 }
         plaintext += payload
         plaintext += repeatElement(0, count: padded - plaintext.count)
-        let sealed = try keys.seal(plaintext, sequence: nextSequence, header: header)
+        let frame = try keys.seal(plaintext, sequence: nextSequence, header: header)
         nextSequence += 1
         messagesInEpoch += 1
         bytesInEpoch += UInt64(padded)
         if kind == .close { closed = true }
-        return header + sealed
+        return frame
     }
 
     /// Announces and performs a key update now (a `keyUpdate` frame in the old epoch).

@@ -45,20 +45,25 @@ public struct SessionTrafficKeys: Sendable {
         return nonce
     }
 
-    /// Ciphertext followed by the tag.
+    /// The frame: `header`, then the ciphertext and the tag, written once into one buffer.
     func seal(_ plaintext: [UInt8], sequence: UInt64, header: [UInt8]) throws -> [UInt8] {
+        var frame = header
+        frame.reserveCapacity(header.count + plaintext.count + SessionFrame.tagSize)
         switch suite {
         case .aes256gcm:
             let box = try AES.GCM.seal(plaintext, using: key, nonce: try AES.GCM.Nonce(data: nonce(sequence)), authenticating: header)
-            return Array(box.ciphertext) + Array(box.tag)
+            frame.append(contentsOf: box.ciphertext)
+            frame.append(contentsOf: box.tag)
         case .chacha20poly1305:
             let box = try ChaChaPoly.seal(plaintext, using: key, nonce: try ChaChaPoly.Nonce(data: nonce(sequence)), authenticating: header)
-            return Array(box.ciphertext) + Array(box.tag)
+            frame.append(contentsOf: box.ciphertext)
+            frame.append(contentsOf: box.tag)
         }
+        return frame
     }
 
     /// The plaintext, or nil when the tag does not verify (nothing is returned unauthenticated).
-    func open(_ sealed: ArraySlice<UInt8>, sequence: UInt64, header: ArraySlice<UInt8>) -> [UInt8]? {
+    func open(_ sealed: ArraySlice<UInt8>, sequence: UInt64, header: ArraySlice<UInt8>) -> Data? {
         let ciphertext = sealed.dropLast(SessionFrame.tagSize)
         let tag = sealed.suffix(SessionFrame.tagSize)
         switch suite {
@@ -67,13 +72,13 @@ public struct SessionTrafficKeys: Sendable {
                 let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: ciphertext, tag: tag),
                 let plain = try? AES.GCM.open(box, using: key, authenticating: header)
             else { return nil }
-            return Array(plain)
+            return plain
         case .chacha20poly1305:
             guard let nonce = try? ChaChaPoly.Nonce(data: nonce(sequence)),
                 let box = try? ChaChaPoly.SealedBox(nonce: nonce, ciphertext: ciphertext, tag: tag),
                 let plain = try? ChaChaPoly.open(box, using: key, authenticating: header)
             else { return nil }
-            return Array(plain)
+            return plain
         }
     }
 

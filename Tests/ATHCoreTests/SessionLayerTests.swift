@@ -187,3 +187,51 @@ struct SessionPair {
         }
     }
 }
+
+@Suite struct SessionRPCTests {
+    @Test func everyMessageRoundTripsThroughAFrame() throws {
+        var pair = SessionPair()
+        let messages: [SessionRPC.Message] = [
+            .call(id: 1, method: "goods.search", params: ["keyword": "phone"]), .reply(id: 1, result: ["goods": []]), .ack(id: 1),
+            .status(id: 1), .statusReply(id: 1, status: .processed), .error(id: 2, code: "SCOPE_INSUFFICIENT", message: "no"),
+        ]
+        for message in messages {
+            let opened = try pair.server.open(try pair.client.seal(message.kind, try message.payload(), now: pair.now)).get()
+            #expect(try SessionRPC.Message(kind: opened.kind, payload: opened.payload) == message)
+        }
+    }
+
+    @Test func payloadsThatDoNotFitTheirKindAreMalformed() {
+        for (kind, text) in [
+            (SessionFrame.Kind.call, #"{"id":1}"#), (.call, #"{"id":1,"method":"a b"}"#), (.call, #"{"id":-1,"method":"m"}"#),
+            (.statusReply, #"{"id":1,"status":"maybe"}"#), (.error, #"{"id":1}"#), (.reply, "[1]"), (.ack, "not json"),
+            (.keyUpdate, #"{"id":1}"#),
+        ] {
+            #expect(throws: ATHError.self) { try SessionRPC.Message(kind: kind, payload: Array(text.utf8)) }
+        }
+    }
+
+    @Test func theLedgerRunsACallOnceAndAnswersRepeatsAndStatusQueries() {
+        var ledger = SessionRPC.CallLedger(capacity: 3)
+        #expect(ledger.status(of: 7) == .unknown)
+        #expect(ledger.receive(callID: 7) == .run)
+        #expect(ledger.status(of: 7) == .delivered)
+        #expect(ledger.receive(callID: 7) == .repeatAnswer(.ack(id: 7)))  // a retransmission while it runs
+        ledger.started(7)
+        #expect(ledger.status(of: 7) == .pending)
+        ledger.answered(.reply(id: 7, result: "done"))
+        #expect(ledger.status(of: 7) == .processed)
+        #expect(ledger.receive(callID: 7) == .repeatAnswer(.reply(id: 7, result: "done")))
+        #expect(ledger.receive(callID: 8) == .run)
+        ledger.answered(.error(id: 8, code: "RATE_LIMITED", message: "later"))
+        #expect(ledger.status(of: 8) == .failed)
+        // Beyond its capacity the ledger forgets the oldest, and refuses ids at or below it.
+        #expect(ledger.receive(callID: 9) == .run)
+        #expect(ledger.receive(callID: 10) == .run)
+        #expect(ledger.status(of: 7) == .unknown)
+        guard case .refuse = ledger.receive(callID: 7) else {
+            Issue.record("a forgotten id must not run again")
+            return
+        }
+    }
+}
