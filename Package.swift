@@ -112,12 +112,6 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // libFuzzer target for the session frame decoder (Fuzz/README.md); replays a corpus otherwise.
-        .executableTarget(
-            name: "ath-fuzz-frames",
-            dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: strict
-        ),
         .testTarget(
             name: "ATHCoreTests",
             dependencies: [

@@ -236,8 +236,8 @@ struct SessionPair {
     }
 }
 
-/// A deterministic fuzz pass run with the tests (the libFuzzer target, Fuzz/README.md, goes
-/// further): mutated frames never open, never crash, and every refusal is counted.
+/// A deterministic fuzz pass run with the tests: mutated frames never open, never crash, and
+/// every refusal is counted. (A libFuzzer target is still to come.)
 @Suite struct SessionFrameMutationTests {
     /// xorshift64*, seeded: the same mutations on every run.
     struct Random {
