@@ -292,12 +292,38 @@ struct HandshakeOptions: ParsableArguments {
         let client = ATHClient(
             baseURL: url, did: try DID(did), key: agentKey, httpClient: try tls.httpClient(certificate: mutual, key: agentKey),
             credentials: credentials)
-        return try await client.handshake(
-            credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
-            ttl: ttl, context: context
-        ) { event in
-            if case .waitingForUser = event { FileHandle.standardError.write(Data("waiting for the user to confirm...\n".utf8)) }
+        do {
+            return try await client.handshake(
+                credential: cred.trimmingCharacters(in: .whitespacesAndNewlines), scopes: scopes.split(separator: ",").map(String.init),
+                ttl: ttl, context: context
+            ) { event in
+                if case .waitingForUser = event { FileHandle.standardError.write(Data("waiting for the user to confirm...\n".utf8)) }
+            }
+        } catch let error as ATHError {
+            throw error
+        } catch {
+            // Transport failures (a TLS alert says nothing of why): say what to check.
+            throw TransportFailure(url: url, underlying: "\(error)", withCertificate: cert != nil)
         }
+    }
+}
+
+/// A connection that failed below ATH, with the likely causes named.
+struct TransportFailure: Error, CustomStringConvertible {
+    var url: String
+    var underlying: String
+    var withCertificate: Bool
+
+    var description: String {
+        var hints = ["is the server running at \(url)?"]
+        if url.hasPrefix("https:") {
+            hints.append("--ca must name the CA of the server's certificate")
+            hints.append(
+                withCertificate
+                    ? "the server may have refused --cert (revoked, expired, another CA: its log says why)"
+                    : "a server that requires agent certificates needs --cert")
+        }
+        return "could not talk to the server (\(underlying)); " + hints.joined(separator: "; ")
     }
 }
 
