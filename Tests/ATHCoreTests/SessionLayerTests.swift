@@ -276,3 +276,83 @@ struct SessionPair {
         for (i, frame) in originals.enumerated() { #expect(try pair.server.open(frame).get().sequence == UInt64(i)) }
     }
 }
+
+@Suite struct SessionEndpointTests {
+    static let secrets = SessionSecrets(
+        sessionID: Base64URL.encode(Data(SessionPair.sessionID)), proofKey: SymmetricKey(size: .bits256),
+        clientToServer: SessionPair.c2s, serverToClient: SessionPair.s2c)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func pair(_ ordering: SessionOpener.Ordering = .stream) throws -> (ClientSessionEndpoint, ServerSessionEndpoint) {
+        (
+            try ClientSessionEndpoint(secrets: Self.secrets, suite: .aes256gcm, ordering: ordering, now: now),
+            try ServerSessionEndpoint(secrets: Self.secrets, suite: .aes256gcm, ordering: ordering, now: now)
+        )
+    }
+
+    @Test func aCallIsAcknowledgedRunAndAnswered() throws {
+        var (client, server) = try pair()
+        let (id, frame) = try client.call("goods.search", ["keyword": "phone"], now: now)
+        let effects = server.receive(frame, now: now)
+        #expect(effects.count == 2)
+        guard case .send(let ack) = effects[0], effects[1] == .invoke(id: id, method: "goods.search", params: ["keyword": "phone"]) else {
+            Issue.record("expected an ack and an invoke, got \(effects)")
+            return
+        }
+        #expect(client.receive(ack) == .acked(id))
+        server.started(id)
+        guard case .send(let query) = server.receive(try client.statusQuery(id, now: now), now: now).first else { return }
+        #expect(client.receive(query) == .status(id, .pending))
+        #expect(client.receive(try server.answer(id, .success(["goods": []]), now: now)) == .replied(id, ["goods": []]))
+        #expect(client.unanswered.isEmpty)
+        let (failing, callFrame) = try client.call("user.profile", nil, now: now)
+        guard case .send(let secondAck) = server.receive(callFrame, now: now).first else { return }
+        #expect(client.receive(secondAck) == .acked(failing))  // a stream skips nothing
+        let refusal = try server.answer(failing, .failure(ATHError(.scopeInsufficient, "needs user:profile")), now: now)
+        #expect(client.receive(refusal) == .failed(failing, code: "SCOPE_INSUFFICIENT", message: "needs user:profile"))
+    }
+
+    /// Datagrams: the reply is lost, the client seals the call again, the server answers from
+    /// its ledger without running the handler a second time.
+    @Test func aRetransmittedCallIsAnsweredWithoutRunningTwice() throws {
+        var (client, server) = try pair(.window(64))
+        let (id, frame) = try client.call("order.create", ["goods_id": "123"], now: now)
+        #expect(server.receive(frame, now: now).contains(.invoke(id: id, method: "order.create", params: ["goods_id": "123"])))
+        _ = try server.answer(id, .success(["order_id": "o-1"]), now: now)  // lost on the way
+        #expect(try client.retransmissions(now: now.addingTimeInterval(0.5), timeout: 1).frames.isEmpty)
+        let again = try client.retransmissions(now: now.addingTimeInterval(1), timeout: 1)
+        #expect(again.frames.count == 1)
+        let effects = server.receive(again.frames[0], now: now)
+        #expect(!effects.contains { if case .invoke = $0 { true } else { false } })
+        guard case .send(let reply) = effects.first else { return }
+        #expect(client.receive(reply) == .replied(id, ["order_id": "o-1"]))
+        // A call nobody answers is given up after its attempts.
+        let (lost, _) = try client.call("order.create", nil, now: now)
+        var gaveUp: [UInt64] = []
+        for second in 1...6 { gaveUp += try client.retransmissions(now: now.addingTimeInterval(Double(second)), timeout: 1, maxAttempts: 3).gaveUp }
+        #expect(gaveUp == [lost])
+    }
+
+    @Test func answersFromTheClientAndCallsFromTheServerAreDropped() throws {
+        var (client, server) = try pair()
+        var forgedSealer = SessionSealer(
+            keys: SessionTrafficKeys(secret: SessionPair.c2s, suite: .aes256gcm), direction: .clientToServer,
+            sessionID: SessionPair.sessionID, now: now)
+        let reply = try forgedSealer.seal(.reply, try SessionRPC.Message.reply(id: 1, result: 1).payload(), now: now)
+        #expect(server.receive(reply, now: now) == [.dropped(.malformed)])
+        var serverSealer = SessionSealer(
+            keys: SessionTrafficKeys(secret: SessionPair.s2c, suite: .aes256gcm), direction: .serverToClient,
+            sessionID: SessionPair.sessionID, now: now)
+        let call = try serverSealer.seal(.call, try SessionRPC.Message.call(id: 1, method: "m", params: nil).payload(), now: now)
+        #expect(client.receive(call) == .dropped(.malformed))
+    }
+
+    @Test func aServerCloseEndsTheSessionForTheClient() throws {
+        var (client, server) = try pair()
+        let (_, frame) = try client.call("goods.search", nil, now: now)
+        let closing = server.close(now: now)
+        let bye = try #require(closing)
+        #expect(client.receive(bye) == .closed)
+        #expect(server.receive(frame, now: now) == [.dropped(.closed)])
+    }
+}
