@@ -50,6 +50,11 @@ public struct VerifiedAccess: Sendable {
     public var claims: AccessTokenClaims
     public var grant: Grant
 
+    public init(claims: AccessTokenClaims, grant: Grant) {
+        self.claims = claims
+        self.grant = grant
+    }
+
     /// Application-reported amount check (order_amount_limit): throws AMOUNT_LIMIT_EXCEEDED.
     public func checkAmount(_ amount: Double) throws {
         try grant.restrictions.checkAmount(amount)

@@ -253,7 +253,7 @@ public final class ATHService: Sendable {
             let g = completion.grant
             try await store.updateHandshake(
                 h, expectedRevision: stored.revision, completion: completion,
-                sealedProofKey: try sealer.seal(completion.session.proofKey, for: completion.session.sessionID),
+                sealedProofKey: try sealer.seal(bytes: Self.sessionKeyBytes(completion.session), for: completion.session.sessionID),
                 audit: [
                     AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
                     AuditEvent(
