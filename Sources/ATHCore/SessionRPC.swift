@@ -81,7 +81,7 @@ public enum SessionRPC {
         }
 
         /// Method names: 1-128 of `A-Za-z0-9._-`, like a route's last segments.
-        static func validMethod(_ name: String) -> Bool {
+        public static func validMethod(_ name: String) -> Bool {
             (1...128).contains(name.utf8.count)
                 && name.utf8.allSatisfy { b in
                     (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2E || b == 0x5F || b == 0x2D

@@ -55,6 +55,13 @@ extension ATHService {
             keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert("\(claims.sid):\(proof.nonce)", expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
+        try await checkGrant(&state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        return VerifiedAccess(claims: claims, grant: state.grant)
+    }
+
+    /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
+    /// session alike: token and grant not revoked, grant not ended, scope, restrictions, rate.
+    func checkGrant(_ state: inout SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: String?, now: Date) async throws {
         if state.tokenRevoked[claims.jti] == nil {
             let stored = try await store.token(jti: claims.jti)
             state.tokenRevoked[claims.jti] = stored?.revokedAt != nil || stored == nil
@@ -68,11 +75,19 @@ extension ATHService {
         if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
-        try state.restrictions.checkRequest(from: facts.remoteAddress, at: now)
+        try state.restrictions.checkRequest(from: remoteAddress, at: now)
         if let rate = state.restrictions.rateLimit {
             try limiter.admit(state.grant.id, limit: rate, now: now)
         }
-        return VerifiedAccess(claims: claims, grant: state.grant)
+    }
+
+    /// The checks of `checkGrant` for one RPC call under an access admitted earlier (when the
+    /// session was opened): a revocation or the grant's end stops the next call.
+    public func authorizeCall(_ access: VerifiedAccess, scope: String, remoteAddress: String?) async throws -> VerifiedAccess {
+        let now = clock()
+        var state = try await sessionState(access.claims, now: now)
+        try await checkGrant(&state, claims: access.claims, scope: scope, remoteAddress: remoteAddress, now: now)
+        return VerifiedAccess(claims: access.claims, grant: state.grant)
     }
 
     /// Signature and claims; a verified token is remembered until it expires, so the signature

@@ -33,3 +33,60 @@ import Testing
         }
     }
 }
+
+@Suite struct SessionRPCRoutesTests {
+    /// Calls over the session pass the same checks as HTTP requests: scope per method, and a
+    /// revoked grant stops the next call and ends the session.
+    @Test func callsNeedTheirScopeAndARevocationEndsTheSession() async throws {
+        let h = try await Harness.start()
+        defer { Task { await h.stop() } }
+        try await h.registerParties()
+        let grant = await (try await h.handshake(scopes: ["goods:read"])).grant
+        let claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
+        let access = VerifiedAccess(claims: claims, grant: try #require(try await h.store.grant(id: claims.gid)))
+        var server = try await h.service.sessionEndpoint(for: access, ordering: .stream)
+        var client = try ClientSessionEndpoint(secrets: grant.secrets, suite: .aes256gcm, ordering: .stream, now: Date())
+        var routes = SessionRPCRoutes()
+        routes.register("goods.search", scope: "goods:read") { params, access in
+            ["keyword": params["keyword"] ?? .null, "user": .string(access.claims.sub)]
+        }
+        routes.register("user.profile", scope: "user:profile") { _, _ in ["name": "Alice"] }
+
+        /// One call through both ends and the routes; returns what the client saw last.
+        func roundTrip(_ method: String, _ params: JSONValue) async throws -> ClientSessionEndpoint.Event {
+            let (_, frame) = try client.call(method, params, now: Date())
+            var last: ClientSessionEndpoint.Event = .dropped(.malformed)
+            for effect in server.receive(frame, now: Date()) {
+                switch effect {
+                case .send(let bytes): last = client.receive(bytes)
+                case .invoke(let id, let method, let params):
+                    let result = await routes.run(method: method, params: params, access: access, service: h.service, remoteAddress: "127.0.0.1")
+                    last = client.receive(try server.answer(id, result, now: Date()))
+                    if case .failure(let error) = result, SessionRPCRoutes.endsSession(error), let bye = server.close(now: Date()) {
+                        #expect(client.receive(bye) == .closed)
+                    }
+                default: break
+                }
+            }
+            return last
+        }
+
+        #expect(try await roundTrip("goods.search", ["keyword": "phone"]) == .replied(1, ["keyword": "phone", "user": .string(h.user.value)]))
+        guard case .failed(2, "SCOPE_INSUFFICIENT", _) = try await roundTrip("user.profile", nil) else {
+            Issue.record("a method outside the grant's scopes must be refused")
+            return
+        }
+        guard case .failed(3, "MALFORMED_MESSAGE", _) = try await roundTrip("no.such.method", nil) else {
+            Issue.record("an unknown method must be refused")
+            return
+        }
+        try await h.service.revokeGrant(claims.gid, by: "test")
+        guard case .failed(4, "TOKEN_REVOKED", _) = try await roundTrip("goods.search", nil) else {
+            Issue.record("a call after revocation must be refused")
+            return
+        }
+        // The session is over on both ends.
+        let (_, late) = try client.call("goods.search", nil, now: Date())
+        #expect(server.receive(late, now: Date()) == [.dropped(.closed)])
+    }
+}
