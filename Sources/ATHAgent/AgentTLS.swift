@@ -21,13 +21,9 @@ public struct AgentTLS: Sendable {
 
     /// Reads PEM files: the server's CA roots and, for mutual TLS, the agent's chain (leaf first).
     public static func load(serverRootsFile: String, certificateFile: String?, key: PrivateKey?) throws -> AgentTLS {
-        func bundle(_ path: String) throws -> [Certificate] {
-            do { return try Certificate.bundle(pem: try String(contentsOfFile: path, encoding: .utf8)) } catch {
-                throw IdentityError(.malformedCertificate, "cannot read certificates from \(path): \(error)")
-            }
-        }
-        return AgentTLS(
-            serverRoots: try bundle(serverRootsFile), certificateChain: try certificateFile.map(bundle) ?? [], key: key)
+        AgentTLS(
+            serverRoots: try Certificate.bundle(file: serverRootsFile),
+            certificateChain: try certificateFile.map { try Certificate.bundle(file: $0) } ?? [], key: key)
     }
 
     /// The chain as step-3 `credentials`: base64 DER, leaf first.

@@ -72,9 +72,11 @@ public struct AgentIdentityCode: Sendable, Hashable, CustomStringConvertible {
         return String(repeating: "0", count: 4 - digits.count) + digits
     }
 
+    /// `0-9` or `A-Z` (codes are upper-cased before they are checked).
+    static func isBase36(_ byte: UInt8) -> Bool { (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) }
+
     static func check(_ level: String, level number: Int, name: String, _ length: ClosedRange<Int>) throws {
-        let base36 = level.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) }
-        guard length.contains(level.count), base36 else {
+        guard length.contains(level.count), level.utf8.allSatisfy(isBase36) else {
             let size = length.lowerBound == length.upperBound ? "\(length.lowerBound)" : "\(length.lowerBound)-\(length.upperBound)"
             throw malformed("level \(number) (\(name)) must be \(size) base36 characters, got '\(level.prefix(16))'")
         }

@@ -20,7 +20,7 @@ public struct LegacyAgentIdentityCode: Sendable, Hashable, CustomStringConvertib
         }
         let body = String(code.prefix(30))
         let digits = String(code.suffix(2))
-        if let bad = body.first(where: { !Self.isBase36($0) }) {
+        if let bad = body.first(where: { $0.asciiValue.map(AgentIdentityCode.isBase36) != true }) {
             throw Self.malformed("characters 1-30 are 0-9 or A-Z; '\(bad)' is not")
         }
         guard digits.allSatisfy({ $0.isASCII && $0.isNumber }) else {
@@ -42,10 +42,6 @@ public struct LegacyAgentIdentityCode: Sendable, Hashable, CustomStringConvertib
         }
         let check = 98 - (remainder * 100) % 97
         return check < 10 ? "0\(check)" : "\(check)"
-    }
-
-    static func isBase36(_ c: Character) -> Bool {
-        c.isASCII && (c.isNumber || ("A"..."Z").contains(c))
     }
 
     static func malformed(_ why: String) -> ATHError { ATHError(.malformedMessage, "invalid v01.00 AIC: \(why)") }

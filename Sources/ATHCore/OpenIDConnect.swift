@@ -84,8 +84,7 @@ public enum OpenIDConnect {
         guard TimeInterval(claims.exp) > now - expect.leeway else { throw refuse("expired at \(claims.exp)") }
         guard TimeInterval(claims.iat) <= now + expect.leeway else { throw refuse("issued in the future (iat \(claims.iat))") }
         guard TimeInterval(claims.iat) >= now - expect.maxAge else { throw refuse("issued too long ago (iat \(claims.iat))") }
-        // swift-crypto compares digests in constant time.
-        guard let nonce = claims.nonce, SHA256.hash(data: Data(nonce.utf8)) == SHA256.hash(data: Data(expect.nonce.utf8)) else {
+        guard let nonce = claims.nonce, ConstantTime.equal(nonce, expect.nonce) else {
             throw refuse("nonce missing or not the one this login sent")
         }
         guard !claims.sub.isEmpty, claims.sub.utf8.count <= 255 else { throw refuse("subject missing or longer than 255 characters") }

@@ -49,6 +49,23 @@ public struct SecretSealer: Sendable {
         return try? AES.GCM.open(box, using: key, authenticating: Data(record.utf8))
     }
 
+    /// A short-lived token only this server can make and read (a sign-in challenge, an OpenID
+    /// login state, a nonce): `fields` plus `exp` as canonical JSON, sealed for `purpose`, base64url.
+    public func token(_ fields: [String: JSONValue], for purpose: String, expiresAt: Int64) throws -> String {
+        var fields = fields
+        fields["exp"] = .integer(expiresAt)
+        return Base64URL.encode(try seal(bytes: try CanonicalJSON.bytes(.object(fields)), for: purpose))
+    }
+
+    /// The fields of a `token` made for `purpose` (`exp` among them), or nil when it is not ours,
+    /// made for something else, altered, or expired at `now`.
+    public func openToken(_ token: String, for purpose: String, now: Int64) -> [String: JSONValue]? {
+        guard let sealed = Base64URL.decode(token), let opened = openBytes(sealed, for: purpose),
+            case .object(let fields)? = try? JSONValue.parse(opened), case .integer(let expiry)? = fields["exp"], expiry > now
+        else { return nil }
+        return fields
+    }
+
     /// Fails (closed) for a blob sealed under another key, for another record, or altered.
     public func open(_ sealed: Data, for record: String) throws -> SymmetricKey {
         guard let opened = openBytes(sealed, for: record) else {

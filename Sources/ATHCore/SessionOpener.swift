@@ -86,7 +86,7 @@ public struct SessionOpener: Sendable {
             Int(plaintext[base]) << 24 | Int(plaintext[base + 1]) << 16 | Int(plaintext[base + 2]) << 8 | Int(plaintext[base + 3])
         guard length <= plaintext.count - 4, plaintext[(base + 4 + length)...].allSatisfy({ $0 == 0 }) else { return .failure(.malformed) }
         accept(header.sequence)
-        if epochKeys.epoch != keys.epoch, epochKeys.epoch == keys.epoch &+ 1 {
+        if epochKeys.epoch == keys.epoch &+ 1 {
             previous = keys
             keys = epochKeys
         }

@@ -23,12 +23,8 @@ public struct AgentTrust: Sendable {
 
     /// Reads roots (a PEM bundle) and CRL files (PEM or DER) for a server's configuration.
     public static func load(rootsFile: String, crlFiles: [String]) throws -> AgentTrust {
-        let pem: String
-        do { pem = try String(contentsOfFile: rootsFile, encoding: .utf8) } catch {
-            throw IdentityError(.authority, "cannot read the CA roots file \(rootsFile)")
-        }
         let trust = AgentTrust(
-            roots: try Certificate.bundle(pem: pem),
+            roots: try Certificate.bundle(file: rootsFile),
             revocation: crlFiles.isEmpty ? .disabled : .files(crlFiles.map { URL(fileURLWithPath: $0) }))
         _ = try trust.currentRevocation()  // a bad CRL path is a start-up error, not a refusal later
         return trust

@@ -254,6 +254,19 @@ public struct CertificateAuthorityFolder: Sendable {
 }
 
 extension Certificate {
+    /// Every certificate of a PEM bundle file, in order; an unreadable file or a bad block is
+    /// an error naming the file.
+    public static func bundle(file path: String) throws -> [Certificate] {
+        guard let pem = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw IdentityError(.malformedCertificate, "cannot read certificates from \(path)")
+        }
+        do { return try bundle(pem: pem) } catch let error as IdentityError {
+            throw IdentityError(error.kind, "\(path): \(error.message)")
+        } catch {
+            throw IdentityError(.malformedCertificate, "\(path) holds no readable PEM certificates: \(error)")
+        }
+    }
+
     /// Every certificate of a PEM bundle, in order.
     public static func bundle(pem: String) throws -> [Certificate] {
         let documents = try PEMDocument.parseMultiple(pemString: pem)

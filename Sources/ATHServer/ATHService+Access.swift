@@ -125,11 +125,7 @@ extension ATHService {
         guard let restrictions = try? CompiledRestrictions(grant.restrictions) else {
             throw ATHError(.internalError, "the grant's stored restrictions are invalid")
         }
-        // A key sealed by another server key (or altered) fails closed: the agent must run a new handshake.
-        guard let opened = sealer.openBytes(session.sealedProofKey, for: session.id), opened.count >= 32 else {
-            throw ATHError(.tokenInvalid, "the token's session cannot be opened with this server's key; run a new handshake")
-        }
-        let proofKey = SymmetricKey(data: opened.prefix(32))
+        let proofKey = try openSessionKeys(session).proofKey
         let s = SessionState(
             proofMAC: HMAC(key: proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }

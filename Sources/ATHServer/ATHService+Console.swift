@@ -44,12 +44,9 @@ extension ATHService {
     /// A challenge for `did` to sign: sealed (so nobody can make one), short-lived, single use.
     public func consoleChallenge(for did: String) throws -> String {
         guard (1...256).contains(did.utf8.count) else { throw ATHError(.malformedMessage, "bad did") }
-        let body = try CanonicalJSON.bytes(
-            .object([
-                "did": .string(did), "exp": .integer(Freshness.unix(clock()) + Self.challengeSeconds),
-                "nonce": .string(Nonce.generate()),
-            ]))
-        return Base64URL.encode(try sealer.seal(bytes: body, for: "ath console challenge"))
+        return try sealer.token(
+            ["did": .string(did), "nonce": .string(Nonce.generate())], for: "ath console challenge",
+            expiresAt: Freshness.unix(clock()) + Self.challengeSeconds)
     }
 
     /// Checks the signature over the challenge with the user's enrolled key `kid`; returns the
@@ -57,10 +54,8 @@ extension ATHService {
     public func consoleLogin(did: String, kid: String, challenge: String, signature: String) async throws -> (ConsoleSession, String) {
         let now = clock()
         let failed = ATHError(.userAuthenticationFailed, "sign-in failed: unknown user or key, bad signature, or a stale challenge")
-        guard let user = try? DID(did), let sealed = Base64URL.decode(challenge),
-            let opened = sealer.openBytes(sealed, for: "ath console challenge"), let fields = try? JSONValue.parse(opened),
-            fields["did"]?.stringValue == did, case .integer(let expiry)? = fields["exp"], expiry > Freshness.unix(now),
-            let nonce = fields["nonce"]?.stringValue
+        guard let user = try? DID(did), let fields = sealer.openToken(challenge, for: "ath console challenge", now: Freshness.unix(now)),
+            fields["did"]?.stringValue == did, case .integer(let expiry)? = fields["exp"], let nonce = fields["nonce"]?.stringValue
         else { throw failed }
         guard let key = try await store.activeKeys(did: did).first(where: { $0.thumbprint == kid }),
             let raw = Base64URL.decode(signature),

@@ -1,6 +1,5 @@
 import ATHCore
 import ATHStore
-import Crypto
 import Foundation
 
 /// Users who sign in with an external OpenID Connect provider. The OIDC subject is linked to an
@@ -17,17 +16,14 @@ extension ATHService {
     /// in a cookie for the callback (state, nonce and PKCE verifier never leave the server
     /// unsealed, and the cookie binds the callback to the browser that started it).
     public func oidcStart() async throws -> (redirect: String, cookie: String) {
-        guard let openID else { throw ATHError(.userAuthenticationFailed, "this server has no OpenID provider configured") }
+        let openID = try requireOpenID()
         let state = Nonce.generate()
         let nonce = Nonce.generate()
         let verifier = Nonce.generate() + Nonce.generate()
-        let sealed = try sealer.seal(
-            bytes: try CanonicalJSON.bytes(
-                .object([
-                    "state": .string(state), "nonce": .string(nonce), "verifier": .string(verifier),
-                    "exp": .integer(Freshness.unix(clock()) + Self.oidcLoginSeconds),
-                ])), for: "ath oidc login")
-        return (try await openID.authorizationURL(state: state, nonce: nonce, codeVerifier: verifier), Base64URL.encode(sealed))
+        let cookie = try sealer.token(
+            ["state": .string(state), "nonce": .string(nonce), "verifier": .string(verifier)], for: "ath oidc login",
+            expiresAt: Freshness.unix(clock()) + Self.oidcLoginSeconds)
+        return (try await openID.authorizationURL(state: state, nonce: nonce, codeVerifier: verifier), cookie)
     }
 
     /// The provider sent the browser back: checks the state against the cookie (once), exchanges
@@ -36,25 +32,20 @@ extension ATHService {
     public func oidcCallback(code: String, state: String, cookie: String) async throws -> String {
         let now = clock()
         let failed = ATHError(.userAuthenticationFailed, "this sign-in is not the one this browser started, or it expired; start again")
-        guard let openID else { throw ATHError(.userAuthenticationFailed, "this server has no OpenID provider configured") }
-        guard let sealed = Base64URL.decode(cookie), let opened = sealer.openBytes(sealed, for: "ath oidc login"),
-            case .object(let fields)? = try? JSONValue.parse(opened), let expected = fields["state"]?.stringValue,
-            let nonce = fields["nonce"]?.stringValue, let verifier = fields["verifier"]?.stringValue,
-            case .integer(let expiry)? = fields["exp"], expiry > Freshness.unix(now),
-            SHA256.hash(data: Data(state.utf8)) == SHA256.hash(data: Data(expected.utf8))
+        let openID = try requireOpenID()
+        guard let fields = sealer.openToken(cookie, for: "ath oidc login", now: Freshness.unix(now)),
+            let expected = fields["state"]?.stringValue, let nonce = fields["nonce"]?.stringValue,
+            let verifier = fields["verifier"]?.stringValue, case .integer(let expiry)? = fields["exp"], ConstantTime.equal(state, expected)
         else { throw failed }
         guard try await store.consumeNonce("oidc-login:\(expected)", expiresAt: expiry, now: Freshness.unix(now)) else { throw failed }
         do {
             let claims = try await openID.login(code: code, codeVerifier: verifier, nonce: nonce)
             let account = try await linkedAccount(claims)
-            let ticket = try sealer.seal(
-                bytes: try CanonicalJSON.bytes(
-                    .object([
-                        "did": .string(account.did), "nonce": .string(Nonce.generate()),
-                        "exp": .integer(Freshness.unix(now) + Self.challengeSeconds),
-                    ])), for: "ath oidc enrollment")
+            let ticket = try sealer.token(
+                ["did": .string(account.did), "nonce": .string(Nonce.generate())], for: "ath oidc enrollment",
+                expiresAt: Freshness.unix(now) + Self.challengeSeconds)
             try await audit("console.oidc_login", actor: account.did, subject: claims.sub, outcome: "ok", detail: "iss=\(claims.iss)", at: now)
-            return Self.oidcTicketPrefix + Base64URL.encode(ticket)
+            return Self.oidcTicketPrefix + ticket
         } catch let error as ATHError {
             refusals.record(
                 AuditEvent(at: Freshness.unix(now), event: "console.oidc_login", actor: "-", subject: "-", outcome: error.code.rawValue, detail: error.message))
@@ -65,21 +56,22 @@ extension ATHService {
     /// A fresh nonce for a user-API client to put in its authorization request: sealed by this
     /// server, 10 minutes, and accepted once in an ID token.
     public func oidcNonce() throws -> String {
-        let sealed = try sealer.seal(
-            bytes: try CanonicalJSON.bytes(
-                .object(["n": .string(Nonce.generate()), "exp": .integer(Freshness.unix(clock()) + Self.oidcLoginSeconds)])),
-            for: "ath oidc api nonce")
-        return Base64URL.encode(sealed)
+        _ = try requireOpenID()
+        return try sealer.token(["n": .string(Nonce.generate())], for: "ath oidc api nonce", expiresAt: Freshness.unix(clock()) + Self.oidcLoginSeconds)
+    }
+
+    func requireOpenID() throws -> OpenIDProvider {
+        guard let openID else { throw ATHError(.userAuthenticationFailed, "this server has no OpenID provider configured") }
+        return openID
     }
 
     func authenticateOpenIDUser(idToken: String, now: Date) async throws -> DID {
         do {
-            guard let openID else { throw ATHError(.userAuthenticationFailed, "this server has no OpenID provider configured") }
+            let openID = try requireOpenID()
             // The nonce must be one this server issued; read it unverified only to know what to expect.
             let unverified = try? JWTCodec.unverifiedClaims(of: idToken, as: IDTokenClaims.self, error: .userAuthenticationFailed)
-            guard let nonce = unverified?.nonce, let sealed = Base64URL.decode(nonce),
-                let opened = sealer.openBytes(sealed, for: "ath oidc api nonce"), case .object(let fields)? = try? JSONValue.parse(opened),
-                case .integer(let expiry)? = fields["exp"], expiry > Freshness.unix(now)
+            guard let nonce = unverified?.nonce, let fields = sealer.openToken(nonce, for: "ath oidc api nonce", now: Freshness.unix(now)),
+                case .integer(let expiry)? = fields["exp"]
             else {
                 throw ATHError(.userAuthenticationFailed, "ID token refused: its nonce was not issued by this server (GET /ath/oidc/nonce) or expired")
             }
@@ -107,10 +99,9 @@ extension ATHService {
 
     func openOIDCEnrollment(_ token: String, now: Date) async throws -> DID {
         let failed = ATHError(.userAuthenticationFailed, "the sign-in ticket is invalid, used or expired; sign in again")
-        guard let sealed = Base64URL.decode(String(token.dropFirst(Self.oidcTicketPrefix.count))),
-            let opened = sealer.openBytes(sealed, for: "ath oidc enrollment"), case .object(let fields)? = try? JSONValue.parse(opened),
+        guard let fields = sealer.openToken(String(token.dropFirst(Self.oidcTicketPrefix.count)), for: "ath oidc enrollment", now: Freshness.unix(now)),
             let did = fields["did"]?.stringValue, let nonce = fields["nonce"]?.stringValue, case .integer(let expiry)? = fields["exp"],
-            expiry > Freshness.unix(now), let user = try? DID(did)
+            let user = try? DID(did)
         else { throw failed }
         guard try await store.consumeNonce("oidc-enroll:\(nonce)", expiresAt: expiry, now: Freshness.unix(now)) else { throw failed }
         return user

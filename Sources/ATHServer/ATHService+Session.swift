@@ -1,4 +1,5 @@
 import ATHCore
+import ATHStore
 import Crypto
 import Foundation
 
@@ -12,19 +13,29 @@ extension ATHService {
         secrets.proofKey.bytes + secrets.clientToServer.bytes + secrets.serverToClient.bytes
     }
 
+    /// Reads what `sessionKeyBytes` sealed: the proof key, and the traffic secrets when the
+    /// session has them. A record sealed by another server key (or altered) fails closed.
+    func openSessionKeys(_ session: StoredSession) throws -> (proofKey: SymmetricKey, traffic: (SymmetricKey, SymmetricKey)?) {
+        guard let opened = sealer.openBytes(session.sealedProofKey, for: session.id), opened.count == 32 || opened.count == 96 else {
+            throw ATHError(.tokenInvalid, "the token's session cannot be opened with this server's key; run a new handshake")
+        }
+        let bytes = Array(opened)
+        let traffic = bytes.count == 96 ? (SymmetricKey(data: bytes[32..<64]), SymmetricKey(data: bytes[64..<96])) : nil
+        return (SymmetricKey(data: bytes[0..<32]), traffic)
+    }
+
     /// The server's end of the encrypted session behind an admitted request (its token and
     /// proof already checked): frames then carry RPC calls under the same grant.
     public func sessionEndpoint(for access: VerifiedAccess, ordering: SessionOpener.Ordering) async throws -> ServerSessionEndpoint {
-        guard let session = try await store.session(id: access.claims.sid), session.grantID == access.claims.gid,
-            let opened = sealer.openBytes(session.sealedProofKey, for: session.id)
-        else { throw ATHError(.tokenInvalid, "the token's session cannot be opened with this server's key; run a new handshake") }
-        guard opened.count == 96 else {
+        guard let session = try await store.session(id: access.claims.sid), session.grantID == access.claims.gid else {
+            throw ATHError(.tokenInvalid, "the token's session is unknown")
+        }
+        let keys = try openSessionKeys(session)
+        guard let (clientToServer, serverToClient) = keys.traffic else {
             throw ATHError(.tokenInvalid, "this session was made before the encrypted session layer; run a new handshake")
         }
-        let bytes = Array(opened)
         let secrets = SessionSecrets(
-            sessionID: session.id, proofKey: SymmetricKey(data: bytes[0..<32]), clientToServer: SymmetricKey(data: bytes[32..<64]),
-            serverToClient: SymmetricKey(data: bytes[64..<96]))
+            sessionID: session.id, proofKey: keys.proofKey, clientToServer: clientToServer, serverToClient: serverToClient)
         return try ServerSessionEndpoint(secrets: secrets, suite: .aes256gcm, ordering: ordering, now: clock())
     }
 }

@@ -1,5 +1,4 @@
 import ATHCore
-import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -155,10 +154,7 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
         let session = try await service.consoleSession(cookie: value)
         if mutating {
             try Self.checkOrigin(request)
-            // Compared as digests: equal length, constant time.
-            guard let sent = request.headers[Self.csrfHeader],
-                SHA256.hash(data: Data(sent.utf8)) == SHA256.hash(data: Data(session.csrf.utf8))
-            else { throw ATHError(.csrfCheckFailed, "this request needs the session's X-ATH-CSRF token") }
+            guard let sent = request.headers[Self.csrfHeader], ConstantTime.equal(sent, session.csrf) else { throw ATHError(.csrfCheckFailed, "this request needs the session's X-ATH-CSRF token") }
         }
         return session
     }

@@ -47,7 +47,7 @@ public struct ServerTLS: Sendable {
     /// Reads a PEM chain (leaf first) and a PEM private key.
     public static func load(certificateFile: String, keyFile: String, clientCertificates: ClientCertificates = .none) throws -> ServerTLS {
         do {
-            let chain = try Certificate.bundle(pem: try String(contentsOfFile: certificateFile, encoding: .utf8))
+            let chain = try Certificate.bundle(file: certificateFile)
             let key = try Certificate.PrivateKey(pemEncoded: try String(contentsOfFile: keyFile, encoding: .utf8))
             guard key.publicKey == chain[0].publicKey else {
                 throw IdentityError(.malformedCertificate, "\(keyFile) is not the key of the first certificate in \(certificateFile)")

@@ -284,8 +284,7 @@ struct HandshakeOptions: ParsableArguments {
         if sendCertificate, cert == nil { throw ValidationError("--send-certificate needs --cert") }
         var credentials: [String]?
         if sendCertificate, let cert {
-            credentials = AgentTLS(serverRoots: [], certificateChain: try Certificate.bundle(pem: String(contentsOfFile: cert, encoding: .utf8)))
-                .credentials
+            credentials = AgentTLS(serverRoots: [], certificateChain: try Certificate.bundle(file: cert)).credentials
         }
         // Over plain HTTP (a proxy in development) the chain can only travel in step 3.
         let mutual = url.hasPrefix("https:") ? cert : nil

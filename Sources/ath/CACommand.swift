@@ -118,7 +118,7 @@ struct CACommand: AsyncParsableCommand {
             switch (serial, cert) {
             case (let s?, nil): target = s
             case (nil, let file?):
-                let first = try Certificate.bundle(pem: readText(file, "the certificate"))[0]
+                let first = try Certificate.bundle(file: file)[0]
                 target = CertificateAuthorityFolder.hex(first.serialNumber)
             default: throw ValidationError("give --serial or --cert")
             }

@@ -5,6 +5,22 @@ import ATHStore
 import Foundation
 import Testing
 
+/// Both ends of the encrypted session of a real handshake for `scopes`, and the access behind it.
+struct OpenedSession {
+    var claims: AccessTokenClaims
+    var access: VerifiedAccess
+    var server: ServerSessionEndpoint
+    var client: ClientSessionEndpoint
+
+    init(_ h: Harness, scopes: [String]) async throws {
+        let grant = await (try await h.handshake(scopes: scopes)).grant
+        claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
+        access = VerifiedAccess(claims: claims, grant: try #require(try await h.store.grant(id: claims.gid)))
+        server = try await h.service.sessionEndpoint(for: access, ordering: .stream)
+        client = try ClientSessionEndpoint(secrets: grant.secrets, suite: .aes256gcm, ordering: .stream, now: Date())
+    }
+}
+
 /// The server keeps each session's traffic secrets (sealed with its proof key): after a real
 /// handshake, the agent's end and the server's end of the encrypted session talk.
 @Suite struct SessionLayerServiceTests {
@@ -12,24 +28,19 @@ import Testing
         let h = try await Harness.start()
         defer { Task { await h.stop() } }
         try await h.registerParties()
-        let grant = await (try await h.handshake(scopes: ["goods:read"])).grant
-        let claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
-        let stored = try #require(try await h.store.grant(id: claims.gid))
-        var server = try await h.service.sessionEndpoint(for: VerifiedAccess(claims: claims, grant: stored), ordering: .stream)
-        var client = try ClientSessionEndpoint(secrets: grant.secrets, suite: .aes256gcm, ordering: .stream, now: Date())
-
-        let (id, call) = try client.call("goods.search", ["keyword": "phone"], now: Date())
-        let effects = server.receive(call, now: Date())
+        var session = try await OpenedSession(h, scopes: ["goods:read"])
+        let (id, call) = try session.client.call("goods.search", ["keyword": "phone"], now: Date())
+        let effects = session.server.receive(call, now: Date())
         #expect(effects.contains(.invoke(id: id, method: "goods.search", params: ["keyword": "phone"])))
         guard case .send(let ack) = effects.first else { return }
-        #expect(client.receive(ack) == .acked(id))
-        #expect(client.receive(try server.answer(id, .success(["goods": []]), now: Date())) == .replied(id, ["goods": []]))
+        #expect(session.client.receive(ack) == .acked(id))
+        #expect(session.client.receive(try session.server.answer(id, .success(["goods": []]), now: Date())) == .replied(id, ["goods": []]))
 
         // The record is sealed under the server key: another session's id does not open it.
-        var other = claims
+        var other = session.claims
         other.sid = Base64URL.encode(Data(repeating: 7, count: 16))
         await #expect(throws: ATHError.self) {
-            _ = try await h.service.sessionEndpoint(for: VerifiedAccess(claims: other, grant: stored), ordering: .stream)
+            _ = try await h.service.sessionEndpoint(for: VerifiedAccess(claims: other, grant: session.access.grant), ordering: .stream)
         }
     }
 }
@@ -41,11 +52,8 @@ import Testing
         let h = try await Harness.start()
         defer { Task { await h.stop() } }
         try await h.registerParties()
-        let grant = await (try await h.handshake(scopes: ["goods:read"])).grant
-        let claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
-        let access = VerifiedAccess(claims: claims, grant: try #require(try await h.store.grant(id: claims.gid)))
-        var server = try await h.service.sessionEndpoint(for: access, ordering: .stream)
-        var client = try ClientSessionEndpoint(secrets: grant.secrets, suite: .aes256gcm, ordering: .stream, now: Date())
+        let session = try await OpenedSession(h, scopes: ["goods:read"])
+        var (server, client, access) = (session.server, session.client, session.access)
         var routes = SessionRPCRoutes()
         routes.register("goods.search", scope: "goods:read") { params, access in
             ["keyword": params["keyword"] ?? .null, "user": .string(access.claims.sub)]
@@ -80,7 +88,7 @@ import Testing
             Issue.record("an unknown method must be refused")
             return
         }
-        try await h.service.revokeGrant(claims.gid, by: "test")
+        try await h.service.revokeGrant(session.claims.gid, by: "test")
         guard case .failed(4, "TOKEN_REVOKED", _) = try await roundTrip("goods.search", nil) else {
             Issue.record("a call after revocation must be refused")
             return
