@@ -37,13 +37,15 @@ public enum ShoppingPlatform {
         var quantity: Int
     }
 
-    /// The platform's API: each route names the scope it needs.
-    public static func router(service: ATHService) -> Router<ATHRequestContext> {
+    /// The platform's API: each route names the scope it needs. With `channels`, the same
+    /// operations are also RPC methods of the encrypted session (`sessionMethods`).
+    public static func router(service: ATHService, channels: SessionChannels? = nil) -> Router<ATHRequestContext> {
         let router = Router(context: ATHRequestContext.self)
         router.get("health") { _, _ in ["status": "ok"] }
         HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
         // The users' consent console (open it at http://localhost:<port>/ath/console).
         ConsoleRoutes<ATHRequestContext>(service: service).register(on: router)
+        if let channels { SessionRoutes<ATHRequestContext>(channels: channels).register(on: router) }
         let api = router.group("api").add(middleware: ErrorShapeMiddleware<ATHRequestContext>())
         api.group("goods").add(middleware: ATHAccessMiddleware(service, scope: "goods:read"))
             .get { request, _ in try searchGoods(request) }
@@ -56,14 +58,7 @@ public enum ShoppingPlatform {
                 } catch {
                     throw ATHError(.malformedMessage, "order needs goods_id and quantity")
                 }
-                guard order.quantity > 0, order.quantity <= 1000, let goods = catalog.first(where: { $0.id == order.goods_id }) else {
-                    throw ATHError(.malformedMessage, "unknown goods_id or bad quantity")
-                }
-                let amount = goods.price * Double(order.quantity)
-                try access.checkAmount(amount)
-                return try jsonResponse(
-                    ["order_id": .string(Nonce.generate(bytes: 8)), "goods_id": .string(goods.id), "amount": .number(amount),
-                     "user": .string(access.claims.sub)] as [String: JSONValue], status: .created)
+                return try jsonResponse(try placeOrder(order, access: access), status: .created)
             }
         api.group("profile").add(middleware: ATHAccessMiddleware(service, scope: "user:profile"))
             .get { _, context -> Response in
@@ -72,12 +67,45 @@ public enum ShoppingPlatform {
         return router
     }
 
+    /// The same operations over the encrypted session, each with the scope its HTTP route needs.
+    public static var sessionMethods: SessionRPCRoutes {
+        var methods = SessionRPCRoutes()
+        methods.register("goods.search", scope: "goods:read") { params, _ in
+            let keyword = params["keyword"]?.stringValue?.lowercased() ?? ""
+            return ["goods": try JSONValue.of(found(keyword))]
+        }
+        methods.register("order.create", scope: "order:create") { params, access in
+            guard let order = try? params.decode(OrderRequest.self) else {
+                throw ATHError(.malformedMessage, "order needs goods_id and quantity")
+            }
+            return try placeOrder(order, access: access)
+        }
+        methods.register("user.profile", scope: "user:profile") { _, access in ["user": .string(access.claims.sub)] }
+        return methods
+    }
+
+    /// An order within the grant's amount limit; the order's amount is what the limit counts.
+    static func placeOrder(_ order: OrderRequest, access: VerifiedAccess) throws -> JSONValue {
+        guard order.quantity > 0, order.quantity <= 1000, let goods = catalog.first(where: { $0.id == order.goods_id }) else {
+            throw ATHError(.malformedMessage, "unknown goods_id or bad quantity")
+        }
+        let amount = goods.price * Double(order.quantity)
+        try access.checkAmount(amount)
+        return [
+            "order_id": .string(Nonce.generate(bytes: 8)), "goods_id": .string(goods.id), "amount": .number(amount),
+            "user": .string(access.claims.sub),
+        ]
+    }
+
+    static func found(_ keyword: String) -> [Goods] {
+        catalog.filter { keyword.isEmpty || $0.name.lowercased().contains(keyword) }
+    }
+
     /// GET /api/goods?keyword=: the product search (also served unprotected by `ath bench`, to
     /// measure what the access check costs).
     public static func searchGoods(_ request: Request) throws -> Response {
         let keyword = request.uri.queryParameters["keyword"].map { String($0).lowercased() } ?? ""
-        let found = catalog.filter { keyword.isEmpty || $0.name.lowercased().contains(keyword) }
-        return try jsonResponse(["goods": found], status: .ok)
+        return try jsonResponse(["goods": found(keyword)], status: .ok)
     }
 
     static func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status) throws -> Response {

@@ -11,6 +11,8 @@ public actor ATHSession {
     let clock: @Sendable () -> Date
     /// Renew when the token has less than this many seconds left.
     public var renewalMargin: Int64 = 60
+    /// The channel `call(_:_:)` uses (ATHSessionChannel.swift).
+    var defaultChannel: ATHSessionChannel?
 
     init(grant: EstablishedGrant, transport: HTTPTransport, clock: @escaping @Sendable () -> Date) {
         self.grant = grant
@@ -55,7 +57,7 @@ public actor ATHSession {
         grant.tokenExpiresAt = renewed.token_expires_at
     }
 
-    private func renewIfDue() async throws {
+    func renewIfDue() async throws {
         let now = Freshness.unix(clock())
         if grant.tokenExpiresAt - now < renewalMargin && grant.tokenExpiresAt < grant.grantExpiresAt {
             try await renew()

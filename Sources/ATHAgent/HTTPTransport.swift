@@ -17,12 +17,14 @@ struct HTTPTransport: Sendable {
         var body: Data
     }
 
-    func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, headers: [(String, String)] = []) async throws -> Reply {
+    func send(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, headers: [(String, String)] = [], contentType: String = "application/json"
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body {
-            request.headers.add(name: "content-type", value: "application/json")
+            request.headers.add(name: "content-type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: body))
         }
         let response = try await client.execute(request, timeout: timeout)

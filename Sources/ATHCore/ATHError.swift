@@ -59,6 +59,10 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         // Agent certificates (ACPs CAI)
         case agentCertificateInvalid = "AGENT_CERTIFICATE_INVALID"
         case agentIdentityMismatch = "AGENT_IDENTITY_MISMATCH"
+        // Session layer
+        /// No open session channel has this id (never attached, or ended: grant over, revoked,
+        /// closed, idle, connection gone); attach a new one.
+        case channelNotFound = "CHANNEL_NOT_FOUND"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -93,7 +97,7 @@ extension ATHError.Code {
             .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed,
             .agentIdentityMismatch:
             403
-        case .handshakeNotFound, .confirmationNotFound, .accountNotFound: 404
+        case .handshakeNotFound, .confirmationNotFound, .accountNotFound, .channelNotFound: 404
         case .confirmationTimeout: 408
         case .unexpectedMessage, .accountConflict: 409
         case .handshakeExpired, .handshakeFailed: 410

@@ -141,7 +141,11 @@ public struct ClientSessionEndpoint: Sendable {
         if opened.kind == .close { return .closed }
         guard let message = try? SessionRPC.Message(kind: opened.kind, payload: opened.payload) else { return .dropped(.malformed) }
         switch message {
-        case .ack(let id): return .acked(id)
+        case .ack(let id):
+            // The server has the call and answers retransmissions with this ack while it runs:
+            // attempts count from here, so a slow handler is not given up on while it runs.
+            if outstanding[id] != nil { outstanding[id]?.attempts = 1 }
+            return .acked(id)
         case .reply(let id, let result):
             outstanding[id] = nil
             return .replied(id, result)

@@ -5,8 +5,9 @@ import Foundation
 /// and only then reads the plaintext. The sequence window moves only after the tag verified, so
 /// forged frames cannot push genuine ones out. Every refusal is counted by reason.
 public struct SessionOpener: Sendable {
-    /// Stream transports (TCP, WebSocket, HTTP) deliver in order: the next number or nothing.
-    /// Datagrams may be lost or reordered: any number not seen within the last `window`.
+    /// Stream transports (TCP, WebSocket) deliver in order: the next number or nothing.
+    /// Datagrams (UDP) and separate HTTP requests may be lost or reordered: any number not seen
+    /// within the last `window`.
     public enum Ordering: Sendable, Equatable {
         case stream
         case window(Int)

@@ -62,6 +62,18 @@ extension ATHService {
     /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
     /// session alike: token and grant not revoked, grant not ended, scope, restrictions, rate.
     func checkGrant(_ state: inout SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: String?, now: Date) async throws {
+        try await checkStanding(&state, claims: claims, now: now)
+        if let scope, !claims.grants(scope) {
+            throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
+        }
+        try state.restrictions.checkRequest(from: remoteAddress, at: now)
+        if let rate = state.restrictions.rateLimit {
+            try limiter.admit(state.grant.id, limit: rate, now: now)
+        }
+    }
+
+    /// Whether the token and its grant still stand: not revoked, grant not ended.
+    func checkStanding(_ state: inout SessionState, claims: AccessTokenClaims, now: Date) async throws {
         if state.tokenRevoked[claims.jti] == nil {
             let stored = try await store.token(jti: claims.jti)
             state.tokenRevoked[claims.jti] = stored?.revokedAt != nil || stored == nil
@@ -72,13 +84,14 @@ extension ATHService {
             throw ATHError(.tokenRevoked, "this access token or its grant was revoked")
         }
         guard state.grant.expiresAt > Freshness.unix(now) else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
-        if let scope, !claims.grants(scope) {
-            throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
-        }
-        try state.restrictions.checkRequest(from: remoteAddress, at: now)
-        if let rate = state.restrictions.rateLimit {
-            try limiter.admit(state.grant.id, limit: rate, now: now)
-        }
+    }
+
+    /// The standing part of the access check alone, for a session between its calls: throws
+    /// `TOKEN_REVOKED` or `GRANT_EXPIRED` once the session must end. Consumes no rate.
+    public func checkStanding(_ access: VerifiedAccess) async throws {
+        let now = clock()
+        var state = try await sessionState(access.claims, now: now)
+        try await checkStanding(&state, claims: access.claims, now: now)
     }
 
     /// The checks of `checkGrant` for one RPC call under an access admitted earlier (when the

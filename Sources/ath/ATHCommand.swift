@@ -182,6 +182,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "SQLite file.") var store: String = "ath.sqlite"
     @Option(help: "The server's private key file (generated with `ath keygen`).") var key: String
     @Option(help: "Port (0 picks a free one).") var port: Int = 8080
+    @Option(help: "Also serve the session layer's raw TCP transport on this loopback port (0: a free one).") var sessionTCPPort: Int?
+    @Option(help: "Also serve the session layer's UDP transport on this loopback port (0: a free one).") var sessionUDPPort: Int?
     @Option(help: "Register an account: kind:did:keyfile.pub.pem:name (repeatable; kind user or agent).") var register: [String] = []
     @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token")
     var adminTokenFile: String?
@@ -242,7 +244,9 @@ struct Serve: AsyncParsableCommand {
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db,
             channel: channel, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: tls.requireAgentCertificate) },
             openID: openID)
-        let router = ShoppingPlatform.router(service: service)
+        // The encrypted session layer: HTTP and WebSocket on the same port, TCP and UDP if asked.
+        let sessions = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods)
+        let router = ShoppingPlatform.router(service: service, channels: sessions)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
         AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)
         let refusals = service.refusals
@@ -251,14 +255,23 @@ struct Serve: AsyncParsableCommand {
                 AuditEvent(at: Int64(Date().timeIntervalSince1970), event: "tls.client_certificate", actor: "-", subject: "-",
                     outcome: reason.kind.rawValue, detail: reason.message))
         }
-        let server = try await RunningServer.start(router, port: port, tls: serverTLS)
+        let server = try await RunningServer.start(router, port: port, tls: serverTLS, sessionChannels: sessions)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
+        var tcp: SessionTCPListener?
+        var udp: SessionUDPListener?
+        if let sessionTCPPort { tcp = try await SessionTCPListener.start(channels: sessions, port: sessionTCPPort) }
+        if let sessionUDPPort { udp = try await SessionUDPListener.start(channels: sessions, port: sessionUDPPort) }
+        if let tcp { print("session layer over TCP on 127.0.0.1:\(tcp.port)") }
+        if let udp { print("session layer over UDP on 127.0.0.1:\(udp.port)") }
         fflush(nil)  // a script waiting for this line gets it at once, also through a pipe
         // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
         for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
             print("\(signal): stopping")
             break
         }
+        await tcp?.stop()
+        await udp?.stop()
+        await sessions.shutdown()
         await server.stop()
         await webhook?.shutdown()
         await service.refusals.flush()

@@ -144,9 +144,30 @@ struct SessionPair {
         return (keys, try Self.frames.map { try sealer.seal($0.0, Array($0.1.utf8), now: Date()) })
     }
 
+    /// The channel vector: the session's secrets above, client nonce 33…, server nonce 44…,
+    /// channel id f0…ff.
+    static let channelInput = (
+        clientNonce: [UInt8](repeating: 0x33, count: 32), serverNonce: [UInt8](repeating: 0x44, count: 32),
+        channelID: Array(0xf0...0xff).map(UInt8.init)
+    )
+
+    static func channelSecrets() throws -> SessionSecrets {
+        let session = SessionSecrets(
+            sessionID: Base64URL.encode(Data(SessionPair.sessionID)), proofKey: SymmetricKey(size: .bits256), clientToServer: SessionPair.c2s,
+            serverToClient: SessionPair.s2c)
+        return try SessionChannel.secrets(
+            of: session, channelID: channelInput.channelID, clientNonce: channelInput.clientNonce, serverNonce: channelInput.serverNonce)
+    }
+
     @Test func anIndependentSealerWrittenFromTheDocumentAgrees() throws {
         let (keys, frames) = try sealed()
+        let channel = try Self.channelSecrets()
         let request: JSONValue = [
+            "channel": [
+                "c2s": .string(Self.hex(Array(SessionPair.c2s.bytes))), "s2c": .string(Self.hex(Array(SessionPair.s2c.bytes))),
+                "client_nonce": .string(Self.hex(Self.channelInput.clientNonce)),
+                "server_nonce": .string(Self.hex(Self.channelInput.serverNonce)), "channel_id": .string(Self.hex(Self.channelInput.channelID)),
+            ],
             "secret": .string(Self.hex(Array(SessionPair.c2s.bytes))), "session_id": .string(Self.hex(SessionPair.sessionID)),
             "frames": .array(
                 Self.frames.enumerated().map { index, frame in
@@ -174,6 +195,8 @@ struct SessionPair {
         #expect(reference["iv"]?.stringValue == Self.hex(keys.ivBytes))
         #expect(reference["next_key"]?.stringValue == Self.hex(keys.next()!.keyBytes))
         #expect(reference["frames"] == .array(frames.map { .string(Self.hex($0)) }))
+        #expect(reference["channel"]?["c2s"]?.stringValue == Self.hex(Array(channel.clientToServer.bytes)))
+        #expect(reference["channel"]?["s2c"]?.stringValue == Self.hex(Array(channel.serverToClient.bytes)))
     }
 
     @Test func theDocumentPrintsTheseVectors() throws {
@@ -181,7 +204,10 @@ struct SessionPair {
             contentsOf: VectorTests.directory.appendingPathComponent("../../../docs/PROTOCOL.md").standardizedFileURL, encoding: .utf8)
             .replacingOccurrences(of: "\n", with: "").replacingOccurrences(of: " ", with: "")
         let (keys, frames) = try sealed()
-        for value in [keys.keyBytes, keys.ivBytes, keys.next()!.keyBytes] + frames {
+        let channel = try Self.channelSecrets()
+        for value in [keys.keyBytes, keys.ivBytes, keys.next()!.keyBytes, Array(channel.clientToServer.bytes), Array(channel.serverToClient.bytes)]
+            + frames
+        {
             let printed = document.contains(Self.hex(value))
             #expect(printed, "docs/PROTOCOL.md §11 lacks \(Self.hex(value).prefix(32))…")
         }
@@ -354,5 +380,72 @@ struct SessionPair {
         let bye = try #require(closing)
         #expect(client.receive(bye) == .closed)
         #expect(server.receive(frame, now: now) == [.dropped(.closed)])
+    }
+}
+
+@Suite struct SessionChannelTests {
+    static let session = SessionSecrets(
+        sessionID: Base64URL.encode(Data(SessionPair.sessionID)), proofKey: SymmetricKey(size: .bits256), clientToServer: SessionPair.c2s,
+        serverToClient: SessionPair.s2c)
+
+    static func channel(_ id: UInt8, clientNonce: UInt8 = 1, serverNonce: UInt8 = 2) throws -> SessionSecrets {
+        try SessionChannel.secrets(
+            of: session, channelID: [UInt8](repeating: id, count: 16), clientNonce: [UInt8](repeating: clientNonce, count: 32),
+            serverNonce: [UInt8](repeating: serverNonce, count: 32))
+    }
+
+    /// Each attachment has keys of its own: a frame of one channel opens on no other, even one
+    /// of the same session with the same id, so sequence numbers restarting per channel never
+    /// repeat a nonce under a key, and nothing of an old connection replays into a new one.
+    @Test func aFrameOfOneChannelOpensOnNoOther() throws {
+        let a = try Self.channel(1)
+        var client = try ClientSessionEndpoint(secrets: a, suite: .aes256gcm, ordering: .stream, now: Date())
+        let (_, frame) = try client.call("goods.search", [:], now: Date())
+
+        var same = try ServerSessionEndpoint(secrets: a, suite: .aes256gcm, ordering: .stream, now: Date())
+        #expect(same.receive(frame, now: Date()).contains(.invoke(id: 1, method: "goods.search", params: [:])))
+        var otherID = try ServerSessionEndpoint(secrets: try Self.channel(2), suite: .aes256gcm, ordering: .stream, now: Date())
+        #expect(otherID.receive(frame, now: Date()) == [.dropped(.foreignSession)])
+        // Same channel id, other nonces (a second attach): the tag fails.
+        for other in [try Self.channel(1, clientNonce: 9), try Self.channel(1, serverNonce: 9)] {
+            var endpoint = try ServerSessionEndpoint(secrets: other, suite: .aes256gcm, ordering: .stream, now: Date())
+            #expect(endpoint.receive(frame, now: Date()) == [.dropped(.tampered)])
+        }
+        #expect(a.clientToServer != Self.session.clientToServer && a.serverToClient != a.clientToServer)
+        #expect(a.sessionID == Base64URL.encode(Data(repeating: 1, count: 16)))
+    }
+
+    @Test func badChannelInputsAreRefused() {
+        #expect(throws: ATHError.self) {
+            _ = try SessionChannel.secrets(of: Self.session, channelID: [1, 2], clientNonce: Array(repeating: 0, count: 32), serverNonce: Array(repeating: 0, count: 32))
+        }
+        #expect(throws: ATHError.self) {
+            _ = try SessionChannel.secrets(
+                of: Self.session, channelID: Array(repeating: 0, count: 16), clientNonce: Array(repeating: 0, count: 31), serverNonce: Array(repeating: 0, count: 32))
+        }
+        #expect(throws: ATHError.self) { _ = try SessionChannel.bytes("not base64!", count: 32, field: "client_nonce") }
+    }
+
+    /// TCP delivers bytes, not frames: frames are cut at their length prefixes whatever the
+    /// chunking, and an impossible length stops the stream before anything is buffered for it.
+    @Test func theFrameStreamCutsAtLengthPrefixes() throws {
+        let frames: [[UInt8]] = [Array(repeating: 1, count: 108), Array(repeating: 2, count: 172), []]
+        let bytes = frames.flatMap(SessionFrameStream.encode)
+        for chunk in [1, 3, 7, 64, bytes.count] {
+            var stream = SessionFrameStream()
+            var out: [[UInt8]] = []
+            var offset = 0
+            while offset < bytes.count {
+                out += try stream.append(bytes[offset..<min(offset + chunk, bytes.count)])
+                offset += chunk
+            }
+            #expect(out == frames, "chunks of \(chunk)")
+            #expect(stream.pending == 0)
+        }
+        var stream = SessionFrameStream()
+        #expect(throws: SessionFrameStream.Failure.oversized(Int(UInt32.max))) { _ = try stream.append([0xff, 0xff, 0xff, 0xff, 0]) }
+        #expect(try SessionFrameStream.decode(bytes, maxFrames: 3) == frames)
+        #expect(throws: ATHError.self) { _ = try SessionFrameStream.decode(bytes, maxFrames: 2) }
+        #expect(throws: ATHError.self) { _ = try SessionFrameStream.decode(Array(bytes.dropLast()), maxFrames: 3) }
     }
 }

@@ -12,6 +12,8 @@ struct Harness {
     let store: SQLiteStore
     let service: ATHService
     let server: RunningServer
+    /// The session layer's channels (HTTP and WebSocket transports on `server`).
+    let channels: SessionChannels
     /// The client every SDK call of the harness goes through (TLS when the server has TLS).
     var httpClient: HTTPClient = .shared
     let agentKey = PrivateKey.generate()
@@ -22,7 +24,8 @@ struct Harness {
     static func start(
         policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
-        agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0
+        agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
+        sessions: SessionChannels.Configuration = .init()
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -30,15 +33,18 @@ struct Harness {
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
             agentCertificates: agentCertificates, openID: openID)
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), port: port, tls: tls)
-        return Harness(dir: dir, store: store, service: service, server: server)
+        let channels = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods, configuration: sessions)
+        let server = try await RunningServer.start(
+            ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels)
+        return Harness(dir: dir, store: store, service: service, server: server, channels: channels)
     }
 
-    init(dir: URL, store: SQLiteStore, service: ATHService, server: RunningServer) {
+    init(dir: URL, store: SQLiteStore, service: ATHService, server: RunningServer, channels: SessionChannels) {
         self.dir = dir
         self.store = store
         self.service = service
         self.server = server
+        self.channels = channels
     }
 
     func registerParties() async throws {
@@ -84,6 +90,7 @@ struct Harness {
     }
 
     func stop() async {
+        await channels.shutdown()
         await server.stop()
         try? FileManager.default.removeItem(at: dir)
     }

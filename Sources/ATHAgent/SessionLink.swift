@@ -1,0 +1,197 @@
+import ATHCore
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Moves a channel's frames over one transport. `send` only queues (frames leave in the order
+/// they were sealed: a stream receiver takes only the next sequence number); what arrives goes
+/// to the `Inbound` handlers given when the link was made.
+protocol SessionLink: Sendable {
+    func send(_ frame: [UInt8])
+    func close() async
+}
+
+/// What a link hands back to its channel.
+struct SessionLinkInbound: Sendable {
+    var frame: @Sendable ([UInt8]) async -> Void
+    /// The link is gone (the error, if it failed rather than closed).
+    var ended: @Sendable ((any Error)?) async -> Void
+}
+
+/// One POST of frames per send; the answers come back in its response. Requests may overtake
+/// each other, which is why HTTP channels use the receive window like UDP.
+struct HTTPSessionLink: SessionLink {
+    let transport: HTTPTransport
+    let inbound: SessionLinkInbound
+
+    func send(_ frame: [UInt8]) {
+        let (transport, inbound) = (transport, inbound)
+        Task {
+            do {
+                let reply = try await transport.send(
+                    .POST, "/ath/session/frames", body: Data(SessionFrameStream.encode(frame)), contentType: "application/vnd.ath.frames")
+                if let error = HTTPTransport.protocolError(in: reply) {
+                    await inbound.ended(error)
+                    return
+                }
+                guard reply.status == 200 else { throw SessionChannelError.transport("HTTP \(reply.status) from the frames endpoint") }
+                for answer in try SessionFrameStream.decode(Array(reply.body), maxFrames: .max) { await inbound.frame(answer) }
+            } catch {
+                // A lost request is a lost datagram: the call is sent again after its timeout.
+            }
+        }
+    }
+
+    func close() async {}
+}
+
+/// Frames as binary WebSocket messages (`GET /ath/session/ws`).
+final class WebSocketSessionLink: SessionLink {
+    let queue: AsyncStream<[UInt8]>.Continuation
+    let task: Task<Void, Never>
+
+    init(url: String, tls: TLSConfiguration?, inbound: SessionLinkInbound) async throws {
+        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+        let (connected, signal) = AsyncStream.makeStream(of: Bool.self)
+        self.queue = queue
+        var configuration = WebSocketClientConfiguration()
+        configuration.maxFrameSize = SessionFrameStream.maxFrameSize
+        task = Task {
+            do {
+                try await WebSocketClient.connect(
+                    url: url, configuration: configuration, tlsConfiguration: tls, logger: Logger(label: "ath.session.ws")
+                ) { messages, outbound, _ in
+                    signal.yield(true)
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await frame in frames { try await outbound.write(.binary(ByteBuffer(bytes: frame))) }
+                            try? await outbound.close(.normalClosure, reason: nil)
+                        }
+                        for try await message in messages.messages(maxSize: SessionFrameStream.maxFrameSize) {
+                            if case .binary(let buffer) = message { await inbound.frame(Array(buffer.readableBytesView)) }
+                        }
+                        group.cancelAll()
+                    }
+                }
+                signal.finish()
+                await inbound.ended(nil)
+            } catch {
+                signal.finish()
+                await inbound.ended(error)
+            }
+        }
+        var opened = false
+        for await value in connected {
+            opened = value
+            break
+        }
+        guard opened else { throw SessionChannelError.transport("the WebSocket to \(url) did not open") }
+    }
+
+    func send(_ frame: [UInt8]) { queue.yield(frame) }
+
+    func close() async {
+        queue.finish()
+        _ = await task.value
+    }
+}
+
+/// Frames on a TCP connection, each preceded by its length (4 bytes, big-endian).
+final class TCPSessionLink: SessionLink {
+    let queue: AsyncStream<[UInt8]>.Continuation
+    let task: Task<Void, Never>
+
+    init(host: String, port: Int, inbound: SessionLinkInbound) async throws {
+        let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            }
+        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+        self.queue = queue
+        task = Task {
+            do {
+                try await connection.executeThenClose { incoming, outbound in
+                    // Whichever ends first ends the connection: the agent closing (the queue
+                    // finished, its last frames written) or the server closing.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await frame in frames { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode(frame))) }
+                        }
+                        group.addTask {
+                            var stream = SessionFrameStream()
+                            for try await chunk in incoming {
+                                for frame in try stream.append(chunk.readableBytesView) { await inbound.frame(frame) }
+                            }
+                        }
+                        try await group.next()
+                        group.cancelAll()
+                    }
+                }
+                await inbound.ended(nil)
+            } catch {
+                await inbound.ended(error)
+            }
+        }
+    }
+
+    func send(_ frame: [UInt8]) { queue.yield(frame) }
+
+    func close() async {
+        queue.finish()
+        _ = await task.value
+    }
+}
+
+/// One frame per datagram to the server's session port.
+final class UDPSessionLink: SessionLink {
+    let queue: AsyncStream<[UInt8]>.Continuation
+    let task: Task<Void, Never>
+
+    init(host: String, port: Int, inbound: SessionLinkInbound) async throws {
+        let server = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let bound = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+        self.queue = queue
+        task = Task {
+            do {
+                try await bound.executeThenClose { incoming, outbound in
+                    // Closing finishes the queue: its last frames (the close frame) leave first.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await frame in frames {
+                                try? await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: frame)))
+                            }
+                        }
+                        group.addTask {
+                            for try await datagram in incoming where datagram.remoteAddress == server {
+                                await inbound.frame(Array(datagram.data.readableBytesView))
+                            }
+                        }
+                        try await group.next()
+                        group.cancelAll()
+                    }
+                }
+                await inbound.ended(nil)
+            } catch {
+                await inbound.ended(error)
+            }
+        }
+    }
+
+    func send(_ frame: [UInt8]) { queue.yield(frame) }
+
+    func close() async {
+        queue.finish()
+        _ = await task.value
+    }
+}

@@ -1,0 +1,250 @@
+import ATHCore
+import Foundation
+import Logging
+
+/// Where a channel's outgoing frames go: a connection's ordered queue (WebSocket, TCP) or the
+/// UDP socket towards the address of the last authentic datagram. `deliver` is synchronous so
+/// that frames leave in the order they were sealed (a stream receiver takes only the next
+/// sequence number).
+public struct SessionOutlet: Sendable {
+    /// Which connection or peer address; a closed connection ends the channels bound to it.
+    public let id: String
+    public let deliver: @Sendable ([UInt8]) -> Void
+
+    public init(id: String, deliver: @escaping @Sendable ([UInt8]) -> Void) {
+        self.id = id
+        self.deliver = deliver
+    }
+}
+
+/// The server's channels of the encrypted session layer, one registry for all four transports:
+/// a transport hands in frames and an outlet, the registry finds the channel by the frame's id,
+/// runs it through the channel's `ServerSessionEndpoint`, runs calls through `SessionRPCRoutes`
+/// (so every call passes the grant's checks) and sends what comes out. Channels end with their
+/// grant (checked between calls by a sweep), a revocation, a close frame, idleness, or — for
+/// WebSocket and TCP — their connection.
+public actor SessionChannels {
+    public struct Configuration: Sendable {
+        /// Seconds without an authentic frame after which a channel is forgotten.
+        public var idleTimeout: Int = 900
+        public var maxChannels: Int = 10_000
+        public var maxChannelsPerSession: Int = 16
+        /// How often the grant's end and revocations are checked between calls.
+        public var sweepInterval: Duration = .seconds(1)
+        /// HTTP: how long a request waits for the answers of the calls it carried.
+        public var httpWait: Duration = .seconds(10)
+        public var maxFramesPerRequest: Int = 64
+        /// Frames kept for an HTTP channel until its next request; beyond, the channel ends.
+        public var maxOutbox: Int = 1024
+
+        public init() {}
+    }
+
+    struct Channel {
+        var endpoint: ServerSessionEndpoint
+        var access: VerifiedAccess
+        var transport: SessionChannel.Transport
+        var outlet: SessionOutlet?
+        var outbox: [[UInt8]] = []
+        var lastActive: Date
+        var remoteAddress: String?
+    }
+
+    public let service: ATHService
+    public let methods: SessionRPCRoutes
+    public let configuration: Configuration
+    let logger: Logger
+    var channels: [[UInt8]: Channel] = [:]
+    /// Frames dropped before any channel's endpoint saw them, and those its endpoint refused.
+    public private(set) var refusals: [String: Int] = [:]
+    var sweeper: Task<Void, Never>?
+
+    public init(
+        service: ATHService, methods: SessionRPCRoutes, configuration: Configuration = .init(), logger: Logger = Logger(label: "ath.session")
+    ) {
+        self.service = service
+        self.methods = methods
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    deinit { sweeper?.cancel() }
+
+    public var count: Int { channels.count }
+
+    /// Opens a channel for an admitted request (`POST /ath/session/channels`).
+    public func attach(_ request: SessionChannel.AttachRequest, access: VerifiedAccess, remoteAddress: String?) async throws
+        -> SessionChannel.Attached
+    {
+        let clientNonce = try SessionChannel.bytes(request.client_nonce, count: SessionChannel.nonceSize, field: "client_nonce")
+        let secrets = try await service.sessionSecrets(for: access)
+        guard channels.count < configuration.maxChannels else {
+            throw ATHError(.rateLimited, "the server holds its maximum of session channels; try again later")
+        }
+        guard channels.values.filter({ $0.access.claims.sid == access.claims.sid }).count < configuration.maxChannelsPerSession else {
+            throw ATHError(.rateLimited, "this session has its maximum of \(configuration.maxChannelsPerSession) channels open")
+        }
+        let channelID = Self.randomBytes(SessionChannel.idSize)
+        let serverNonce = Self.randomBytes(SessionChannel.nonceSize)
+        let channelSecrets = try SessionChannel.secrets(of: secrets, channelID: channelID, clientNonce: clientNonce, serverNonce: serverNonce)
+        let now = Date()
+        let endpoint = try ServerSessionEndpoint(secrets: channelSecrets, suite: .aes256gcm, ordering: request.transport.ordering, now: now)
+        channels[channelID] = Channel(
+            endpoint: endpoint, access: access, transport: request.transport, lastActive: now, remoteAddress: remoteAddress)
+        startSweeping()
+        return SessionChannel.Attached(
+            channel_id: Base64URL.encode(Data(channelID)), server_nonce: Base64URL.encode(Data(serverNonce)), transport: request.transport,
+            expires_at: access.grant.expiresAt, idle_timeout: configuration.idleTimeout)
+    }
+
+    /// One frame from a transport. Returns the calls it started (HTTP waits for them), or nil
+    /// when the frame was dropped. `outlet` nil: answers wait in the channel's outbox.
+    @discardableResult
+    public func receive(_ frame: [UInt8], via transport: SessionChannel.Transport, outlet: SessionOutlet?, remoteAddress: String?)
+        -> [Task<Void, Never>]?
+    {
+        guard case .success(let header) = SessionFrame.Header.parse(frame[...]) else {
+            count("unreadable")
+            return nil
+        }
+        guard var channel = channels[header.sessionID] else {
+            count("unknown_channel")
+            return nil
+        }
+        guard channel.transport == transport else {
+            count("wrong_transport")
+            return nil
+        }
+        let now = Date()
+        let effects = channel.endpoint.receive(frame, now: now)
+        if effects.count == 1, case .dropped(let reason) = effects[0] {
+            channels[header.sessionID] = channel
+            count(reason.rawValue)
+            return nil
+        }
+        // Authentic: this connection or address now carries the channel's answers.
+        channel.lastActive = now
+        if let outlet { channel.outlet = outlet }
+        if let remoteAddress { channel.remoteAddress = remoteAddress }
+        channels[header.sessionID] = channel
+        var started: [Task<Void, Never>] = []
+        for effect in effects {
+            switch effect {
+            case .send(let bytes): emit(bytes, on: header.sessionID)
+            case .dropped(let reason): count(reason.rawValue)
+            case .closed: channels[header.sessionID] = nil
+            case .invoke(let id, let method, let params):
+                channels[header.sessionID]?.endpoint.started(id)
+                let (access, address, methods, service) = (channel.access, channel.remoteAddress, methods, service)
+                let channelID = header.sessionID
+                started.append(
+                    Task {
+                        let result = await methods.run(method: method, params: params, access: access, service: service, remoteAddress: address)
+                        self.finish(channelID, call: id, result)
+                    })
+            }
+        }
+        return started
+    }
+
+    func finish(_ channelID: [UInt8], call id: UInt64, _ result: Result<JSONValue, ATHError>) {
+        guard channels[channelID] != nil else { return }  // ended while the call ran
+        let now = Date()
+        do {
+            emit(try channels[channelID]!.endpoint.answer(id, result, now: now), on: channelID)
+        } catch {
+            logger.warning("session answer could not be sealed", metadata: ["error": "\(error)"])
+        }
+        if case .failure(let error) = result, SessionRPCRoutes.endsSession(error) {
+            end(channelID, reason: error.code.rawValue)
+        }
+    }
+
+    /// Frames waiting for an HTTP channel, taken by a request that carried an authentic frame of it.
+    public func drainOutbox(_ channelID: [UInt8]) -> [[UInt8]] {
+        guard let frames = channels[channelID]?.outbox else { return endedOutboxes.removeValue(forKey: channelID) ?? [] }
+        channels[channelID]?.outbox = []
+        return frames
+    }
+
+    /// The close frame of an HTTP channel that ended, kept for its last request to carry.
+    var endedOutboxes: [[UInt8]: [[UInt8]]] = [:]
+
+    func emit(_ frame: [UInt8], on channelID: [UInt8]) {
+        guard let channel = channels[channelID] else { return }
+        if let outlet = channel.outlet {
+            outlet.deliver(frame)
+        } else if channel.outbox.count < configuration.maxOutbox {
+            channels[channelID]?.outbox.append(frame)
+        } else {
+            end(channelID, reason: "outbox_full")
+        }
+    }
+
+    /// Ends a channel from the server: a close frame to the client, then nothing accepted.
+    func end(_ channelID: [UInt8], reason: String) {
+        guard var channel = channels.removeValue(forKey: channelID) else { return }
+        logger.debug("session channel ended", metadata: ["reason": "\(reason)"])
+        if let bye = channel.endpoint.close(now: Date()) {
+            if let outlet = channel.outlet {
+                outlet.deliver(bye)
+            } else {
+                endedOutboxes[channelID] = channel.outbox + [bye]
+                if endedOutboxes.count > configuration.maxChannels { endedOutboxes.removeAll() }
+            }
+        }
+    }
+
+    /// A WebSocket or TCP connection closed: its channels end with it.
+    public func disconnected(_ outletID: String) {
+        for (id, channel) in channels where channel.outlet?.id == outletID {
+            channels[id] = nil
+        }
+    }
+
+    /// Closes channels whose grant ended or was revoked, and forgets idle ones.
+    public func sweep() async {
+        let now = Date()
+        for (id, channel) in channels {
+            if now.timeIntervalSince(channel.lastActive) > Double(configuration.idleTimeout) {
+                end(id, reason: "idle")
+                continue
+            }
+            do {
+                try await service.checkStanding(channel.access)
+            } catch let error as ATHError where SessionRPCRoutes.endsSession(error) {
+                end(id, reason: error.code.rawValue)
+            } catch {
+                // The store did not answer: the next sweep or call decides.
+            }
+        }
+    }
+
+    func startSweeping() {
+        guard sweeper == nil else { return }
+        let interval = configuration.sweepInterval
+        sweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self else { return }
+                await self.sweep()
+            }
+        }
+    }
+
+    /// Stops the sweep (the server is stopping); channels are dropped.
+    public func shutdown() {
+        sweeper?.cancel()
+        sweeper = nil
+        channels.removeAll()
+    }
+
+    func count(_ reason: String) {
+        refusals[reason, default: 0] += 1
+    }
+
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+}

@@ -1,0 +1,146 @@
+import ATHCore
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The raw TCP transport: each frame preceded by its length (4 bytes, big-endian). A
+/// connection carries the channels whose authentic frames it brought; they end with it. A
+/// connection that sends an impossible length is closed.
+///
+/// Frames are sealed and authenticated by the session layer itself, and the keys were agreed
+/// over the HTTPS of the attach; this listener adds no TLS of its own (yet), so the frame
+/// headers (channel id, sequence numbers, kinds, length classes) are visible on the wire.
+public final class SessionTCPListener: Sendable {
+    public let port: Int
+    let server: any Channel
+    let task: Task<Void, Never>
+
+    init(port: Int, server: any Channel, task: Task<Void, Never>) {
+        self.port = port
+        self.server = server
+        self.task = task
+    }
+
+    public static func start(channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0) async throws -> SessionTCPListener {
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let bound = listener.channel.localAddress?.port ?? 0
+        let server = listener.channel
+        let task = Task {
+            await withDiscardingTaskGroup { group in
+                do {
+                    try await listener.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            group.addTask { await serve(connection, channels: channels) }
+                        }
+                    }
+                } catch {
+                    // The listener was closed.
+                }
+                group.cancelAll()
+            }
+        }
+        return SessionTCPListener(port: bound, server: server, task: task)
+    }
+
+    static func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, channels: SessionChannels) async {
+        let outletID = "tcp:" + UUID().uuidString
+        let remoteAddress = connection.channel.remoteAddress?.ipAddress
+        try? await connection.executeThenClose { inbound, outbound in
+            let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+            let outlet = SessionOutlet(id: outletID) { queue.yield($0) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await frame in frames { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode(frame))) }
+                }
+                defer {
+                    queue.finish()
+                    group.cancelAll()
+                }
+                var stream = SessionFrameStream()
+                for try await chunk in inbound {
+                    let complete: [[UInt8]]
+                    do {
+                        complete = try stream.append(chunk.readableBytesView)
+                    } catch {
+                        break  // an impossible length: this is not a session peer
+                    }
+                    for frame in complete {
+                        await channels.receive(frame, via: .tcp, outlet: outlet, remoteAddress: remoteAddress)
+                    }
+                }
+            }
+        }
+        await channels.disconnected(outletID)
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() async {
+        try? await server.close()
+        task.cancel()
+        _ = await task.value
+    }
+}
+
+/// The UDP transport: one frame per datagram, from any address that holds the channel's keys;
+/// answers go to the address of the channel's last authentic datagram. Loss and reordering are
+/// the receive window's and the client's retransmissions' business (docs/PROTOCOL.md §11).
+public final class SessionUDPListener: Sendable {
+    public let port: Int
+    let socket: any Channel
+    let task: Task<Void, Never>
+
+    init(port: Int, socket: any Channel, task: Task<Void, Never>) {
+        self.port = port
+        self.socket = socket
+        self.task = task
+    }
+
+    public static func start(channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0) async throws -> SessionUDPListener {
+        let socket = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let bound = socket.channel.localAddress?.port ?? 0
+        let channel = socket.channel
+        let task = Task {
+            _ = try? await socket.executeThenClose { inbound, outbound in
+                let (datagrams, queue) = AsyncStream.makeStream(of: AddressedEnvelope<ByteBuffer>.self)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await datagram in datagrams { try? await outbound.write(datagram) }
+                    }
+                    defer {
+                        queue.finish()
+                        group.cancelAll()
+                    }
+                    for try await datagram in inbound {
+                        let peer = datagram.remoteAddress
+                        let outlet = SessionOutlet(id: "udp:\(peer)") { frame in
+                            queue.yield(AddressedEnvelope(remoteAddress: peer, data: ByteBuffer(bytes: frame)))
+                        }
+                        let frame = Array(datagram.data.readableBytesView)
+                        await channels.receive(frame, via: .udp, outlet: outlet, remoteAddress: peer.ipAddress)
+                    }
+                }
+            }
+        }
+        return SessionUDPListener(port: bound, socket: channel, task: task)
+    }
+
+    public func stop() async {
+        try? await socket.close()
+        task.cancel()
+        _ = await task.value
+    }
+}

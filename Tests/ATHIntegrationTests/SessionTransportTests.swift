@@ -1,0 +1,265 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The session layer end to end: a real handshake, a channel attached over each of the four
+/// transports, and RPC calls that pass the grant's checks exactly as HTTP requests do.
+@Suite struct SessionTransportTests {
+    enum Kind: String, CaseIterable, CustomStringConvertible {
+        case http, webSocket, tcp, udp
+        var description: String { rawValue }
+    }
+
+    /// A harness with the TCP and UDP listeners beside its HTTP server.
+    struct Platform {
+        var h: Harness
+        var tcp: SessionTCPListener
+        var udp: SessionUDPListener
+
+        static func start(sessions: SessionChannels.Configuration = .init()) async throws -> Platform {
+            let h = try await Harness.start(sessions: sessions)
+            try await h.registerParties()
+            return Platform(
+                h: h, tcp: try await SessionTCPListener.start(channels: h.channels), udp: try await SessionUDPListener.start(channels: h.channels))
+        }
+
+        func route(_ kind: Kind) -> ATHSessionChannel.Route {
+            switch kind {
+            case .http: .http
+            case .webSocket: .webSocket()
+            case .tcp: .tcp(host: "127.0.0.1", port: tcp.port)
+            case .udp: .udp(host: "127.0.0.1", port: udp.port)
+            }
+        }
+
+        func stop() async {
+            await tcp.stop()
+            await udp.stop()
+            await h.stop()
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func callsRunUnderTheGrantOverEveryTransport(_ kind: Kind) async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read", "order:create"])
+        let channel = try await session.openChannel(p.route(kind))
+        #expect(channel.transport.rawValue == (kind == .webSocket ? "websocket" : kind.rawValue))
+
+        let found = try await channel.call("goods.search", ["keyword": "phone"])
+        guard case .array(let goods)? = found["goods"] else {
+            Issue.record("goods.search answered \(found)")
+            return
+        }
+        #expect(goods.count == 3)
+        let order = try await channel.call("order.create", ["goods_id": "123", "quantity": 1])
+        #expect(order["amount"] == .integer(3999) || order["amount"] == .number(3999))
+        // The grant's restrictions and scopes hold for calls as for requests.
+        #expect(await refusal { _ = try await channel.call("order.create", ["goods_id": "300", "quantity": 1]) } == .amountLimitExceeded)
+        #expect(await refusal { _ = try await channel.call("user.profile") } == .scopeInsufficient)
+        #expect(await refusal { _ = try await channel.call("no.such.method") } == .malformedMessage)
+        // Calls run concurrently on one channel; each answer finds its call.
+        let keywords = ["phone", "case", "laptop", "pro", "x"]
+        let counts = try await withThrowingTaskGroup(of: (String, Int).self) { group in
+            for keyword in keywords {
+                group.addTask {
+                    guard case .array(let list)? = try await channel.call("goods.search", ["keyword": .string(keyword)])["goods"] else { return (keyword, -1) }
+                    return (keyword, list.count)
+                }
+            }
+            return try await group.reduce(into: [String: Int]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(counts == ["phone": 3, "case": 1, "laptop": 1, "pro": 1, "x": 2])
+        #expect(try await channel.status(of: 1) == .processed)
+        #expect(try await channel.status(of: 3) == .failed)
+        #expect(await channel.refusals.isEmpty)
+        #expect(await p.h.channels.refusals.isEmpty)
+        #expect(await p.h.channels.count == 1)
+
+        await channel.close()
+        // The close frame (or the closed connection) ends the server's channel.
+        try await eventually { await p.h.channels.count == 0 }
+        await #expect(throws: (any Error).self) { _ = try await channel.call("goods.search") }
+    }
+
+    @Test func aRevocationBetweenCallsClosesTheChannel() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.sweepInterval = .milliseconds(100)
+        let p = try await Platform.start(sessions: sessions)
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        let channel = try await session.openChannel(.webSocket())
+        _ = try await channel.call("goods.search", ["keyword": "phone"])
+        let claims = try JWTCodec.unverifiedClaims(of: await session.grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
+        try await p.h.service.revokeGrant(claims.gid, by: "test")
+        // No call needed: the server's sweep sees the revocation and sends a close frame.
+        try await eventually { await channel.ended != nil }
+        #expect((await channel.ended as? ATHError)?.code == .channelNotFound)
+        #expect(await p.h.channels.count == 0)
+        await #expect(throws: ATHError.self) { _ = try await channel.call("goods.search") }
+        // A new channel cannot be attached under the revoked grant.
+        #expect(await refusal { _ = try await session.openChannel(.http) } == .tokenRevoked)
+    }
+
+    @Test func theGrantsEndClosesTheChannel() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.sweepInterval = .milliseconds(100)
+        let p = try await Platform.start(sessions: sessions)
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"], ttl: 3)
+        let channel = try await session.openChannel(p.route(.tcp))
+        #expect(channel.expiresAt == (await session.grant.grantExpiresAt))
+        _ = try await channel.call("goods.search")
+        try await eventually(within: .seconds(8)) { await channel.ended != nil }
+        #expect((await channel.ended as? ATHError)?.code == .channelNotFound)
+        #expect(await p.h.channels.count == 0)
+    }
+
+    /// `session.call` opens an HTTP channel at the first call and keeps using it.
+    @Test func sessionCallUsesOneDefaultChannel() async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        _ = try await session.call("goods.search", ["keyword": "case"])
+        let answer = try await session.call("goods.search", ["keyword": "laptop"])
+        guard case .array(let goods)? = answer["goods"] else {
+            Issue.record("goods.search answered \(answer)")
+            return
+        }
+        #expect(goods.count == 1)
+        #expect(await p.h.channels.count == 1)
+    }
+
+    /// Attaching needs the token and its proof, like any API request; frames of no open channel
+    /// are refused with CHANNEL_NOT_FOUND and counted.
+    @Test func attachingAndSendingAreChecked() async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        let client = p.h.httpClient
+        func post(_ path: String, _ body: [UInt8], headers: [(String, String)] = []) async throws -> (Int, JSONValue?) {
+            var request = HTTPClientRequest(url: p.h.server.baseURL + path)
+            request.method = .POST
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let response = try await client.execute(request, timeout: .seconds(10))
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), try? JSONValue.parse(Array(bytes.readableBytesView)))
+        }
+        let nonce = Base64URL.encode(Data(repeating: 1, count: 32))
+        let attach = Array(#"{"transport":"http","client_nonce":"\#(nonce)"}"#.utf8)
+        let (status, error) = try await post("/ath/session/channels", attach)
+        #expect(status == 401 && error?["code"] == "TOKEN_MISSING")
+
+        let short = Array(#"{"transport":"http","client_nonce":"AAAA"}"#.utf8)
+        let (badStatus, badError) = try await post(
+            "/ath/session/channels", short, headers: await session.authHeaders("POST", "/ath/session/channels", Data(short)))
+        #expect(badStatus == 400 && badError?["code"] == "MALFORMED_MESSAGE")
+
+        // A well-formed frame of a channel that does not exist.
+        var sealer = SessionSealer(
+            keys: SessionTrafficKeys(secret: .init(size: .bits256), suite: .aes256gcm), direction: .clientToServer,
+            sessionID: Array(repeating: 9, count: 16), now: Date())
+        let frame = try sealer.seal(.call, Array(#"{"id":1,"method":"goods.search","params":{}}"#.utf8), now: Date())
+        let (lostStatus, lost) = try await post("/ath/session/frames", SessionFrameStream.encode(frame))
+        #expect(lostStatus == 404 && lost?["code"] == "CHANNEL_NOT_FOUND")
+        let (cutStatus, cut) = try await post("/ath/session/frames", Array(SessionFrameStream.encode(frame).dropLast(3)))
+        #expect(cutStatus == 400 && cut?["code"] == "MALFORMED_MESSAGE")
+        #expect(await p.h.channels.refusals["unknown_channel"] == 1)
+    }
+
+    /// Over UDP a lost datagram costs a retransmission, not the call: the proxy between agent
+    /// and server drops the first datagram each way, and the call still runs once.
+    @Test func aLostDatagramIsSentAgain() async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let proxy = try await LossyUDPProxy.start(to: p.udp.port, dropFirst: 1)
+        defer { Task { await proxy.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read", "order:create"])
+        let channel = try await session.openChannel(.udp(host: "127.0.0.1", port: proxy.port))
+        let order = try await channel.call("order.create", ["goods_id": "200", "quantity": 2])
+        #expect(order["goods_id"] == "200")
+        #expect(await proxy.dropped >= 1)
+        #expect(try await channel.status(of: 1) == .processed)
+    }
+}
+
+/// The code of the ATH refusal `body` throws, nil when it throws none.
+func refusal(_ body: () async throws -> Void) async -> ATHError.Code? {
+    do {
+        try await body()
+        return nil
+    } catch {
+        return (error as? ATHError)?.code
+    }
+}
+
+/// Polls `condition` until it holds, or fails the test after `within`.
+func eventually(within limit: Duration = .seconds(5), _ condition: @Sendable () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("the condition did not hold within \(limit)")
+}
+
+/// A UDP relay on loopback that drops the first `dropFirst` datagrams from the agent.
+actor LossyUDPProxy {
+    let port: Int
+    let socket: any Channel
+    var task: Task<Void, Never>?
+    private(set) var dropped = 0
+
+    init(port: Int, socket: any Channel) {
+        self.port = port
+        self.socket = socket
+    }
+
+    static func start(to serverPort: Int, dropFirst: Int) async throws -> LossyUDPProxy {
+        let server = try SocketAddress(ipAddress: "127.0.0.1", port: serverPort)
+        let bound = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let proxy = LossyUDPProxy(port: bound.channel.localAddress?.port ?? 0, socket: bound.channel)
+        await proxy.run(bound, server: server, dropFirst: dropFirst)
+        return proxy
+    }
+
+    func run(_ bound: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>, server: SocketAddress, dropFirst: Int) {
+        task = Task {
+            var agent: SocketAddress?
+            try? await bound.executeThenClose { inbound, outbound in
+                for try await datagram in inbound {
+                    if datagram.remoteAddress == server {
+                        if let agent { try await outbound.write(AddressedEnvelope(remoteAddress: agent, data: datagram.data)) }
+                    } else {
+                        agent = datagram.remoteAddress
+                        if self.drop(dropFirst) { continue }
+                        try await outbound.write(AddressedEnvelope(remoteAddress: server, data: datagram.data))
+                    }
+                }
+            }
+        }
+    }
+
+    func drop(_ limit: Int) -> Bool {
+        guard dropped < limit else { return false }
+        dropped += 1
+        return true
+    }
+
+    func stop() async {
+        try? await socket.close()
+        await task?.value
+    }
+}
