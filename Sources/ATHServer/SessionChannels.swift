@@ -36,6 +36,10 @@ public actor SessionChannels {
         public var maxFramesPerRequest: Int = 64
         /// Frames kept for an HTTP channel until its next request; beyond, the channel ends.
         public var maxOutbox: Int = 1024
+        /// WebSocket and TCP: a connection that brings no authentic frame within this time, or
+        /// brings `maxRefusedPerConnection` frames that are refused, is closed.
+        public var connectionGrace: Duration = .seconds(10)
+        public var maxRefusedPerConnection: Int = 64
 
         public init() {}
     }
@@ -202,6 +206,10 @@ public actor SessionChannels {
         }
     }
 
+    func carries(_ outletID: String) -> Bool {
+        channels.values.contains { $0.outlet?.id == outletID }
+    }
+
     /// Closes channels whose grant ended or was revoked, and forgets idle ones.
     public func sweep() async {
         let now = Date()
@@ -246,5 +254,33 @@ public actor SessionChannels {
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
         return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+}
+
+/// One WebSocket or TCP connection's share of the work: hands its frames to the channels and
+/// says when to hang up on a peer that is not one (too many refused frames, or no authentic
+/// frame at all within the grace time).
+struct SessionConnection: Sendable {
+    struct Silent: Error {}
+
+    let channels: SessionChannels
+    let transport: SessionChannel.Transport
+    let outlet: SessionOutlet
+    let remoteAddress: String?
+    var refused = 0
+
+    /// False when the connection should be closed.
+    mutating func receive(_ frame: [UInt8]) async -> Bool {
+        if await channels.receive(frame, via: transport, outlet: outlet, remoteAddress: remoteAddress) == nil {
+            refused += 1
+            return refused < channels.configuration.maxRefusedPerConnection
+        }
+        return true
+    }
+
+    /// Throws `Silent` when the grace time passed and the connection carries no channel.
+    func watch() async throws {
+        try await Task.sleep(for: channels.configuration.connectionGrace)
+        if await !channels.carries(outlet.id) { throw Silent() }
     }
 }

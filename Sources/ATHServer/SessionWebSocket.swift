@@ -30,19 +30,23 @@ extension SessionChannels {
         let outletID = "ws:" + UUID().uuidString
         let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
         let outlet = SessionOutlet(id: outletID) { queue.yield($0) }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        var connection = SessionConnection(channels: self, transport: .webSocket, outlet: outlet, remoteAddress: remoteAddress)
+        try? await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await frame in frames { try await outbound.write(.binary(ByteBuffer(bytes: frame))) }
             }
-            defer { queue.finish() }
+            group.addTask { [connection] in try await connection.watch() }
+            defer {
+                queue.finish()
+                group.cancelAll()
+            }
             for try await message in inbound.messages(maxSize: SessionFrameStream.maxFrameSize) {
-                guard case .binary(let buffer) = message else {
-                    try await outbound.close(.unacceptableData, reason: "session frames are binary messages")
+                guard case .binary(let buffer) = message, await connection.receive(Array(buffer.readableBytesView)) else {
+                    try await outbound.close(.policyViolation, reason: "not session frames")
                     break
                 }
-                await self.receive(Array(buffer.readableBytesView), via: .webSocket, outlet: outlet, remoteAddress: remoteAddress)
             }
-            await self.disconnected(outletID)
         }
+        await self.disconnected(outletID)
     }
 }

@@ -188,6 +188,72 @@ import Testing
         #expect(await proxy.dropped >= 1)
         #expect(try await channel.status(of: 1) == .processed)
     }
+
+    /// A datagram delivered twice (or replayed by someone on the path) is dropped as `replayed`
+    /// by the window; the call it carried runs once.
+    @Test func aDuplicatedDatagramIsDroppedAsReplayed() async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let proxy = try await LossyUDPProxy.start(to: p.udp.port, dropFirst: 0, duplicate: true)
+        defer { Task { await proxy.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read", "order:create"])
+        let channel = try await session.openChannel(.udp(host: "127.0.0.1", port: proxy.port))
+        _ = try await channel.call("order.create", ["goods_id": "200", "quantity": 1])
+        _ = try await channel.call("goods.search", ["keyword": "phone"])
+        // Both copies were refused before the endpoint's ledger, so nothing ran twice.
+        try await eventually { await p.h.channels.refusals["replayed"] == 2 }
+        #expect(await channel.refusals.isEmpty)
+    }
+}
+
+/// Raw TCP peers that are not session agents are hung up on.
+@Suite struct SessionConnectionLimitTests {
+    /// Connects, sends `bytes`, and returns once the server closed the connection (or fails the test after 5 s).
+    static func serverHangsUp(port: Int, sending bytes: [UInt8]) async throws {
+        let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            }
+        let closed = try await connection.executeThenClose { inbound, outbound in
+            if !bytes.isEmpty { try await outbound.write(ByteBuffer(bytes: bytes)) }
+            return try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for try await _ in inbound {}
+                    return true
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(5))
+                    return false
+                }
+                let first = try await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+        }
+        #expect(closed, "the server kept the connection open")
+    }
+
+    @Test func silentImpossibleAndForgedPeersAreDisconnected() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.connectionGrace = .milliseconds(200)
+        sessions.maxRefusedPerConnection = 3
+        let h = try await Harness.start(sessions: sessions)
+        defer { Task { await h.stop() } }
+        let tcp = try await SessionTCPListener.start(channels: h.channels)
+        defer { Task { await tcp.stop() } }
+        // Silent: nothing within the grace time.
+        try await Self.serverHangsUp(port: tcp.port, sending: [])
+        // A length no frame can have.
+        try await Self.serverHangsUp(port: tcp.port, sending: [0x7f, 0xff, 0xff, 0xff])
+        // Well-formed frames of no channel, one after another.
+        var sealer = SessionSealer(
+            keys: SessionTrafficKeys(secret: .init(size: .bits256), suite: .aes256gcm), direction: .clientToServer,
+            sessionID: Array(repeating: 5, count: 16), now: Date())
+        var forged: [UInt8] = []
+        for _ in 0..<3 { forged += SessionFrameStream.encode(try sealer.seal(.status, Array(#"{"id":1}"#.utf8), now: Date())) }
+        try await Self.serverHangsUp(port: tcp.port, sending: forged)
+        #expect(await h.channels.refusals["unknown_channel"] == 3)
+    }
 }
 
 /// The code of the ATH refusal `body` throws, nil when it throws none.
@@ -210,7 +276,8 @@ func eventually(within limit: Duration = .seconds(5), _ condition: @Sendable () 
     Issue.record("the condition did not hold within \(limit)")
 }
 
-/// A UDP relay on loopback that drops the first `dropFirst` datagrams from the agent.
+/// A UDP relay on loopback that drops the first `dropFirst` datagrams from the agent (and, with
+/// `duplicate`, sends every other one twice).
 actor LossyUDPProxy {
     let port: Int
     let socket: any Channel
@@ -222,7 +289,7 @@ actor LossyUDPProxy {
         self.socket = socket
     }
 
-    static func start(to serverPort: Int, dropFirst: Int) async throws -> LossyUDPProxy {
+    static func start(to serverPort: Int, dropFirst: Int, duplicate: Bool = false) async throws -> LossyUDPProxy {
         let server = try SocketAddress(ipAddress: "127.0.0.1", port: serverPort)
         let bound = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0) { channel in
@@ -231,11 +298,14 @@ actor LossyUDPProxy {
                 }
             }
         let proxy = LossyUDPProxy(port: bound.channel.localAddress?.port ?? 0, socket: bound.channel)
-        await proxy.run(bound, server: server, dropFirst: dropFirst)
+        await proxy.run(bound, server: server, dropFirst: dropFirst, duplicate: duplicate)
         return proxy
     }
 
-    func run(_ bound: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>, server: SocketAddress, dropFirst: Int) {
+    func run(
+        _ bound: NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>, server: SocketAddress, dropFirst: Int,
+        duplicate: Bool
+    ) {
         task = Task {
             var agent: SocketAddress?
             try? await bound.executeThenClose { inbound, outbound in
@@ -246,6 +316,7 @@ actor LossyUDPProxy {
                         agent = datagram.remoteAddress
                         if self.drop(dropFirst) { continue }
                         try await outbound.write(AddressedEnvelope(remoteAddress: server, data: datagram.data))
+                        if duplicate { try await outbound.write(AddressedEnvelope(remoteAddress: server, data: datagram.data)) }
                     }
                 }
             }
