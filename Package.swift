@@ -102,6 +102,7 @@ let package = Package(
             dependencies: [
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

@@ -6,6 +6,7 @@ import ATHStore
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import NIOSSL
 import Synchronization
 import X509
 
@@ -32,6 +33,9 @@ public struct ShoppingScenario: Sendable {
         public var orderStatus: Int
         public var overLimitError: ATHError?
         public var ungrantedScopeError: ATHError?
+        /// Over the encrypted session (a WebSocket channel): the goods found, and the over-limit order's refusal.
+        public var sessionGoodsFound: Int
+        public var sessionOverLimitError: ATHError?
     }
 
     let storePath: String
@@ -59,11 +63,12 @@ public struct ShoppingScenario: Sendable {
         let pki = try DemoPKI(assistantKey: assistantKey, now: Date())
         say(Line(actor: "setup", step: "tls", text: "a CA for the run issued the platform's TLS certificate (127.0.0.1) and the assistant's agent certificate (CN \(Self.assistantAIC), clientAuth)"))
         let userHTTP = try AgentTLS(serverRoots: [pki.ca.root]).makeHTTPClient()
-        let agentHTTP = try AgentTLS(serverRoots: [pki.ca.root], certificateChain: pki.assistantChain, key: assistantKey).makeHTTPClient()
+        let agentTLS = AgentTLS(serverRoots: [pki.ca.root], certificateChain: pki.assistantChain, key: assistantKey)
+        let agentHTTP = try agentTLS.makeHTTPClient()
         do {
             let result = try await serve(
                 store: store, serverKey: serverKey, assistantKey: assistantKey, userKey: userKey, pki: pki, userHTTP: userHTTP,
-                agentHTTP: agentHTTP)
+                agentHTTP: agentHTTP, agentTLS: try agentTLS.configuration())
             try await userHTTP.shutdown()
             try await agentHTTP.shutdown()
             return result
@@ -76,7 +81,7 @@ public struct ShoppingScenario: Sendable {
 
     private func serve(
         store: SQLiteStore, serverKey: PrivateKey, assistantKey: PrivateKey, userKey: PrivateKey, pki: DemoPKI, userHTTP: HTTPClient,
-        agentHTTP: HTTPClient
+        agentHTTP: HTTPClient, agentTLS: TLSConfiguration
     ) async throws -> Result {
         let say = self.say
         // The user's phone: it learns of a request by the platform's push and answers it.
@@ -97,20 +102,27 @@ public struct ShoppingScenario: Sendable {
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: ShoppingPlatform.policy, store: store,
             channel: channel, agentCertificates: AgentCertificatePolicy(trust: pki.trust, required: true))
-        let server = try await RunningServer.start(ShoppingPlatform.router(service: service), tls: pki.serverTLS)
+        let sessions = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods)
+        let server = try await RunningServer.start(
+            ShoppingPlatform.router(service: service, channels: sessions), tls: pki.serverTLS, sessionChannels: sessions)
         baseURL.value = server.baseURL
         say(Line(actor: "platform", step: "listen", text: "e-commerce platform \(ShoppingPlatform.did) on \(server.baseURL) (TLS 1.3 only; agent certificates required)"))
         do {
-            let result = try await runAgent(baseURL: server.baseURL, assistantKey: assistantKey, userKey: userKey, http: agentHTTP)
+            let result = try await runAgent(
+                baseURL: server.baseURL, assistantKey: assistantKey, userKey: userKey, http: agentHTTP, tls: agentTLS)
+            await sessions.shutdown()
             await server.stop()
             return result
         } catch {
+            await sessions.shutdown()
             await server.stop()
             throw error
         }
     }
 
-    private func runAgent(baseURL: String, assistantKey: PrivateKey, userKey: PrivateKey, http: HTTPClient) async throws -> Result {
+    private func runAgent(baseURL: String, assistantKey: PrivateKey, userKey: PrivateKey, http: HTTPClient, tls: TLSConfiguration) async throws
+        -> Result
+    {
         let say = self.say
         let credential = try await UserCredential.issue(
             user: Self.userDID, key: userKey, client: Self.assistantDID, scopes: ["goods:read", "order:create"], validFor: 7200)
@@ -155,8 +167,26 @@ public struct ShoppingScenario: Sendable {
             ungranted = e
             say(Line(actor: "assistant", step: "api", text: "GET /api/profile -> refused \(e.code.rawValue) (\(e.httpStatus)): \(e.message)"))
         }
+
+        // The same grant over the encrypted session layer: a WebSocket channel (wss://, the same
+        // mutual TLS) with keys of its own, RPC calls checked like the HTTP requests above.
+        let channel = try await session.openChannel(.webSocket(tls: tls, serverName: "localhost"))
+        say(Line(actor: "assistant", step: "session", text: "opens an encrypted session channel over WebSocket (ATTN/1, AES-256-GCM, keys of its own)"))
+        let found = try await channel.call("goods.search", ["keyword": "phone"])
+        let count: Int
+        if case .array(let list)? = found["goods"] { count = list.count } else { count = 0 }
+        say(Line(actor: "assistant", step: "session", text: "call goods.search {keyword phone} -> \(count) goods", message: found))
+        var sessionOverLimit: ATHError?
+        do {
+            _ = try await channel.call("order.create", ["goods_id": "124", "quantity": 1])
+        } catch let e as ATHError {
+            sessionOverLimit = e
+            say(Line(actor: "assistant", step: "session", text: "call order.create {goods_id 124 at 5999} -> refused \(e.code.rawValue): \(e.message)"))
+        }
+        await channel.close()
         return Result(
-            grant: grant, goodsStatus: goods.status, orderStatus: order.status, overLimitError: overLimit, ungrantedScopeError: ungranted)
+            grant: grant, goodsStatus: goods.status, orderStatus: order.status, overLimitError: overLimit, ungrantedScopeError: ungranted,
+            sessionGoodsFound: count, sessionOverLimitError: sessionOverLimit)
     }
 
     static func prompt(_ r: AuthorizationConfirmationRequest) -> String {

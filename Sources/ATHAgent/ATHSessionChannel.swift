@@ -29,7 +29,10 @@ public actor ATHSessionChannel {
         /// The session's own HTTP client: POST /ath/session/frames.
         case http
         /// `GET /ath/session/ws` on the session's server; `tls` for wss:// (e.g. `AgentTLS.configuration()`).
-        case webSocket(tls: TLSConfiguration? = nil)
+        /// `serverName`: the name the server's certificate is checked against (and sent as SNI)
+        /// when the base URL's host is an IP address: the WebSocket client sends its host as SNI,
+        /// which TLS does not allow for addresses.
+        case webSocket(tls: TLSConfiguration? = nil, serverName: String? = nil)
         /// The server's TCP session port.
         case tcp(host: String, port: Int)
         /// The server's UDP session port.
@@ -209,9 +212,9 @@ extension ATHSession {
         try await channel.connect { inbound in
             switch route {
             case .http: return HTTPSessionLink(transport: transport, inbound: inbound)
-            case .webSocket(let tls):
+            case .webSocket(let tls, let serverName):
                 let base = transport.baseURL.replacingOccurrences(of: "https://", with: "wss://").replacingOccurrences(of: "http://", with: "ws://")
-                return try await WebSocketSessionLink(url: base + "/ath/session/ws", tls: tls, inbound: inbound)
+                return try await WebSocketSessionLink(url: base + "/ath/session/ws", tls: tls, serverName: serverName, inbound: inbound)
             case .tcp(let host, let port): return try await TCPSessionLink(host: host, port: port, inbound: inbound)
             case .udp(let host, let port): return try await UDPSessionLink(host: host, port: port, inbound: inbound)
             }

@@ -54,18 +54,19 @@ final class WebSocketSessionLink: SessionLink {
     let queue: AsyncStream<[UInt8]>.Continuation
     let task: Task<Void, Never>
 
-    init(url: String, tls: TLSConfiguration?, inbound: SessionLinkInbound) async throws {
+    init(url: String, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws {
         let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-        let (connected, signal) = AsyncStream.makeStream(of: Bool.self)
+        let (connected, signal) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
         self.queue = queue
         var configuration = WebSocketClientConfiguration()
         configuration.maxFrameSize = SessionFrameStream.maxFrameSize
+        configuration.sniHostname = serverName
         task = Task {
             do {
                 try await WebSocketClient.connect(
                     url: url, configuration: configuration, tlsConfiguration: tls, logger: Logger(label: "ath.session.ws")
                 ) { messages, outbound, _ in
-                    signal.yield(true)
+                    signal.yield(.success(()))
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             for await frame in frames { try await outbound.write(.binary(ByteBuffer(bytes: frame))) }
@@ -80,16 +81,17 @@ final class WebSocketSessionLink: SessionLink {
                 signal.finish()
                 await inbound.ended(nil)
             } catch {
+                signal.yield(.failure(error))
                 signal.finish()
                 await inbound.ended(error)
             }
         }
-        var opened = false
+        var opened: Result<Void, any Error> = .failure(SessionChannelError.transport("the WebSocket to \(url) closed at once"))
         for await value in connected {
             opened = value
             break
         }
-        guard opened else { throw SessionChannelError.transport("the WebSocket to \(url) did not open") }
+        if case .failure(let error) = opened { throw SessionChannelError.transport("the WebSocket to \(url) did not open: \(error)") }
     }
 
     func send(_ frame: [UInt8]) { queue.yield(frame) }

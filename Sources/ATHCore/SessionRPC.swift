@@ -102,6 +102,10 @@ public enum SessionRPC {
         }
 
         var calls: [UInt64: (status: Status, answer: Message?)] = [:]
+        /// Ids in the order they arrived, from `head` on: the one forgotten first is the oldest
+        /// to arrive (no scan of the ledger per call).
+        var arrivals: [UInt64] = []
+        var head = 0
         /// Ids at or below this were forgotten; new calls must be above it.
         var floor: UInt64 = 0
         var hasFloor = false
@@ -115,10 +119,17 @@ public enum SessionRPC {
                 return .refuse(.error(id: id, code: ATHError.Code.malformedMessage.rawValue, message: "call id \(id) is too old"))
             }
             calls[id] = (.delivered, nil)
-            if calls.count > capacity, let oldest = calls.keys.min() {
+            arrivals.append(id)
+            if calls.count > capacity {
+                let oldest = arrivals[head]
+                head += 1
                 calls[oldest] = nil
                 floor = max(floor, oldest)
                 hasFloor = true
+                if head >= capacity {
+                    arrivals.removeFirst(head)
+                    head = 0
+                }
             }
             return .run
         }

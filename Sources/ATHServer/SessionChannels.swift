@@ -111,26 +111,28 @@ public actor SessionChannels {
             count("unreadable")
             return nil
         }
-        guard var channel = channels[header.sessionID] else {
+        let id = header.sessionID
+        guard let attached = channels[id]?.transport else {
             count("unknown_channel")
             return nil
         }
-        guard channel.transport == transport else {
+        guard attached == transport else {
             count("wrong_transport")
             return nil
         }
         let now = Date()
-        let effects = channel.endpoint.receive(frame, now: now)
+        // Mutated where it lies: a copy of the channel would copy its call ledger on every frame.
+        let effects = channels[id]!.endpoint.receive(frame, now: now)
         if effects.count == 1, case .dropped(let reason) = effects[0] {
-            channels[header.sessionID] = channel
             count(reason.rawValue)
             return nil
         }
         // Authentic: this connection or address now carries the channel's answers.
-        channel.lastActive = now
-        if let outlet { channel.outlet = outlet }
-        if let remoteAddress { channel.remoteAddress = remoteAddress }
-        channels[header.sessionID] = channel
+        channels[id]!.lastActive = now
+        if let outlet { channels[id]!.outlet = outlet }
+        if let remoteAddress { channels[id]!.remoteAddress = remoteAddress }
+        // Only what the calls need: holding the whole channel would make the ledger's next change a copy.
+        let (access, address) = (channels[id]!.access, channels[id]!.remoteAddress)
         var started: [Task<Void, Never>] = []
         for effect in effects {
             switch effect {
@@ -139,7 +141,7 @@ public actor SessionChannels {
             case .closed: channels[header.sessionID] = nil
             case .invoke(let id, let method, let params):
                 channels[header.sessionID]?.endpoint.started(id)
-                let (access, address, methods, service) = (channel.access, channel.remoteAddress, methods, service)
+                let (methods, service) = (methods, service)
                 let channelID = header.sessionID
                 started.append(
                     Task {

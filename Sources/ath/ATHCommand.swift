@@ -45,7 +45,8 @@ struct Demo: AsyncParsableCommand {
         let result = try await scenario.run()
         let ok =
             result.goodsStatus == 200 && result.orderStatus == 201 && result.overLimitError?.code == .amountLimitExceeded
-            && result.ungrantedScopeError?.code == .scopeInsufficient
+            && result.ungrantedScopeError?.code == .scopeInsufficient && result.sessionGoodsFound > 0
+            && result.sessionOverLimitError?.code == .amountLimitExceeded
         if !json { print(ok ? "demo: every step behaved as the scenario expects" : "demo: an expectation failed") }
         if !ok { throw ExitCode.failure }
     }

@@ -14,7 +14,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure handshakes per second and the cost of the access check (loopback only).",
-        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self])
+        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self, RPC.self])
 
     /// Runs `body` from `concurrency` tasks until `seconds` pass; returns completed operations.
     static func load(seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> (Int, Double) {
@@ -80,6 +80,7 @@ struct Bench: AsyncParsableCommand {
     struct Platform {
         var service: ATHService
         var server: RunningServer
+        var channels: SessionChannels
         var client: ATHClient
         var credential: String
 
@@ -95,17 +96,18 @@ struct Bench: AsyncParsableCommand {
         policy.restrictions.rate_limit = nil
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [.generate(.es256)]), policy: policy, store: store)
-        let router = ShoppingPlatform.router(service: service)
+        let channels = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods)
+        let router = ShoppingPlatform.router(service: service, channels: channels)
         router.get("open/goods") { request, _ in try ShoppingPlatform.searchGoods(request) }
         router.group("noop").add(middleware: NoopMiddleware()).get("goods") { request, _ in try ShoppingPlatform.searchGoods(request) }
-        let server = try await RunningServer.start(router)
+        let server = try await RunningServer.start(router, sessionChannels: channels)
         let agentKey = PrivateKey.generate(.es256)
         let userKey = PrivateKey.generate(.es256)
         let agent = DID.key(agentKey.publicKey)
         let credential = try await UserCredential.issue(
             user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
         return Platform(
-            service: service, server: server, client: ATHClient(baseURL: server.baseURL, did: agent, key: agentKey), credential: credential)
+            service: service, server: server, channels: channels, client: ATHClient(baseURL: server.baseURL, did: agent, key: agentKey), credential: credential)
     }
 
     static func tempDir() throws -> URL {
@@ -420,6 +422,47 @@ extension Bench {
                 let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if secs >= seconds { return Double(count) / secs }
             }
+        }
+    }
+}
+
+extension Bench {
+    /// RPC round trips over each transport of the session layer, next to the same operation as
+    /// a protected HTTP request, on loopback (client and server in this process).
+    struct RPC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "RPC round trips per second over WebSocket, TCP, UDP and HTTP channels, and the HTTP API for comparison.")
+        @Option(help: "Seconds per transport.") var seconds: Double = 5
+        @Option(help: "Concurrent calls (all on one channel).") var concurrency: Int = 16
+
+        func run() async throws {
+            let dir = try tempDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let platform = try await Bench.platform(store: dir)
+            let tcp = try await SessionTCPListener.start(channels: platform.channels)
+            let udp = try await SessionUDPListener.start(channels: platform.channels)
+            let session = try await platform.handshake()
+            let routes: [(String, ATHSessionChannel.Route)] = [
+                ("websocket", .webSocket()), ("tcp", .tcp(host: "127.0.0.1", port: tcp.port)),
+                ("udp", .udp(host: "127.0.0.1", port: udp.port)), ("http", .http),
+            ]
+            print("goods.search {keyword: phone} (a 64-byte call frame, a 320-byte reply), \(concurrency) calls in flight on one channel")
+            for (name, route) in routes {
+                let channel = try await session.openChannel(route)
+                _ = try await channel.call("goods.search", ["keyword": "phone"])
+                _ = try await Bench.measured(name.padding(toLength: 10, withPad: " ", startingAt: 0), seconds: seconds, concurrency: concurrency) { _ in
+                    _ = try await channel.call("goods.search", ["keyword": "phone"])
+                }
+                await channel.close()
+            }
+            _ = try await Bench.measured("HTTP API  ", seconds: seconds, concurrency: concurrency) { _ in
+                let response = try await session.get("/api/goods?keyword=phone")
+                guard response.status == 200 else { throw ATHError(.internalError, "status \(response.status)") }
+            }
+            await tcp.stop()
+            await udp.stop()
+            await platform.channels.shutdown()
+            await platform.server.stop()
         }
     }
 }

@@ -23,6 +23,8 @@ import Testing
         #expect(result.goodsStatus == 200)
         #expect(result.orderStatus == 201)
         #expect(result.overLimitError?.code == .amountLimitExceeded)
+        #expect(result.sessionGoodsFound == 3)
+        #expect(result.sessionOverLimitError?.code == .amountLimitExceeded)
         #expect(result.ungrantedScopeError?.code == .scopeInsufficient)
         // The assistant came over mutual TLS and the handshake was bound to its certificate's AIC.
         let audit = try await SQLiteStore(path: path).auditRecords(after: 0, limit: 50)

@@ -201,7 +201,7 @@ import Testing
         _ = try await channel.call("order.create", ["goods_id": "200", "quantity": 1])
         _ = try await channel.call("goods.search", ["keyword": "phone"])
         // Both copies were refused before the endpoint's ledger, so nothing ran twice.
-        try await eventually { await p.h.channels.refusals["replayed"] == 2 }
+        try await eventually { await p.h.channels.refusals["replayed", default: 0] >= 2 }
         #expect(await channel.refusals.isEmpty)
     }
 }
