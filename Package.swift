@@ -120,6 +120,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The session layer's receive side for libFuzzer (docs/FUZZING.md); an ordinary build
+        // replays a corpus.
+        .executableTarget(
+            name: "FuzzSessionFrames",
+            dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Fuzz/SessionFrames",
+            exclude: ["corpus"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ATHCoreTests",
             dependencies: [
