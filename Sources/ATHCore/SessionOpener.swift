@@ -81,18 +81,21 @@ public struct SessionOpener: Sendable {
                 header: frame[start..<(start + SessionFrame.headerSize)])
         else { return .failure(.tampered) }
         // Authentic from here on; a bad inner length is the peer's bug, still never passed on.
-        guard plaintext.count >= 4 else { return .failure(.malformed) }
-        let base = plaintext.startIndex
-        let length =
-            Int(plaintext[base]) << 24 | Int(plaintext[base + 1]) << 16 | Int(plaintext[base + 2]) << 8 | Int(plaintext[base + 3])
-        guard length <= plaintext.count - 4, plaintext[(base + 4 + length)...].allSatisfy({ $0 == 0 }) else { return .failure(.malformed) }
+        // Read through the raw bytes: Data's iterator goes a byte at a time.
+        let payload: [UInt8]? = plaintext.withUnsafeBytes { bytes in
+            guard bytes.count >= 4 else { return nil }
+            let length = Int(bytes[0]) << 24 | Int(bytes[1]) << 16 | Int(bytes[2]) << 8 | Int(bytes[3])
+            guard length <= bytes.count - 4, bytes[(4 + length)...].allSatisfy({ $0 == 0 }) else { return nil }
+            return Array(bytes[4..<(4 + length)])
+        }
+        guard let payload else { return .failure(.malformed) }
         accept(header.sequence)
         if epochKeys.epoch == keys.epoch &+ 1 {
             previous = keys
             keys = epochKeys
         }
         if header.kind == .close { closed = true }
-        return .success(Opened(kind: header.kind, sequence: header.sequence, epoch: header.epoch, payload: Array(plaintext[(base + 4)..<(base + 4 + length)])))
+        return .success(Opened(kind: header.kind, sequence: header.sequence, epoch: header.epoch, payload: payload))
     }
 
     func sequenceRefusal(_ sequence: UInt64) -> SessionRefusal? {
