@@ -99,6 +99,10 @@ public actor ATHSessionChannel {
         if let ended { throw ended }
         guard let link else { throw SessionChannelError.transport("not connected") }
         let (id, frame) = try endpoint.call(method, params, now: Date())
+        guard frame.count <= transport.maxFrameSize else {
+            endpoint.cancel(id)
+            throw ATHError(.payloadTooLarge, "this call's frame is \(frame.count) bytes; \(transport.rawValue) carries at most \(transport.maxFrameSize)")
+        }
         let timeout = Task { [weak self, options] in
             try? await Task.sleep(for: options.callTimeout)
             await self?.giveUp(id)

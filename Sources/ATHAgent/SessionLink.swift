@@ -157,6 +157,8 @@ final class UDPSessionLink: SessionLink {
     init(host: String, port: Int, inbound: SessionLinkInbound) async throws {
         let server = try SocketAddress.makeAddressResolvingHost(host, port: port)
         let bound = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // NIO reads 2,048 bytes per datagram by default: a larger frame would arrive cut.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
             .bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)

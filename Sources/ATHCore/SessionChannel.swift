@@ -19,6 +19,9 @@ public enum SessionChannel {
         case udp
         case http
 
+        /// The largest frame this transport carries.
+        public var maxFrameSize: Int { self == .udp ? SessionChannel.maxDatagram : SessionFrameStream.maxFrameSize }
+
         /// TCP and WebSocket keep order; UDP datagrams and separate HTTP requests may not.
         public var ordering: SessionOpener.Ordering {
             switch self {
@@ -78,6 +81,9 @@ public enum SessionChannel {
             self.idle_timeout = idle_timeout
         }
     }
+
+    /// The largest frame a UDP datagram carries (65,535 less the IP and UDP headers).
+    public static let maxDatagram = 65_507
 
     /// Decodes a base64url value of an exact size, or says which field is wrong.
     public static func bytes(_ value: String, count: Int, field: String) throws -> [UInt8] {

@@ -123,6 +123,9 @@ public struct ClientSessionEndpoint: Sendable {
         return (id, frame)
     }
 
+    /// Forgets a call that will not be sent (its frame did not fit the transport).
+    public mutating func cancel(_ id: UInt64) { outstanding[id] = nil }
+
     public mutating func statusQuery(_ id: UInt64, now: Date) throws -> [UInt8] {
         try sealer.seal(.status, try SessionRPC.Message.status(id: id).payload(), now: now)
     }

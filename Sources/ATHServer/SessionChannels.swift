@@ -157,7 +157,13 @@ public actor SessionChannels {
         guard channels[channelID] != nil else { return }  // ended while the call ran
         let now = Date()
         do {
-            emit(try channels[channelID]!.endpoint.answer(id, result, now: now), on: channelID)
+            var frame = try channels[channelID]!.endpoint.answer(id, result, now: now)
+            if let transport = channels[channelID]?.transport, frame.count > transport.maxFrameSize {
+                // Too large for a datagram: the call gets an error instead (the ledger keeps that).
+                let refusal = ATHError(.payloadTooLarge, "the answer is \(frame.count) bytes; \(transport.rawValue) carries at most \(transport.maxFrameSize)")
+                frame = try channels[channelID]!.endpoint.answer(id, .failure(refusal), now: now)
+            }
+            emit(frame, on: channelID)
         } catch {
             logger.warning("session answer could not be sealed", metadata: ["error": "\(error)"])
         }

@@ -106,6 +106,8 @@ public final class SessionUDPListener: Sendable {
 
     public static func start(channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0) async throws -> SessionUDPListener {
         let socket = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // NIO reads 2,048 bytes per datagram by default: a larger frame would arrive cut.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {

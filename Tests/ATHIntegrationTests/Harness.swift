@@ -25,7 +25,7 @@ struct Harness {
         policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
-        sessions: SessionChannels.Configuration = .init()
+        sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -33,7 +33,7 @@ struct Harness {
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
             agentCertificates: agentCertificates, openID: openID)
-        let channels = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods, configuration: sessions)
+        let channels = SessionChannels(service: service, methods: methods, configuration: sessions)
         let server = try await RunningServer.start(
             ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels)
         return Harness(dir: dir, store: store, service: service, server: server, channels: channels)

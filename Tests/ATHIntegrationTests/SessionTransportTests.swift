@@ -5,6 +5,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOPosix
+import ShoppingExample
 import Testing
 
 /// The session layer end to end: a real handshake, a channel attached over each of the four
@@ -22,7 +23,13 @@ import Testing
         var udp: SessionUDPListener
 
         static func start(sessions: SessionChannels.Configuration = .init()) async throws -> Platform {
-            let h = try await Harness.start(sessions: sessions)
+            var methods = ShoppingPlatform.sessionMethods
+            // Answers as large as asked, to see what each transport carries.
+            methods.register("test.blob", scope: "goods:read") { params, _ in
+                guard case .integer(let size)? = params["size"], (0...100_000).contains(size) else { return .null }
+                return .string(String(repeating: "x", count: Int(size)))
+            }
+            let h = try await Harness.start(sessions: sessions, methods: methods)
             try await h.registerParties()
             return Platform(
                 h: h, tcp: try await SessionTCPListener.start(channels: h.channels), udp: try await SessionUDPListener.start(channels: h.channels))
@@ -86,6 +93,33 @@ import Testing
         // The close frame (or the closed connection) ends the server's channel.
         try await eventually { await p.h.channels.count == 0 }
         await #expect(throws: (any Error).self) { _ = try await channel.call("goods.search") }
+    }
+
+    /// Frames of a few KiB in both directions over every transport (a datagram holds up to
+    /// 65,507 bytes; over UDP a larger call is refused before it is sent, and a larger answer
+    /// becomes PAYLOAD_TOO_LARGE).
+    @Test(arguments: Kind.allCases)
+    func largerFramesCrossEveryTransport(_ kind: Kind) async throws {
+        let p = try await Platform.start()
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        let channel = try await session.openChannel(p.route(kind))
+        let long = String(repeating: "phone ", count: 1000)
+        #expect(try await channel.call("goods.search", ["keyword": .string(long)])["goods"] == .array([]))
+        #expect(try await channel.call("test.blob", ["size": 20_000]).stringValue?.count == 20_000)
+        let big = String(repeating: "y", count: 70_000)
+        if kind == .udp {
+            #expect(await refusal { _ = try await channel.call("goods.search", ["keyword": .string(big)]) } == .payloadTooLarge)
+            #expect(await refusal { _ = try await channel.call("test.blob", ["size": 70_000]) } == .payloadTooLarge)
+        } else {
+            #expect(try await channel.call("goods.search", ["keyword": .string(big)])["goods"] == .array([]))
+            #expect(try await channel.call("test.blob", ["size": 70_000]).stringValue?.count == 70_000)
+        }
+        // The channel goes on.
+        #expect(try await channel.call("goods.search", ["keyword": "case"])["goods"] != nil)
+        #expect(await channel.refusals.isEmpty)
+        #expect(await p.h.channels.refusals.isEmpty)
+        await channel.close()
     }
 
     @Test func aRevocationBetweenCallsClosesTheChannel() async throws {
