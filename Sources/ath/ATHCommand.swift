@@ -392,7 +392,44 @@ struct Handshake: AsyncParsableCommand {
 }
 
 struct Agent: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Act as the agent.", subcommands: [Call.self])
+    static let configuration = CommandConfiguration(abstract: "Act as the agent.", subcommands: [Call.self, RPC.self])
+
+    struct RPC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Handshake with a server, then call one RPC method over an encrypted session channel (ATTN/1).")
+
+        @OptionGroup var options: HandshakeOptions
+        @Option(help: "websocket, tcp, udp or http (POST of frames).") var transport: String = "http"
+        @Option(help: "The server's session port, for tcp and udp (ath serve --session-tcp-port / --session-udp-port).") var port: Int?
+        @Option(help: "The name the server's certificate is checked against for wss:// when --url names an IP address.")
+        var serverName: String?
+        @Option(help: "The call's parameters (a JSON value).") var params: String = "{}"
+        @Argument(help: "The method, e.g. goods.search") var method: String
+
+        func run() async throws {
+            let params = try JSONValue.parse(Data(self.params.utf8))
+            guard let url = URL(string: options.url), let host = url.host() else { throw ValidationError("--url is not a URL") }
+            let route: ATHSessionChannel.Route
+            switch transport {
+            case "http": route = .http
+            case "websocket":
+                let mutual = options.url.hasPrefix("https:") ? options.cert : nil
+                let tls = options.url.hasPrefix("https:") ? try options.tls.configuration(certificate: mutual, key: try loadKey(options.key)) : nil
+                route = .webSocket(tls: tls, serverName: serverName)
+            case "tcp", "udp":
+                guard let port else { throw ValidationError("--transport \(transport) needs --port") }
+                route = transport == "tcp" ? .tcp(host: host, port: port) : .udp(host: host, port: port)
+            default: throw ValidationError("--transport is websocket, tcp, udp or http")
+            }
+            let session = try await options.handshake()
+            let channel = try await session.openChannel(route)
+            let result = try await channel.call(method, params)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            await channel.close()
+        }
+    }
 
     struct Call: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Handshake with a server, then send one API request.")

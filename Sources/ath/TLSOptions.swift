@@ -5,6 +5,7 @@ import ATHServer
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import NIOSSL
 import Synchronization
 
 /// How a client command reaches an https server: the CA roots that issued its certificate (by
@@ -23,6 +24,17 @@ struct ClientTLSOptions: ParsableArguments {
         let client = try AgentTLS.load(serverRootsFile: ca, certificateFile: certificate, key: key).makeHTTPClient()
         Self.retained.withLock { $0.append(client) }
         return client
+    }
+
+    /// The same trust for connections that are not HTTP requests (a wss:// session channel).
+    func configuration(certificate: String? = nil, key: PrivateKey? = nil) throws -> TLSConfiguration {
+        guard let ca else {
+            guard certificate == nil else { throw ValidationError("--cert needs --ca, the roots of the server's certificate") }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.minimumTLSVersion = .tlsv13
+            return tls
+        }
+        return try AgentTLS.load(serverRootsFile: ca, certificateFile: certificate, key: key).configuration()
     }
 }
 
