@@ -33,8 +33,8 @@ public actor ATHSessionChannel {
         /// when the base URL's host is an IP address: the WebSocket client sends its host as SNI,
         /// which TLS does not allow for addresses.
         case webSocket(tls: TLSConfiguration? = nil, serverName: String? = nil)
-        /// The server's TCP session port.
-        case tcp(host: String, port: Int)
+        /// The server's TCP session port; `tls` when it speaks TLS (`serverName` as for WebSocket).
+        case tcp(host: String, port: Int, tls: TLSConfiguration? = nil, serverName: String? = nil)
         /// The server's UDP session port.
         case udp(host: String, port: Int)
 
@@ -219,7 +219,8 @@ extension ATHSession {
             case .webSocket(let tls, let serverName):
                 let base = transport.baseURL.replacingOccurrences(of: "https://", with: "wss://").replacingOccurrences(of: "http://", with: "ws://")
                 return try await WebSocketSessionLink(url: base + "/ath/session/ws", tls: tls, serverName: serverName, inbound: inbound)
-            case .tcp(let host, let port): return try await TCPSessionLink(host: host, port: port, inbound: inbound)
+            case .tcp(let host, let port, let tls, let serverName):
+                return try await TCPSessionLink(host: host, port: port, tls: tls, serverName: serverName, inbound: inbound)
             case .udp(let host, let port): return try await UDPSessionLink(host: host, port: port, inbound: inbound)
             }
         }

@@ -107,11 +107,23 @@ final class TCPSessionLink: SessionLink {
     let queue: AsyncStream<[UInt8]>.Continuation
     let task: Task<Void, Never>
 
-    init(host: String, port: Int, inbound: SessionLinkInbound) async throws {
+    /// With `tls`, TLS 1.3 to the listener; `serverName` is what its certificate is checked
+    /// against (required when `host` is an IP address, which TLS cannot send as SNI).
+    init(host: String, port: Int, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws {
+        let secured = try tls.map { try NIOSSLContext(configuration: $0) }
+        let name = serverName ?? host
+        if secured != nil, (try? SocketAddress(ipAddress: name, port: 0)) != nil {
+            throw SessionChannelError.transport("TLS to the IP address \(host) needs serverName, a name in the server's certificate")
+        }
         let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let secured {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: secured, serverHostname: name))
+                    }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
             }
         let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
         self.queue = queue

@@ -3,14 +3,16 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// The raw TCP transport: each frame preceded by its length (4 bytes, big-endian). A
 /// connection carries the channels whose authentic frames it brought; they end with it. A
 /// connection that sends an impossible length is closed.
 ///
-/// Frames are sealed and authenticated by the session layer itself, and the keys were agreed
-/// over the HTTPS of the attach; this listener adds no TLS of its own (yet), so the frame
-/// headers (channel id, sequence numbers, kinds, length classes) are visible on the wire.
+/// Frames are sealed and authenticated by the session layer itself (the keys were agreed over
+/// the HTTPS of the attach); with `tls` the listener also speaks TLS 1.3 with the HTTP
+/// server's certificate and client-certificate rules, which hides the frame headers (channel
+/// id, sequence numbers, kinds, length classes) from the wire.
 public final class SessionTCPListener: Sendable {
     public let port: Int
     let server: any Channel
@@ -22,13 +24,24 @@ public final class SessionTCPListener: Sendable {
         self.task = task
     }
 
-    public static func start(channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0) async throws -> SessionTCPListener {
+    public static func start(
+        channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0, tls: ServerTLS? = nil,
+        logger: Logger = Logger(label: "ath.session.tcp")
+    ) async throws -> SessionTCPListener {
+        let secured = try tls.map { tls in
+            let configuration = try tls.channelConfiguration(logger: logger)
+            return (context: try NIOSSLContext(configuration: configuration.tlsConfiguration), verify: configuration.customVerificationCallback)
+        }
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    if let secured {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLServerHandler(context: secured.context, customVerificationCallback: secured.verify, configuration: .init()))
+                    }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         let bound = listener.channel.localAddress?.port ?? 0

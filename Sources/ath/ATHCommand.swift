@@ -260,9 +260,9 @@ struct Serve: AsyncParsableCommand {
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         var tcp: SessionTCPListener?
         var udp: SessionUDPListener?
-        if let sessionTCPPort { tcp = try await SessionTCPListener.start(channels: sessions, port: sessionTCPPort) }
+        if let sessionTCPPort { tcp = try await SessionTCPListener.start(channels: sessions, port: sessionTCPPort, tls: serverTLS) }
         if let sessionUDPPort { udp = try await SessionUDPListener.start(channels: sessions, port: sessionUDPPort) }
-        if let tcp { print("session layer over TCP on 127.0.0.1:\(tcp.port)") }
+        if let tcp { print("session layer over TCP\(serverTLS == nil ? "" : " (TLS 1.3)") on 127.0.0.1:\(tcp.port)") }
         if let udp { print("session layer over UDP on 127.0.0.1:\(udp.port)") }
         fflush(nil)  // a script waiting for this line gets it at once, also through a pipe
         // Stop in order on Ctrl-C or SIGTERM: in-flight requests finish, queued audit records are written.
@@ -401,7 +401,7 @@ struct Agent: AsyncParsableCommand {
         @OptionGroup var options: HandshakeOptions
         @Option(help: "websocket, tcp, udp or http (POST of frames).") var transport: String = "http"
         @Option(help: "The server's session port, for tcp and udp (ath serve --session-tcp-port / --session-udp-port).") var port: Int?
-        @Option(help: "The name the server's certificate is checked against for wss:// when --url names an IP address.")
+        @Option(help: "The name the server's certificate is checked against (websocket, tcp over TLS) when --url names an IP address.")
         var serverName: String?
         @Option(help: "The call's parameters (a JSON value).") var params: String = "{}"
         @Argument(help: "The method, e.g. goods.search") var method: String
@@ -412,13 +412,19 @@ struct Agent: AsyncParsableCommand {
             let route: ATHSessionChannel.Route
             switch transport {
             case "http": route = .http
-            case "websocket":
-                let mutual = options.url.hasPrefix("https:") ? options.cert : nil
-                let tls = options.url.hasPrefix("https:") ? try options.tls.configuration(certificate: mutual, key: try loadKey(options.key)) : nil
-                route = .webSocket(tls: tls, serverName: serverName)
-            case "tcp", "udp":
-                guard let port else { throw ValidationError("--transport \(transport) needs --port") }
-                route = transport == "tcp" ? .tcp(host: host, port: port) : .udp(host: host, port: port)
+            case "websocket", "tcp":
+                // Over https:// the session's other connections use the same TLS (and certificate).
+                let secure = options.url.hasPrefix("https:")
+                let tls = secure ? try options.tls.configuration(certificate: options.cert, key: try loadKey(options.key)) : nil
+                if transport == "websocket" {
+                    route = .webSocket(tls: tls, serverName: serverName)
+                } else {
+                    guard let port else { throw ValidationError("--transport tcp needs --port") }
+                    route = .tcp(host: host, port: port, tls: tls, serverName: serverName)
+                }
+            case "udp":
+                guard let port else { throw ValidationError("--transport udp needs --port") }
+                route = .udp(host: host, port: port)
             default: throw ValidationError("--transport is websocket, tcp, udp or http")
             }
             let session = try await options.handshake()

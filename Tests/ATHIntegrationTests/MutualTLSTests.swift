@@ -91,6 +91,53 @@ struct TLSFixture {
         await h.stop()
     }
 
+    /// The session layer over TLS: a wss:// channel and a TCP channel with TLS 1.3, both
+    /// requiring the agent's certificate like the HTTP server; without it no connection.
+    @Test func sessionChannelsRunOverMutualTLS() async throws {
+        let pki = try TLSFixture()
+        defer { pki.remove() }
+        let serverTLS = pki.serverTLS { .required($0) }
+        var h = try await Harness.start(tls: serverTLS)
+        let chain = try pki.agentCertificate(for: h.agentKey)
+        let agentTLS = pki.agentTLS(chain: chain, key: h.agentKey)
+        let mutual = try agentTLS.makeHTTPClient()
+        h.httpClient = mutual
+        let tcp = try await SessionTCPListener.start(channels: h.channels, tls: serverTLS)
+        do {
+            try await h.registerParties()
+            try await h.store.addExternalID(pki.aic.description, to: h.agent.value)
+            let session = try await h.handshake(scopes: ["goods:read"])
+            let tls = try agentTLS.configuration()
+            for route: ATHSessionChannel.Route in [
+                .webSocket(tls: tls, serverName: "localhost"), .tcp(host: "127.0.0.1", port: tcp.port, tls: tls, serverName: "localhost"),
+            ] {
+                let channel = try await session.openChannel(route)
+                let found = try await channel.call("goods.search", ["keyword": "case"])
+                guard case .array(let goods)? = found["goods"] else {
+                    Issue.record("\(route): \(found)")
+                    continue
+                }
+                #expect(goods.count == 1)
+                await channel.close()
+            }
+            // No agent certificate: the TLS listener refuses the connection, so no channel.
+            let anonymous = try pki.agentTLS().configuration()
+            await #expect(throws: (any Error).self) {
+                let channel = try await session.openChannel(.tcp(host: "127.0.0.1", port: tcp.port, tls: anonymous, serverName: "localhost"))
+                _ = try await channel.call("goods.search")
+            }
+            // TLS to an address needs the name to check the certificate against.
+            await #expect(throws: SessionChannelError.self) {
+                _ = try await session.openChannel(.tcp(host: "127.0.0.1", port: tcp.port, tls: tls))
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        await tcp.stop()
+        try await mutual.shutdown()
+        await h.stop()
+    }
+
     @Test func aCertificateForAnAICTheAgentsAccountDoesNotHoldIsRefusedAtStep1() async throws {
         let pki = try TLSFixture()
         defer { pki.remove() }
