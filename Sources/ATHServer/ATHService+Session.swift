@@ -25,6 +25,7 @@ extension ATHService {
     }
 
     /// The session's secrets behind an admitted request (its token and proof already checked).
+    /// Frames never use them directly: each channel derives keys of its own (`SessionChannels`).
     public func sessionSecrets(for access: VerifiedAccess) async throws -> SessionSecrets {
         guard let session = try await store.session(id: access.claims.sid), session.grantID == access.claims.gid else {
             throw ATHError(.tokenInvalid, "the token's session is unknown")
@@ -34,12 +35,5 @@ extension ATHService {
             throw ATHError(.tokenInvalid, "this session was made before the encrypted session layer; run a new handshake")
         }
         return SessionSecrets(sessionID: session.id, proofKey: keys.proofKey, clientToServer: clientToServer, serverToClient: serverToClient)
-    }
-
-    /// The server's end of the encrypted session behind an admitted request: frames then carry
-    /// RPC calls under the same grant. Transports attach channels (`SessionChannels`) instead,
-    /// each with keys of its own.
-    public func sessionEndpoint(for access: VerifiedAccess, ordering: SessionOpener.Ordering) async throws -> ServerSessionEndpoint {
-        try ServerSessionEndpoint(secrets: try await sessionSecrets(for: access), suite: .aes256gcm, ordering: ordering, now: clock())
     }
 }

@@ -16,8 +16,13 @@ struct OpenedSession {
         let grant = await (try await h.handshake(scopes: scopes)).grant
         claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
         access = VerifiedAccess(claims: claims, grant: try #require(try await h.store.grant(id: claims.gid)))
-        server = try await h.service.sessionEndpoint(for: access, ordering: .stream)
-        client = try ClientSessionEndpoint(secrets: grant.secrets, suite: .aes256gcm, ordering: .stream, now: Date())
+        // One channel's keys, derived by each side from its own copy of the session's secrets.
+        let (id, clientNonce, serverNonce) = ([UInt8](repeating: 1, count: 16), [UInt8](repeating: 2, count: 32), [UInt8](repeating: 3, count: 32))
+        let serverSide = try SessionChannel.secrets(
+            of: try await h.service.sessionSecrets(for: access), channelID: id, clientNonce: clientNonce, serverNonce: serverNonce)
+        let agentSide = try SessionChannel.secrets(of: grant.secrets, channelID: id, clientNonce: clientNonce, serverNonce: serverNonce)
+        server = try ServerSessionEndpoint(secrets: serverSide, suite: .aes256gcm, ordering: .stream, now: Date())
+        client = try ClientSessionEndpoint(secrets: agentSide, suite: .aes256gcm, ordering: .stream, now: Date())
     }
 }
 
@@ -40,7 +45,7 @@ struct OpenedSession {
         var other = session.claims
         other.sid = Base64URL.encode(Data(repeating: 7, count: 16))
         await #expect(throws: ATHError.self) {
-            _ = try await h.service.sessionEndpoint(for: VerifiedAccess(claims: other, grant: session.access.grant), ordering: .stream)
+            _ = try await h.service.sessionSecrets(for: VerifiedAccess(claims: other, grant: session.access.grant))
         }
     }
 }
