@@ -40,6 +40,9 @@ public actor SessionChannels {
         /// brings `maxRefusedPerConnection` frames that are refused, is closed.
         public var connectionGrace: Duration = .seconds(10)
         public var maxRefusedPerConnection: Int = 64
+        /// Calls of one channel running at once; more are answered RATE_LIMITED at once (a
+        /// grant without a rate limit must still not start unbounded work).
+        public var maxCallsInFlight: Int = 64
 
         public init() {}
     }
@@ -52,6 +55,7 @@ public actor SessionChannels {
         var outbox: [[UInt8]] = []
         var lastActive: Date
         var remoteAddress: String?
+        var running = 0
     }
 
     public let service: ATHService
@@ -140,6 +144,16 @@ public actor SessionChannels {
             case .dropped(let reason): count(reason.rawValue)
             case .closed: channels[header.sessionID] = nil
             case .invoke(let id, let method, let params):
+                guard let running = channels[header.sessionID]?.running,
+                    running < configuration.maxCallsInFlight
+                else {
+                    let busy = ATHError(.rateLimited, "this channel has \(configuration.maxCallsInFlight) calls running; wait for an answer")
+                    if let frame = try? channels[header.sessionID]?.endpoint.answer(id, .failure(busy), now: now) {
+                        emit(frame, on: header.sessionID)
+                    }
+                    continue
+                }
+                channels[header.sessionID]?.running += 1
                 channels[header.sessionID]?.endpoint.started(id)
                 let (methods, service) = (methods, service)
                 let channelID = header.sessionID
@@ -155,6 +169,7 @@ public actor SessionChannels {
 
     func finish(_ channelID: [UInt8], call id: UInt64, _ result: Result<JSONValue, ATHError>) {
         guard channels[channelID] != nil else { return }  // ended while the call ran
+        channels[channelID]!.running -= 1
         let now = Date()
         do {
             var frame = try channels[channelID]!.endpoint.answer(id, result, now: now)

@@ -29,6 +29,10 @@ import Testing
                 guard case .integer(let size)? = params["size"], (0...100_000).contains(size) else { return .null }
                 return .string(String(repeating: "x", count: Int(size)))
             }
+            methods.register("test.slow", scope: "goods:read") { _, _ in
+                try await Task.sleep(for: .milliseconds(500))
+                return "done"
+            }
             let h = try await Harness.start(sessions: sessions, methods: methods)
             try await h.registerParties()
             return Platform(
@@ -153,6 +157,24 @@ import Testing
         try await eventually(within: .seconds(8)) { await channel.ended != nil }
         #expect((await channel.ended as? ATHError)?.code == .channelNotFound)
         #expect(await p.h.channels.count == 0)
+    }
+
+    /// A channel runs a bounded number of calls at once; the rest are answered RATE_LIMITED
+    /// at once instead of piling up work (a grant need not have a rate limit).
+    @Test func callsInFlightPerChannelAreBounded() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.maxCallsInFlight = 2
+        let p = try await Platform.start(sessions: sessions)
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        let channel = try await session.openChannel(p.route(.tcp))
+        let outcomes = await withTaskGroup(of: ATHError.Code?.self) { group in
+            for _ in 0..<4 { group.addTask { await refusal { _ = try await channel.call("test.slow") } } }
+            return await group.reduce(into: [ATHError.Code?]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 == nil }.count == 2)
+        #expect(outcomes.filter { $0 == .rateLimited }.count == 2)
+        #expect(try await channel.call("test.slow") == "done")
     }
 
     /// `session.call` opens an HTTP channel at the first call and keeps using it.
