@@ -112,23 +112,23 @@ public actor SessionChannels {
         -> [Task<Void, Never>]?
     {
         guard case .success(let header) = SessionFrame.Header.parse(frame[...]) else {
-            count("unreadable")
+            tally("unreadable")
             return nil
         }
         let id = header.sessionID
         guard let attached = channels[id]?.transport else {
-            count("unknown_channel")
+            tally("unknown_channel")
             return nil
         }
         guard attached == transport else {
-            count("wrong_transport")
+            tally("wrong_transport")
             return nil
         }
         let now = Date()
         // Mutated where it lies: a copy of the channel would copy its call ledger on every frame.
         let effects = channels[id]!.endpoint.receive(frame, now: now)
         if effects.count == 1, case .dropped(let reason) = effects[0] {
-            count(reason.rawValue)
+            tally(reason.rawValue)
             return nil
         }
         // Authentic: this connection or address now carries the channel's answers.
@@ -141,7 +141,7 @@ public actor SessionChannels {
         for effect in effects {
             switch effect {
             case .send(let bytes): emit(bytes, on: header.sessionID)
-            case .dropped(let reason): count(reason.rawValue)
+            case .dropped(let reason): tally(reason.rawValue)
             case .closed: channels[header.sessionID] = nil
             case .invoke(let id, let method, let params):
                 guard let running = channels[header.sessionID]?.running,
@@ -198,14 +198,17 @@ public actor SessionChannels {
     var endedOutboxes: [[UInt8]: [[UInt8]]] = [:]
 
     func emit(_ frame: [UInt8], on channelID: [UInt8]) {
-        guard let channel = channels[channelID] else { return }
-        if let outlet = channel.outlet {
-            outlet.deliver(frame)
-        } else if channel.outbox.count < configuration.maxOutbox {
-            channels[channelID]?.outbox.append(frame)
-        } else {
-            end(channelID, reason: "outbox_full")
+        // Field by field: a copy of the channel held here would make the append copy the outbox.
+        guard let outlet = channels[channelID]?.outlet else {
+            guard let queued = channels[channelID]?.outbox.count else { return }
+            if queued < configuration.maxOutbox {
+                channels[channelID]?.outbox.append(frame)
+            } else {
+                end(channelID, reason: "outbox_full")
+            }
+            return
         }
+        outlet.deliver(frame)
     }
 
     /// Ends a channel from the server: a close frame to the client, then nothing accepted.
@@ -224,9 +227,8 @@ public actor SessionChannels {
 
     /// A WebSocket or TCP connection closed: its channels end with it.
     public func disconnected(_ outletID: String) {
-        for (id, channel) in channels where channel.outlet?.id == outletID {
-            channels[id] = nil
-        }
+        let bound = channels.compactMap { $0.value.outlet?.id == outletID ? $0.key : nil }
+        for id in bound { channels[id] = nil }
     }
 
     func carries(_ outletID: String) -> Bool {
@@ -236,13 +238,16 @@ public actor SessionChannels {
     /// Closes channels whose grant ended or was revoked, and forgets idle ones.
     public func sweep() async {
         let now = Date()
-        for (id, channel) in channels {
-            if now.timeIntervalSince(channel.lastActive) > Double(configuration.idleTimeout) {
+        // A snapshot of what the sweep needs: iterating the dictionary itself across the awaits
+        // below would make every frame received meanwhile copy it.
+        let snapshot = channels.map { (id: $0.key, access: $0.value.access, lastActive: $0.value.lastActive) }
+        for (id, access, lastActive) in snapshot {
+            if now.timeIntervalSince(lastActive) > Double(configuration.idleTimeout) {
                 end(id, reason: "idle")
                 continue
             }
             do {
-                try await service.checkStanding(channel.access)
+                try await service.checkStanding(access)
             } catch let error as ATHError where SessionRPCRoutes.endsSession(error) {
                 end(id, reason: error.code.rawValue)
             } catch {
@@ -270,7 +275,7 @@ public actor SessionChannels {
         channels.removeAll()
     }
 
-    func count(_ reason: String) {
+    func tally(_ reason: String) {
         refusals[reason, default: 0] += 1
     }
 
