@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import Foundation
+import Synchronization
 import Testing
 
 /// Both ends of the encrypted session of a real handshake for `scopes`, and the access behind it.
@@ -101,5 +102,56 @@ struct OpenedSession {
         // The session is over on both ends.
         let (_, late) = try client.call("goods.search", nil, now: Date())
         #expect(server.receive(late, now: Date()) == [.dropped(.closed)])
+    }
+}
+
+/// The registry in process, with outlets that record what they were given: where a channel's
+/// answers go is decided by authentic frames only.
+@Suite struct SessionChannelsRoutingTests {
+    final class Recorder: Sendable {
+        let frames = Mutex<[String: Int]>([:])
+        func outlet(_ name: String) -> SessionOutlet {
+            SessionOutlet(id: name) { _ in self.frames.withLock { $0[name, default: 0] += 1 } }
+        }
+        func count(_ name: String) -> Int { frames.withLock { $0[name] ?? 0 } }
+    }
+
+    /// UDP: the agent may move to another address (a NAT rebinding); the server answers the
+    /// address of the last authentic datagram, and a forged datagram from elsewhere moves nothing.
+    @Test func answersFollowTheLastAuthenticAddress() async throws {
+        let h = try await Harness.start()
+        defer { Task { await h.stop() } }
+        try await h.registerParties()
+        let grant = await (try await h.handshake(scopes: ["goods:read"])).grant
+        let claims = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
+        let access = VerifiedAccess(claims: claims, grant: try #require(try await h.store.grant(id: claims.gid)))
+        let clientNonce = [UInt8](repeating: 7, count: 32)
+        let attached = try await h.channels.attach(
+            .init(transport: .udp, client_nonce: Base64URL.encode(Data(clientNonce))), access: access, remoteAddress: "127.0.0.1")
+        let secrets = try SessionChannel.secrets(
+            of: grant.secrets, channelID: try SessionChannel.bytes(attached.channel_id, count: 16, field: "id"), clientNonce: clientNonce,
+            serverNonce: try SessionChannel.bytes(attached.server_nonce, count: 32, field: "nonce"))
+        var agent = try ClientSessionEndpoint(secrets: secrets, suite: .aes256gcm, ordering: .window(64), now: Date())
+        let recorder = Recorder()
+
+        let first = try agent.call("goods.search", ["keyword": "phone"], now: Date()).frame
+        await h.channels.receive(first, via: .udp, outlet: recorder.outlet("a"), remoteAddress: "10.0.0.1")
+        try await eventually { recorder.count("a") == 2 }  // ack and reply
+
+        // A datagram from another address that does not open: dropped, answers stay with "a".
+        var forged = try agent.statusQuery(1, now: Date())
+        forged[forged.count - 1] ^= 1
+        #expect(await h.channels.receive(forged, via: .udp, outlet: recorder.outlet("evil"), remoteAddress: "10.6.6.6") == nil)
+        #expect(await h.channels.refusals["tampered"] == 1)
+
+        // The agent's next datagram comes from "b": the answer goes there.
+        let second = try agent.statusQuery(1, now: Date())
+        await h.channels.receive(second, via: .udp, outlet: recorder.outlet("b"), remoteAddress: "10.0.0.2")
+        try await eventually { recorder.count("b") == 1 }
+        #expect(recorder.count("a") == 2 && recorder.count("evil") == 0)
+        // Frames sent over another transport than the channel's are dropped and counted.
+        let third = try agent.statusQuery(1, now: Date())
+        #expect(await h.channels.receive(third, via: .tcp, outlet: recorder.outlet("c"), remoteAddress: nil) == nil)
+        #expect(await h.channels.refusals["wrong_transport"] == 1)
     }
 }
