@@ -59,9 +59,16 @@ public enum SessionFrame {
             self.sequence = sequence
         }
 
-        public var bytes: [UInt8] {
-            var out: [UInt8] = [SessionFrame.version, kind.rawValue, direction.rawValue, epoch]
-            out.reserveCapacity(SessionFrame.headerSize)
+        public var bytes: [UInt8] { bytes(reservingCapacity: 0) }
+
+        /// The header in a buffer with room for `extra` more bytes (the rest of the frame).
+        public func bytes(reservingCapacity extra: Int) -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(SessionFrame.headerSize + extra)
+            out.append(SessionFrame.version)
+            out.append(kind.rawValue)
+            out.append(direction.rawValue)
+            out.append(epoch)
             out += sessionID
             withUnsafeBytes(of: sequence.bigEndian) { out += $0 }
             return out
@@ -69,6 +76,19 @@ public enum SessionFrame {
 
         /// Reads the header of a frame; the reason is what the receiver counts.
         public static func parse(_ frame: ArraySlice<UInt8>) -> Result<Header, SessionRefusal> {
+            fields(frame).map { f in
+                let start = frame.startIndex
+                return Header(
+                    kind: f.kind, direction: f.direction, epoch: f.epoch, sessionID: Array(frame[(start + 4)..<(start + 20)]),
+                    sequence: f.sequence)
+            }
+        }
+
+        /// The header's fields but the session id, read without allocating (the receiver
+        /// compares the id where it lies).
+        static func fields(_ frame: ArraySlice<UInt8>) -> Result<
+            (kind: Kind, direction: Direction, epoch: UInt8, sequence: UInt64), SessionRefusal
+        > {
             guard frame.count >= SessionFrame.minimumSize else { return .failure(.truncated) }
             let start = frame.startIndex
             guard frame[start] == SessionFrame.version else { return .failure(.malformed) }
@@ -80,10 +100,7 @@ public enum SessionFrame {
             }
             var sequence: UInt64 = 0
             for byte in frame[(start + 20)..<(start + 28)] { sequence = sequence << 8 | UInt64(byte) }
-            return .success(
-                Header(
-                    kind: kind, direction: direction, epoch: frame[start + 3], sessionID: Array(frame[(start + 4)..<(start + 20)]),
-                    sequence: sequence))
+            return .success((kind, direction, frame[start + 3], sequence))
         }
     }
 }

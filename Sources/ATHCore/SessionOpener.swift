@@ -54,12 +54,12 @@ public struct SessionOpener: Sendable {
     public mutating func close() { closed = true }
 
     mutating func attempt(_ frame: ArraySlice<UInt8>) -> Result<Opened, SessionRefusal> {
-        let header: SessionFrame.Header
-        switch SessionFrame.Header.parse(frame) {
+        let header: (kind: SessionFrame.Kind, direction: SessionFrame.Direction, epoch: UInt8, sequence: UInt64)
+        switch SessionFrame.Header.fields(frame) {
         case .failure(let reason): return .failure(reason)
         case .success(let h): header = h
         }
-        guard header.sessionID == sessionID else { return .failure(.foreignSession) }
+        guard frame[(frame.startIndex + 4)..<(frame.startIndex + 20)].elementsEqual(sessionID) else { return .failure(.foreignSession) }
         guard header.direction == direction else { return .failure(.reflected) }
         guard !closed else { return .failure(.closed) }
         // Which keys: the current epoch, the next one (the peer updated), or in window mode the previous.

@@ -53,9 +53,9 @@ public struct SessionSealer: Sendable {
         {
             try advanceEpoch(now: now)
         }
-        let header = SessionFrame.Header(kind: kind, direction: direction, epoch: keys.epoch, sessionID: sessionID, sequence: nextSequence)
-            .bytes
         let padded = (4 + payload.count + SessionFrame.paddingBlock - 1) / SessionFrame.paddingBlock * SessionFrame.paddingBlock
+        let header = SessionFrame.Header(kind: kind, direction: direction, epoch: keys.epoch, sessionID: sessionID, sequence: nextSequence)
+            .bytes(reservingCapacity: padded + SessionFrame.tagSize)
         var plaintext = [UInt8]()
         plaintext.reserveCapacity(padded)
         withUnsafeBytes(of: UInt32(payload.count).bigEndian) { plaintext += $0 }

@@ -37,25 +37,34 @@ public struct SessionTrafficKeys: Sendable {
         return SessionTrafficKeys(secret: secret, suite: suite, epoch: epoch + 1)
     }
 
-    func nonce(_ sequence: UInt64) -> [UInt8] {
-        var nonce = iv
-        withUnsafeBytes(of: sequence.bigEndian) { seq in
-            for i in 0..<8 { nonce[4 + i] ^= seq[i] }
+    /// The nonce for `sequence`, built on the stack (one allocation less per frame).
+    func withNonce<R>(_ sequence: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var storage: (UInt64, UInt32) = (0, 0)  // 12 bytes
+        return try withUnsafeMutableBytes(of: &storage) { nonce in
+            for i in 0..<12 { nonce[i] = iv[i] }
+            withUnsafeBytes(of: sequence.bigEndian) { seq in
+                for i in 0..<8 { nonce[4 + i] ^= seq[i] }
+            }
+            return try body(UnsafeRawBufferPointer(rebasing: nonce[0..<12]))
         }
-        return nonce
     }
 
     /// The frame: `header`, then the ciphertext and the tag, written once into one buffer.
+    /// `header` should have room for the rest (`SessionFrame.Header.bytes(reservingCapacity:)`):
+    /// the frame is then written into its buffer.
     func seal(_ plaintext: [UInt8], sequence: UInt64, header: [UInt8]) throws -> [UInt8] {
         var frame = header
+        // A no-op when the header's buffer is ours and has the room; otherwise one copy of 28
+        // bytes now rather than growing (and copying) the whole frame while appending.
         frame.reserveCapacity(header.count + plaintext.count + SessionFrame.tagSize)
         switch suite {
         case .aes256gcm:
-            let box = try AES.GCM.seal(plaintext, using: key, nonce: try AES.GCM.Nonce(data: nonce(sequence)), authenticating: header)
+            let box = try AES.GCM.seal(plaintext, using: key, nonce: try withNonce(sequence) { try AES.GCM.Nonce(data: $0) }, authenticating: frame)
             frame.append(contentsOf: box.ciphertext)
             frame.append(contentsOf: box.tag)
         case .chacha20poly1305:
-            let box = try ChaChaPoly.seal(plaintext, using: key, nonce: try ChaChaPoly.Nonce(data: nonce(sequence)), authenticating: header)
+            let box = try ChaChaPoly.seal(
+                plaintext, using: key, nonce: try withNonce(sequence) { try ChaChaPoly.Nonce(data: $0) }, authenticating: frame)
             frame.append(contentsOf: box.ciphertext)
             frame.append(contentsOf: box.tag)
         }
@@ -68,13 +77,13 @@ public struct SessionTrafficKeys: Sendable {
         let tag = sealed.suffix(SessionFrame.tagSize)
         switch suite {
         case .aes256gcm:
-            guard let nonce = try? AES.GCM.Nonce(data: nonce(sequence)),
+            guard let nonce = try? withNonce(sequence, { try AES.GCM.Nonce(data: $0) }),
                 let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: ciphertext, tag: tag),
                 let plain = try? AES.GCM.open(box, using: key, authenticating: header)
             else { return nil }
             return plain
         case .chacha20poly1305:
-            guard let nonce = try? ChaChaPoly.Nonce(data: nonce(sequence)),
+            guard let nonce = try? withNonce(sequence, { try ChaChaPoly.Nonce(data: $0) }),
                 let box = try? ChaChaPoly.SealedBox(nonce: nonce, ciphertext: ciphertext, tag: tag),
                 let plain = try? ChaChaPoly.open(box, using: key, authenticating: header)
             else { return nil }
