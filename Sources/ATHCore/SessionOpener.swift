@@ -17,7 +17,8 @@ public struct SessionOpener: Sendable {
         public var kind: SessionFrame.Kind
         public var sequence: UInt64
         public var epoch: UInt8
-        public var payload: [UInt8]
+        /// The frame's payload: a slice of the opened plaintext.
+        public var payload: Data
     }
 
     /// The direction of the frames this opener accepts (the peer's sending direction).
@@ -81,14 +82,17 @@ public struct SessionOpener: Sendable {
                 header: frame[start..<(start + SessionFrame.headerSize)])
         else { return .failure(.tampered) }
         // Authentic from here on; a bad inner length is the peer's bug, still never passed on.
-        // Read through the raw bytes: Data's iterator goes a byte at a time.
-        let payload: [UInt8]? = plaintext.withUnsafeBytes { bytes in
+        // Read through the raw bytes (Data's iterator goes a byte at a time); the payload is a
+        // slice of the opened plaintext, not a copy.
+        let length: Int? = plaintext.withUnsafeBytes { bytes in
             guard bytes.count >= 4 else { return nil }
             let length = Int(bytes[0]) << 24 | Int(bytes[1]) << 16 | Int(bytes[2]) << 8 | Int(bytes[3])
             guard length <= bytes.count - 4, bytes[(4 + length)...].allSatisfy({ $0 == 0 }) else { return nil }
-            return Array(bytes[4..<(4 + length)])
+            return length
         }
-        guard let payload else { return .failure(.malformed) }
+        guard let length else { return .failure(.malformed) }
+        let first = plaintext.startIndex + 4
+        let payload = plaintext[first..<(first + length)]
         accept(header.sequence)
         if epochKeys.epoch == keys.epoch &+ 1 {
             previous = keys

@@ -57,7 +57,7 @@ public enum SessionRPC {
 
         /// Reads an opened frame's payload; a frame kind without an RPC meaning (key update,
         /// close) or a payload that does not fit its kind is malformed.
-        public init(kind: SessionFrame.Kind, payload: [UInt8]) throws {
+        public init(kind: SessionFrame.Kind, payload: some DataProtocol) throws {
             let bad = ATHError(.malformedMessage, "this \(kind) frame's payload is not its RPC message")
             guard case .object(let fields) = try? JSONValue.parse(payload), case .integer(let raw)? = fields["id"], raw >= 0 else {
                 throw bad
