@@ -10,11 +10,15 @@ public enum SessionChannelError: Error, Equatable, CustomStringConvertible {
     case noAnswer(callID: UInt64)
     /// The transport failed or closed.
     case transport(String)
+    /// The server closed the channel (its grant ended or was revoked, it sat idle, or the
+    /// server is stopping): calls that were running may or may not have finished.
+    case closedByServer
 
     public var description: String {
         switch self {
         case .noAnswer(let id): "call \(id) got no answer in time"
         case .transport(let reason): "session transport: \(reason)"
+        case .closedByServer: "the server closed this session channel (grant ended or revoked, idle, or stopping)"
         }
     }
 }
@@ -141,8 +145,7 @@ public actor ATHSessionChannel {
             waiting.removeValue(forKey: id)?.resume(throwing: error)
         case .status(let id, let status):
             for waiter in statusWaiting.removeValue(forKey: id) ?? [] { waiter.resume(returning: status) }
-        case .closed:
-            finish(ATHError(.channelNotFound, "the server closed this channel (its grant ended or was revoked, or it was idle)"))
+        case .closed: finish(SessionChannelError.closedByServer)
         case .acked, .dropped: break
         }
     }
@@ -228,9 +231,16 @@ extension ATHSession {
     }
 
     /// Calls an RPC method over the session's default channel (HTTP, opened at the first call and
-    /// opened again if the server ended it).
+    /// opened again when it ended). A call refused with CHANNEL_NOT_FOUND never reached a
+    /// channel (the server forgot it: idle, restarted), so it is sent once more on a new one.
     public func call(_ method: String, _ params: JSONValue = [:]) async throws -> JSONValue {
-        if let channel = defaultChannel, await channel.ended == nil { return try await channel.call(method, params) }
+        if let channel = defaultChannel, await channel.ended == nil {
+            do {
+                return try await channel.call(method, params)
+            } catch let error as ATHError where error.code == .channelNotFound {
+                // Not run: the frame reached no channel. Attach again below.
+            }
+        }
         let channel = try await openChannel(.http)
         defaultChannel = channel
         return try await channel.call(method, params)

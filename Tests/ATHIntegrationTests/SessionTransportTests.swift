@@ -138,9 +138,9 @@ import Testing
         try await p.h.service.revokeGrant(claims.gid, by: "test")
         // No call needed: the server's sweep sees the revocation and sends a close frame.
         try await eventually { await channel.ended != nil }
-        #expect((await channel.ended as? ATHError)?.code == .channelNotFound)
+        #expect(await channel.ended as? SessionChannelError == .closedByServer)
         #expect(await p.h.channels.count == 0)
-        await #expect(throws: ATHError.self) { _ = try await channel.call("goods.search") }
+        await #expect(throws: SessionChannelError.closedByServer) { _ = try await channel.call("goods.search") }
         // A new channel cannot be attached under the revoked grant.
         #expect(await refusal { _ = try await session.openChannel(.http) } == .tokenRevoked)
     }
@@ -155,7 +155,7 @@ import Testing
         #expect(channel.expiresAt == (await session.grant.grantExpiresAt))
         _ = try await channel.call("goods.search")
         try await eventually(within: .seconds(8)) { await channel.ended != nil }
-        #expect((await channel.ended as? ATHError)?.code == .channelNotFound)
+        #expect(await channel.ended as? SessionChannelError == .closedByServer)
         #expect(await p.h.channels.count == 0)
     }
 
@@ -175,6 +175,23 @@ import Testing
         #expect(outcomes.filter { $0 == nil }.count == 2)
         #expect(outcomes.filter { $0 == .rateLimited }.count == 2)
         #expect(try await channel.call("test.slow") == "done")
+    }
+
+    /// A channel the server forgot (here: idle; also a restart) costs `session.call` nothing:
+    /// the refused call never ran, so it goes again on a new channel.
+    @Test func sessionCallAttachesAgainWhenTheServerForgotItsChannel() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.idleTimeout = 1
+        sessions.sweepInterval = .milliseconds(100)
+        let p = try await Platform.start(sessions: sessions)
+        defer { Task { await p.stop() } }
+        let session = try await p.h.handshake(scopes: ["goods:read"])
+        _ = try await session.call("goods.search", ["keyword": "case"])
+        try await eventually { await p.h.channels.count == 0 }
+        let answer = try await session.call("goods.search", ["keyword": "laptop"])
+        #expect(answer["goods"] != nil)
+        #expect(await p.h.channels.count == 1)
+        #expect(await p.h.channels.refusals["unknown_channel"] == 1)
     }
 
     /// `session.call` opens an HTTP channel at the first call and keeps using it.
