@@ -311,4 +311,30 @@ struct SessionConnection: Sendable {
         try await Task.sleep(for: channels.configuration.connectionGrace)
         if await !channels.carries(outlet.id) { throw Silent() }
     }
+
+    /// Serves one WebSocket or TCP connection: `write` puts a frame on it, `read` hands the
+    /// peer's frames to `receive` until the peer closes or turns out not to be a session peer.
+    /// Whichever ends first — the writer, the watch or the reader — ends the connection; the
+    /// channels it carried end with it.
+    static func serve(
+        _ channels: SessionChannels, transport: SessionChannel.Transport, remoteAddress: String?,
+        write: @escaping @Sendable ([UInt8]) async throws -> Void, read: @escaping @Sendable (SessionConnection) async throws -> Void
+    ) async {
+        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
+        let outlet = SessionOutlet(id: "\(transport.rawValue):" + UUID().uuidString) { queue.yield($0) }
+        let connection = SessionConnection(channels: channels, transport: transport, outlet: outlet, remoteAddress: remoteAddress)
+        try? await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await frame in frames { try await write(frame) }
+            }
+            group.addTask { try await connection.watch() }
+            group.addTask { try await read(connection) }
+            defer {
+                queue.finish()
+                group.cancelAll()
+            }
+            try await group.next()
+        }
+        await channels.disconnected(outlet.id)
+    }
 }

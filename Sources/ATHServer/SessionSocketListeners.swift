@@ -64,35 +64,21 @@ public final class SessionTCPListener: Sendable {
     }
 
     static func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, channels: SessionChannels) async {
-        let outletID = "tcp:" + UUID().uuidString
         let remoteAddress = connection.channel.remoteAddress?.ipAddress
         try? await connection.executeThenClose { inbound, outbound in
-            let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-            let outlet = SessionOutlet(id: outletID) { queue.yield($0) }
-            let connection = SessionConnection(channels: channels, transport: .tcp, outlet: outlet, remoteAddress: remoteAddress)
-            // Whichever ends first closes the connection: the peer, the watch, or a bad peer.
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await frame in frames { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode(frame))) }
+            await SessionConnection.serve(
+                channels, transport: .tcp, remoteAddress: remoteAddress,
+                write: { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode($0))) }
+            ) { connection in
+                var connection = connection
+                var stream = SessionFrameStream()
+                for try await chunk in inbound {
+                    // An impossible length: this is not a session peer.
+                    guard let complete = try? stream.append(chunk.readableBytesView) else { return }
+                    for frame in complete where await !connection.receive(frame) { return }
                 }
-                group.addTask { [connection] in try await connection.watch() }
-                group.addTask { [connection] in
-                    var connection = connection
-                    var stream = SessionFrameStream()
-                    reading: for try await chunk in inbound {
-                        // An impossible length: this is not a session peer.
-                        guard let complete = try? stream.append(chunk.readableBytesView) else { break }
-                        for frame in complete where await !connection.receive(frame) { break reading }
-                    }
-                }
-                defer {
-                    queue.finish()
-                    group.cancelAll()
-                }
-                try await group.next()
             }
         }
-        await channels.disconnected(outletID)
     }
 
     /// Stops accepting and closes every connection.

@@ -21,32 +21,23 @@ extension SessionChannels {
             }
             let remoteAddress = channel.remoteAddress?.ipAddress
             return .upgrade([:]) { inbound, outbound, _ in
-                try await self.serve(inbound: inbound, outbound: outbound, remoteAddress: remoteAddress)
+                await self.serve(inbound: inbound, outbound: outbound, remoteAddress: remoteAddress)
             }
         }
     }
 
-    nonisolated func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, remoteAddress: String?) async throws {
-        let outletID = "ws:" + UUID().uuidString
-        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-        let outlet = SessionOutlet(id: outletID) { queue.yield($0) }
-        var connection = SessionConnection(channels: self, transport: .webSocket, outlet: outlet, remoteAddress: remoteAddress)
-        try? await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await frame in frames { try await outbound.write(.binary(ByteBuffer(bytes: frame))) }
-            }
-            group.addTask { [connection] in try await connection.watch() }
-            defer {
-                queue.finish()
-                group.cancelAll()
-            }
+    nonisolated func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, remoteAddress: String?) async {
+        await SessionConnection.serve(
+            self, transport: .webSocket, remoteAddress: remoteAddress,
+            write: { try await outbound.write(.binary(ByteBuffer(bytes: $0))) }
+        ) { connection in
+            var connection = connection
             for try await message in inbound.messages(maxSize: SessionFrameStream.maxFrameSize) {
                 guard case .binary(let buffer) = message, await connection.receive(Array(buffer.readableBytesView)) else {
                     try await outbound.close(.policyViolation, reason: "not session frames")
-                    break
+                    return
                 }
             }
         }
-        await self.disconnected(outletID)
     }
 }

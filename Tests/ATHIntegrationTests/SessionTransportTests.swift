@@ -3,6 +3,8 @@ import ATHCore
 import ATHServer
 import AsyncHTTPClient
 import Foundation
+import HummingbirdWSClient
+import Logging
 import NIOCore
 import NIOPosix
 import ShoppingExample
@@ -326,6 +328,31 @@ import Testing
         for _ in 0..<3 { forged += SessionFrameStream.encode(try sealer.seal(.status, Array(#"{"id":1}"#.utf8), now: Date())) }
         try await Self.serverHangsUp(port: tcp.port, sending: forged)
         #expect(await h.channels.refusals["unknown_channel"] == 3)
+    }
+
+    /// The same grace time holds for a WebSocket that upgrades and then sends nothing.
+    @Test func aSilentWebSocketIsDisconnected() async throws {
+        var sessions = SessionChannels.Configuration()
+        sessions.connectionGrace = .milliseconds(200)
+        let h = try await Harness.start(sessions: sessions)
+        defer { Task { await h.stop() } }
+        let url = h.server.baseURL.replacingOccurrences(of: "http://", with: "ws://") + SessionChannels.webSocketPath
+        let closed = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await WebSocketClient.connect(url: url, logger: Logger(label: "test")) { inbound, _, _ in
+                    for try await _ in inbound {}
+                }
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(5))
+                return false
+            }
+            let first = try await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        #expect(closed, "the server kept a silent WebSocket open")
     }
 }
 
