@@ -221,10 +221,10 @@ extension ATHSession {
             case .http: return HTTPSessionLink(transport: transport, inbound: inbound)
             case .webSocket(let tls, let serverName):
                 let base = transport.baseURL.replacingOccurrences(of: "https://", with: "wss://").replacingOccurrences(of: "http://", with: "ws://")
-                return try await WebSocketSessionLink(url: base + "/ath/session/ws", tls: tls, serverName: serverName, inbound: inbound)
+                return try await QueuedSessionLink.webSocket(url: base + "/ath/session/ws", tls: tls, serverName: serverName, inbound: inbound)
             case .tcp(let host, let port, let tls, let serverName):
-                return try await TCPSessionLink(host: host, port: port, tls: tls, serverName: serverName, inbound: inbound)
-            case .udp(let host, let port): return try await UDPSessionLink(host: host, port: port, inbound: inbound)
+                return try await QueuedSessionLink.tcp(host: host, port: port, tls: tls, serverName: serverName, inbound: inbound)
+            case .udp(let host, let port): return try await QueuedSessionLink.udp(host: host, port: port, inbound: inbound)
             }
         }
         return channel

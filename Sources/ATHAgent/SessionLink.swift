@@ -49,19 +49,55 @@ struct HTTPSessionLink: SessionLink {
     func close() async {}
 }
 
-/// Frames as binary WebSocket messages (`GET /ath/session/ws`).
-final class WebSocketSessionLink: SessionLink {
+/// What the WebSocket, TCP and UDP links share: outgoing frames queued in order for the one
+/// writer, and the task that serves the connection and reports how it ended.
+final class QueuedSessionLink: SessionLink {
     let queue: AsyncStream<[UInt8]>.Continuation
     let task: Task<Void, Never>
 
-    init(url: String, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws {
+    init(inbound: SessionLinkInbound, serve: @escaping @Sendable (AsyncStream<[UInt8]>) async throws -> Void) {
         let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-        let (connected, signal) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
         self.queue = queue
+        task = Task {
+            do {
+                try await serve(frames)
+                await inbound.ended(nil)
+            } catch {
+                await inbound.ended(error)
+            }
+        }
+    }
+
+    func send(_ frame: [UInt8]) { queue.yield(frame) }
+
+    /// Finishes the queue (its last frames, the close frame, still leave) and waits for the end.
+    func close() async {
+        queue.finish()
+        _ = await task.value
+    }
+
+    /// Runs the writer and the reader side by side; whichever ends first ends both: the agent
+    /// closing (the queue finished, its frames written) or the server closing.
+    static func untilEitherEnds(
+        writer: @escaping @Sendable () async throws -> Void, reader: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask(operation: writer)
+            group.addTask(operation: reader)
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Frames as binary WebSocket messages (`GET /ath/session/ws`).
+    static func webSocket(url: String, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws
+        -> QueuedSessionLink
+    {
+        let (connected, signal) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
         var configuration = WebSocketClientConfiguration()
         configuration.maxFrameSize = SessionFrameStream.maxFrameSize
         configuration.sniHostname = serverName
-        task = Task {
+        let link = QueuedSessionLink(inbound: inbound) { [configuration] frames in
             do {
                 try await WebSocketClient.connect(
                     url: url, configuration: configuration, tlsConfiguration: tls, logger: Logger(label: "ath.session.ws")
@@ -79,11 +115,10 @@ final class WebSocketSessionLink: SessionLink {
                     }
                 }
                 signal.finish()
-                await inbound.ended(nil)
             } catch {
                 signal.yield(.failure(error))
                 signal.finish()
-                await inbound.ended(error)
+                throw error
             }
         }
         var opened: Result<Void, any Error> = .failure(SessionChannelError.transport("the WebSocket to \(url) closed at once"))
@@ -92,24 +127,15 @@ final class WebSocketSessionLink: SessionLink {
             break
         }
         if case .failure(let error) = opened { throw SessionChannelError.transport("the WebSocket to \(url) did not open: \(error)") }
+        return link
     }
 
-    func send(_ frame: [UInt8]) { queue.yield(frame) }
-
-    func close() async {
-        queue.finish()
-        _ = await task.value
-    }
-}
-
-/// Frames on a TCP connection, each preceded by its length (4 bytes, big-endian).
-final class TCPSessionLink: SessionLink {
-    let queue: AsyncStream<[UInt8]>.Continuation
-    let task: Task<Void, Never>
-
-    /// With `tls`, TLS 1.3 to the listener; `serverName` is what its certificate is checked
-    /// against (required when `host` is an IP address, which TLS cannot send as SNI).
-    init(host: String, port: Int, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws {
+    /// Frames on a TCP connection, each preceded by its length (4 bytes, big-endian). With
+    /// `tls`, TLS 1.3 to the listener; `serverName` is what its certificate is checked against
+    /// (required when `host` is an IP address, which TLS cannot send as SNI).
+    static func tcp(host: String, port: Int, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws
+        -> QueuedSessionLink
+    {
         let secured = try tls.map { try NIOSSLContext(configuration: $0) }
         let name = serverName ?? host
         if secured != nil, (try? SocketAddress(ipAddress: name, port: 0)) != nil {
@@ -125,48 +151,24 @@ final class TCPSessionLink: SessionLink {
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-        self.queue = queue
-        task = Task {
-            do {
-                try await connection.executeThenClose { incoming, outbound in
-                    // Whichever ends first ends the connection: the agent closing (the queue
-                    // finished, its last frames written) or the server closing.
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for await frame in frames { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode(frame))) }
+        return QueuedSessionLink(inbound: inbound) { frames in
+            try await connection.executeThenClose { incoming, outbound in
+                try await untilEitherEnds(
+                    writer: {
+                        for await frame in frames { try await outbound.write(ByteBuffer(bytes: SessionFrameStream.encode(frame))) }
+                    },
+                    reader: {
+                        var stream = SessionFrameStream()
+                        for try await chunk in incoming {
+                            for frame in try stream.append(chunk.readableBytesView) { await inbound.frame(frame) }
                         }
-                        group.addTask {
-                            var stream = SessionFrameStream()
-                            for try await chunk in incoming {
-                                for frame in try stream.append(chunk.readableBytesView) { await inbound.frame(frame) }
-                            }
-                        }
-                        try await group.next()
-                        group.cancelAll()
-                    }
-                }
-                await inbound.ended(nil)
-            } catch {
-                await inbound.ended(error)
+                    })
             }
         }
     }
 
-    func send(_ frame: [UInt8]) { queue.yield(frame) }
-
-    func close() async {
-        queue.finish()
-        _ = await task.value
-    }
-}
-
-/// One frame per datagram to the server's session port.
-final class UDPSessionLink: SessionLink {
-    let queue: AsyncStream<[UInt8]>.Continuation
-    let task: Task<Void, Never>
-
-    init(host: String, port: Int, inbound: SessionLinkInbound) async throws {
+    /// One frame per datagram to the server's session port.
+    static func udp(host: String, port: Int, inbound: SessionLinkInbound) async throws -> QueuedSessionLink {
         let server = try SocketAddress.makeAddressResolvingHost(host, port: port)
         let bound = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             // NIO reads 2,048 bytes per datagram by default: a larger frame would arrive cut.
@@ -176,38 +178,20 @@ final class UDPSessionLink: SessionLink {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
                 }
             }
-        let (frames, queue) = AsyncStream.makeStream(of: [UInt8].self)
-        self.queue = queue
-        task = Task {
-            do {
-                try await bound.executeThenClose { incoming, outbound in
-                    // Closing finishes the queue: its last frames (the close frame) leave first.
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for await frame in frames {
-                                try? await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: frame)))
-                            }
+        return QueuedSessionLink(inbound: inbound) { frames in
+            try await bound.executeThenClose { incoming, outbound in
+                try await untilEitherEnds(
+                    writer: {
+                        for await frame in frames {
+                            try? await outbound.write(AddressedEnvelope(remoteAddress: server, data: ByteBuffer(bytes: frame)))
                         }
-                        group.addTask {
-                            for try await datagram in incoming where datagram.remoteAddress == server {
-                                await inbound.frame(Array(datagram.data.readableBytesView))
-                            }
+                    },
+                    reader: {
+                        for try await datagram in incoming where datagram.remoteAddress == server {
+                            await inbound.frame(Array(datagram.data.readableBytesView))
                         }
-                        try await group.next()
-                        group.cancelAll()
-                    }
-                }
-                await inbound.ended(nil)
-            } catch {
-                await inbound.ended(error)
+                    })
             }
         }
-    }
-
-    func send(_ frame: [UInt8]) { queue.yield(frame) }
-
-    func close() async {
-        queue.finish()
-        _ = await task.value
     }
 }
