@@ -241,18 +241,26 @@ public actor SessionChannels {
         // A snapshot of what the sweep needs: iterating the dictionary itself across the awaits
         // below would make every frame received meanwhile copy it.
         let snapshot = channels.map { (id: $0.key, access: $0.value.access, lastActive: $0.value.lastActive) }
+        // Channels attached with the same token stand or fall together: one check each sweep.
+        var standing: Set<String> = []
+        var fallen: [String: ATHError] = [:]
         for (id, access, lastActive) in snapshot {
             if now.timeIntervalSince(lastActive) > Double(configuration.idleTimeout) {
                 end(id, reason: "idle")
                 continue
             }
-            do {
-                try await service.checkStanding(access)
-            } catch let error as ATHError where SessionRPCRoutes.endsSession(error) {
-                end(id, reason: error.code.rawValue)
-            } catch {
-                // The store did not answer: the next sweep or call decides.
+            let token = access.claims.jti
+            if !standing.contains(token), fallen[token] == nil {
+                do {
+                    try await service.checkStanding(access)
+                    standing.insert(token)
+                } catch let error as ATHError where SessionRPCRoutes.endsSession(error) {
+                    fallen[token] = error
+                } catch {
+                    standing.insert(token)  // the store did not answer: the next sweep or call decides
+                }
             }
+            if let error = fallen[token] { end(id, reason: error.code.rawValue) }
         }
     }
 
