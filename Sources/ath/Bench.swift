@@ -43,9 +43,72 @@ struct Bench: AsyncParsableCommand {
         return (counts.done.load(ordering: .relaxed), secondsElapsed)
     }
 
+    /// Runs `body(route)` from `concurrency` tasks for `seconds`, the routes taking turns in
+    /// slices of `slice` seconds; returns each route's rate and CPU per request. A request counts
+    /// for its route only if it started and ended within one slice of that route, and a route's
+    /// rate is those requests over its slices' time, so that requests crossing a change of route
+    /// do not mix the two. The machine's speed drifts within seconds; turns this short put every
+    /// route under the same drift, which rounds of seconds per route did not.
+    static func interleaved(
+        routes: Int, seconds: Double, slice: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void
+    ) async throws -> [(rate: Double, cpu: Double, switches: Double)] {
+        final class Turns: Sendable {
+            let phase = Atomic<Int>(0)
+            let done: Mutex<[Int]>
+            let failed = Atomic<Int>(0)
+            init(routes: Int) { done = Mutex([Int](repeating: 0, count: routes)) }
+        }
+        let turns = Turns(routes: routes)
+        let slices = max(routes, Int(seconds / slice) / routes * routes)
+        var time = [Double](repeating: 0, count: routes)
+        var cpu = [Double](repeating: 0, count: routes)
+        var sw = [Int](repeating: 0, count: routes)
+        let clock = ContinuousClock()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    while true {
+                        let p = turns.phase.load(ordering: .acquiring)
+                        if p >= slices { return }
+                        do {
+                            try await body(p % routes)
+                            if turns.phase.load(ordering: .acquiring) == p { turns.done.withLock { $0[p % routes] += 1 } }
+                        } catch {
+                            if turns.failed.add(1, ordering: .relaxed).newValue == 1 { print("first failure: \(error)") }
+                        }
+                    }
+                }
+            }
+            for i in 0..<slices {
+                let (t0, c0, v0) = (clock.now, cpuSeconds(), switches())
+                try await Task.sleep(for: .milliseconds(Int(slice * 1000)))
+                let elapsed = clock.now - t0
+                time[i % routes] += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                cpu[i % routes] += cpuSeconds() - c0
+                sw[i % routes] += switches() - v0
+                turns.phase.store(i + 1, ordering: .releasing)
+            }
+            try await group.waitForAll()
+        }
+        let failed = turns.failed.load(ordering: .relaxed)
+        if failed > 0 { print("failures: \(failed)") }
+        let counts = turns.done.withLock { $0 }
+        return (0..<routes).map { r in
+            let n = Double(max(counts[r], 1))
+            return (Double(counts[r]) / time[r], cpu[r] / n * 1e6, Double(sw[r]) / n)
+        }
+    }
+
     final class Counts: Sendable {
         let done = Atomic<Int>(0)
         let failed = Atomic<Int>(0)
+    }
+
+    /// Voluntary context switches of this process so far (a thread that blocked or slept).
+    static func switches() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_nvcsw
     }
 
     /// CPU time this process has used (user + system), in seconds.
@@ -269,8 +332,9 @@ struct Bench: AsyncParsableCommand {
 
     struct Middleware: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Throughput of GET /api/goods with the ATH check against the same route unprotected.")
-        @Option(help: "Seconds per route and round.") var seconds: Double = 5
-        @Option(help: "Rounds (odd; the median is reported).") var rounds: Int = 3
+        @Option(help: "Seconds per round (the routes share them in slices).") var seconds: Double = 9
+        @Option(help: "Seconds per slice: each route in turn for this long.") var slice: Double = 0.3
+        @Option(help: "Rounds (odd; the median is reported).") var rounds: Int = 5
         @Option(help: "Concurrent connections.") var concurrency: Int = 16
         @Option(help: "Load only this route (open, noop or protected) for the given seconds, e.g. under a profiler.")
         var only: String?
@@ -292,21 +356,24 @@ struct Bench: AsyncParsableCommand {
                 }
                 return await server.stop()
             }
-            // Rounds alternate between the routes so that drift of the machine hits both alike.
+            // The routes take turns in short slices within each round, so that the machine's drift
+            // (its speed moves by 10-30% within seconds) hits all of them alike.
+            let routes = ["/noop/goods?keyword=phone", "/open/goods?keyword=phone", "/api/goods?keyword=phone"]
             var open: [(rate: Double, cpu: Double)] = []
             var guarded: [(rate: Double, cpu: Double)] = []
+            var losses: [Double] = []
             for round in 1...rounds {
-                _ = try await Bench.measured("round \(round) noop-middleware GET /noop/goods", seconds: seconds, concurrency: concurrency) { _ in
-                    _ = try await session.send("GET", "/noop/goods?keyword=phone")
+                let results = try await Bench.interleaved(routes: routes.count, seconds: seconds, slice: slice, concurrency: concurrency) { route in
+                    let r = try await session.send("GET", routes[route])
+                    guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
                 }
-                open.append(try await Bench.measured("round \(round) unprotected GET /open/goods", seconds: seconds, concurrency: concurrency) { _ in
-                    let r = try await session.send("GET", "/open/goods?keyword=phone")
-                    guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
-                })
-                guarded.append(try await Bench.measured("round \(round) protected GET /api/goods", seconds: seconds, concurrency: concurrency) { _ in
-                    let r = try await session.get("/api/goods?keyword=phone")
-                    guard r.status == 200 else { throw ATHError(.internalError, "status \(r.status)") }
-                })
+                for (route, result) in zip(["noop-middleware GET /noop/goods", "unprotected GET /open/goods", "protected GET /api/goods"], results) {
+                    print(String(format: "round %d %@: %.0f/s, %.1f µs CPU and %.2f voluntary context switches per request",
+                        round, route, result.rate, result.cpu, result.switches))
+                }
+                open.append((results[1].rate, results[1].cpu))
+                guarded.append((results[2].rate, results[2].cpu))
+                losses.append((1 - results[2].rate / results[1].rate) * 100)
             }
             // The check alone, without HTTP: proofs made beforehand, then only the server's work timed.
             let target = "/api/goods?keyword=phone"
@@ -358,7 +425,8 @@ struct Bench: AsyncParsableCommand {
             let (openCPU, guardedCPU) = (median(open.map(\.cpu)), median(guarded.map(\.cpu)))
             print(String(format: "median: unprotected %.0f/s, protected %.0f/s", openRate, guardedRate))
             print(String(format: "median CPU per request: unprotected %.1f µs, protected %.1f µs (+%.1f µs)", openCPU, guardedCPU, guardedCPU - openCPU))
-            print(String(format: "throughput lost to the access check: %.1f%%", (1 - guardedRate / openRate) * 100))
+            print(String(format: "throughput lost to the access check: %.1f%% (median of the rounds' losses; rounds: %@)", median(losses),
+                losses.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
             await server.stop()
         }
     }
