@@ -96,19 +96,16 @@ public struct PossessionProof: Sendable, Equatable {
 
     /// Constant-time check of the MAC, then of the time; the caller checks the nonce is new.
     public func verify(key: SymmetricKey, method: String, target: String, body: some DataProtocol, token: String, now: Date) throws {
-        try verify(keyedMAC: HMAC(key: key), method: method, target: target, body: body, tokenDigest: Self.tokenDigest(token), now: now)
+        try verify(keyedMAC: ProofMAC(key: key), method: method, target: target, body: body, tokenDigest: Self.tokenDigest(token), now: now)
     }
 
-    /// The same with the session's HMAC already keyed (a server keeps it per session: keying
+    /// The same with the session's MAC already keyed (a server keeps it per session: keying
     /// costs two hash blocks per request otherwise) and the token's digest computed once.
     public func verify(
-        keyedMAC: HMAC<SHA256>, method: String, target: String, body: some DataProtocol, tokenDigest: String, now: Date
+        keyedMAC: ProofMAC, method: String, target: String, body: some DataProtocol, tokenDigest: String, now: Date
     ) throws {
-        var authenticator = keyedMAC
-        authenticator.update(
-            data: Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest))
-        // `==` of a MAC and bytes is swift-crypto's constant-time comparison.
-        guard let raw = Base64URL.decode(mac), authenticator.finalize() == raw else {
+        let input = Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest)
+        guard let raw = Base64URL.decode(mac), keyedMAC.isValid(Array(raw), for: input) else {
             throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
         }
         guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {

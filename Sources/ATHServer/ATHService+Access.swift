@@ -53,7 +53,7 @@ extension ATHService {
         var state = try await sessionState(claims, now: now)
         try proof.verify(
             keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
-        guard proofNonces.insert("\(claims.sid):\(proof.nonce)", expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
+        guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         try await checkGrant(&state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: claims, grant: state.grant)
@@ -140,7 +140,7 @@ extension ATHService {
         }
         let proofKey = try openSessionKeys(session).proofKey
         let s = SessionState(
-            proofMAC: HMAC(key: proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
+            proofMAC: ProofMAC(key: proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }
         return s
     }

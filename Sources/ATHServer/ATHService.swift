@@ -35,8 +35,8 @@ public final class ATHService: Sendable {
     public static let statusCacheSeconds: Double = 2
 
     struct SessionState {
-        /// HMAC-SHA256 keyed with the session's proof key, copied for each request.
-        var proofMAC: HMAC<SHA256>
+        /// The MAC keyed with the session's proof key, copied for each request.
+        var proofMAC: ProofMAC
         var grant: Grant
         var restrictions: CompiledRestrictions
         var tokenRevoked: [String: Bool]

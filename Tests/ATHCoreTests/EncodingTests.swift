@@ -269,6 +269,39 @@ import Testing
     }
 }
 
+/// The server's own HMAC-SHA256 construction must give swift-crypto's `HMAC<SHA256>` bytes
+/// for every key length (shorter than a block, a block, longer and hashed) and message.
+@Suite struct ProofMACTests {
+    @Test func equalsSwiftCryptoHMAC() {
+        var generator = SystemRandomNumberGenerator()
+        for keyLength in [0, 1, 16, 32, 63, 64, 65, 100, 200] {
+            let key = SymmetricKey(data: (0..<keyLength).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            let mac = ProofMAC(key: key)
+            for messageLength in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 300, 1000] {
+                let message = (0..<messageLength).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let expected = Array(HMAC<SHA256>.authenticationCode(for: message, using: key))
+                let code = message.withUnsafeBytes { mac.code(for: $0) }
+                #expect(Array(code) == expected, "key \(keyLength) bytes, message \(messageLength) bytes")
+                #expect(mac.isValid(expected, for: message))
+                // A MAC of another message, a changed byte, a prefix or an extension never passes.
+                #expect(!mac.isValid(expected, for: message + [0]))
+                var flipped = expected
+                flipped[messageLength % 32] ^= 0x01
+                #expect(!mac.isValid(flipped, for: message))
+                #expect(!mac.isValid(Array(expected.prefix(31)), for: message))
+                #expect(!mac.isValid(expected + [0], for: message))
+            }
+        }
+    }
+
+    /// RFC 4231 test case 2 (a key shorter than the block).
+    @Test func matchesRFC4231() {
+        let mac = ProofMAC(key: SymmetricKey(data: Array("Jefe".utf8)))
+        let code = Array("what do ya want for nothing?".utf8).withUnsafeBytes { mac.code(for: $0) }
+        #expect(code.map { String(format: "%02x", $0) }.joined() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+}
+
 @Suite struct SecretSealerTests {
     @Test func sealsForOneRecordUnderOneKey() throws {
         let sealer = SecretSealer(derivedFrom: .generate(.es256))

@@ -1,3 +1,4 @@
+import ATHCore
 import ATHServer
 import Testing
 
@@ -19,8 +20,34 @@ import Testing
         for i in 0..<1_000 { #expect(cache.insert("s:\(i)", expiresAt: 1_000 + Int64(i % 10), now: 1_000)) }
         #expect(cache.count == 1_000)
         #expect(cache.insert("later", expiresAt: 1_305, now: 1_005))
+        cache.sweep(now: 1_005)
         #expect(cache.count == 1 + 500)  // seconds 1000-1004 expired, 1005-1009 remain
         #expect(cache.insert("much later", expiresAt: 9_300, now: 9_000))
+        cache.sweep(now: 9_000)
         #expect(cache.count == 1)
+    }
+
+    /// A nonce is remembered per scope (session): the same nonce in another session is new, and
+    /// no split of the same characters between scope and nonce is taken for another.
+    @Test func keepsScopesApart() {
+        let cache = ReplayCache()
+        #expect(cache.insert(scope: "s1", nonce: "n", expiresAt: 1_300, now: 1_000))
+        #expect(cache.insert(scope: "s2", nonce: "n", expiresAt: 1_300, now: 1_000))
+        #expect(!cache.insert(scope: "s1", nonce: "n", expiresAt: 1_300, now: 1_000))
+        #expect(cache.insert(scope: "a:b", nonce: "c", expiresAt: 1_300, now: 1_000))
+        #expect(cache.insert(scope: "a", nonce: "b:c", expiresAt: 1_300, now: 1_000))
+        #expect(!cache.insert(scope: "a", nonce: "b:c", expiresAt: 1_300, now: 1_000))
+    }
+
+    /// Many keys spread over the shards: every one refused while it lives, all forgotten after.
+    @Test func refusesEveryRepeatAcrossShards() {
+        let cache = ReplayCache()
+        let nonces = (0..<5_000).map { _ in Nonce.generate(bytes: 16) }
+        for n in nonces { #expect(cache.insert(scope: "s", nonce: n, expiresAt: 1_300, now: 1_000)) }
+        #expect(cache.count == 5_000)
+        #expect(nonces.allSatisfy { !cache.insert(scope: "s", nonce: $0, expiresAt: 1_300, now: 1_299) })
+        cache.sweep(now: 1_301)
+        #expect(cache.count == 0)
+        #expect(nonces.allSatisfy { cache.insert(scope: "s", nonce: $0, expiresAt: 1_601, now: 1_301) })
     }
 }
