@@ -5,11 +5,16 @@ import NIOCore
 
 /// Guards routes with a scope: `router.group("api").add(middleware: ATHAccessMiddleware(service, scope: "goods:read"))`.
 /// Admitted requests reach the handler with `context.ath` set; refused ones get the documented error.
+///
+/// `handle` is inlinable so that it is specialized for the application's context type, as
+/// Hummingbird's own middleware chain is: unspecialized, every copy of the context and every
+/// call of `next` would go through runtime type metadata, on every protected request. The
+/// check itself is not generic (`ATHService.admit`).
 public struct ATHAccessMiddleware<Context: ATHRequestContextProtocol>: RouterMiddleware {
-    let service: ATHService
-    let scope: String
+    @usableFromInline let service: ATHService
+    @usableFromInline let scope: String
     /// Bodies of protected requests are hashed for the proof; larger ones are refused.
-    let bodyLimit: Int
+    @usableFromInline let bodyLimit: Int
 
     public init(_ service: ATHService, scope: String, bodyLimit: Int = 1024 * 1024) {
         self.service = service
@@ -17,15 +22,20 @@ public struct ATHAccessMiddleware<Context: ATHRequestContextProtocol>: RouterMid
         self.bodyLimit = bodyLimit
     }
 
+    @inlinable
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let (access, request) = try await Self.admit(request, context: context, service: service, scope: scope, bodyLimit: bodyLimit)
+        let (access, request) = try await service.admit(request, remoteAddress: context.remoteAddress, scope: scope, bodyLimit: bodyLimit)
         var context = context
         context.ath = access
         return try await next(request, context)
     }
+}
 
-    static func admit(
-        _ request: Request, context: Context, service: ATHService, scope: String?, bodyLimit: Int = 1024 * 1024
+extension ATHService {
+    /// The access check of one HTTP request: its body is read (up to `bodyLimit`, for the
+    /// proof's digest) and the request returned with the body still readable by the handler.
+    public func admit(
+        _ request: Request, remoteAddress: SocketAddress?, scope: String?, bodyLimit: Int = 1024 * 1024
     ) async throws -> (VerifiedAccess, Request) {
         var request = request
         var body = ByteBuffer()
@@ -38,10 +48,11 @@ public struct ATHAccessMiddleware<Context: ATHRequestContextProtocol>: RouterMid
                 throw ATHError(.payloadTooLarge, "request body is over \(bodyLimit) bytes")
             }
         }
-        let facts = ATHService.RequestFacts(
+        let facts = RequestFacts(
             method: request.method.rawValue, target: request.uri.description, authorization: request.headers[.authorization],
-            proof: request.headers[HTTPField.Name(PossessionProof.header)!], body: Array(body.readableBytesView),
-            remoteAddress: context.remoteAddress?.ipAddress)
-        return (try await service.authorize(facts, scope: scope), request)
+            proof: request.headers[Self.proofField], body: Array(body.readableBytesView), remoteAddress: remoteAddress?.ipAddress)
+        return (try await authorize(facts, scope: scope), request)
     }
+
+    static let proofField = HTTPField.Name(PossessionProof.header)!
 }

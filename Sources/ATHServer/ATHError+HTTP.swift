@@ -1,6 +1,7 @@
 import ATHCore
 import Foundation
 import Hummingbird
+import Logging
 
 /// Every refusal leaves the server as `{code, message, step?, retryable}` with the code's status;
 /// 401s carry a WWW-Authenticate challenge (RFC 7235).
@@ -23,6 +24,8 @@ extension ATHError: HTTPResponseError {
 public struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     public init() {}
 
+    /// Inlinable, like `ATHAccessMiddleware.handle`, to be specialized for the context type.
+    @inlinable
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)

@@ -46,13 +46,27 @@ public struct ATHRequestContext: ATHRequestContextProtocol, RemoteAddressRequest
 }
 
 /// A request the access middleware admitted: the token's claims and the grant behind it.
+///
+/// One reference to shared, immutable storage: the request context carrying it is copied
+/// along the middleware chain, and a struct of claims and grant would retain and release
+/// some twenty strings and arrays at every copy.
 public struct VerifiedAccess: Sendable {
-    public var claims: AccessTokenClaims
-    public var grant: Grant
+    final class Storage: Sendable {
+        let claims: AccessTokenClaims
+        let grant: Grant
+
+        init(claims: AccessTokenClaims, grant: Grant) {
+            self.claims = claims
+            self.grant = grant
+        }
+    }
+
+    let storage: Storage
+    public var claims: AccessTokenClaims { storage.claims }
+    public var grant: Grant { storage.grant }
 
     public init(claims: AccessTokenClaims, grant: Grant) {
-        self.claims = claims
-        self.grant = grant
+        storage = Storage(claims: claims, grant: grant)
     }
 
     /// Application-reported amount check (order_amount_limit): throws AMOUNT_LIMIT_EXCEEDED.

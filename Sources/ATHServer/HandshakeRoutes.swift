@@ -67,7 +67,7 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
             try JSONResponse.make(["nonce": try service.oidcNonce()])
         }
         group.post("token/renew") { request, context in
-            let access = try await ATHAccessMiddleware<Context>.admit(request, context: context, service: service, scope: nil)
+            let access = try await service.admit(request, remoteAddress: context.remoteAddress, scope: nil)
             return try JSONResponse.make(try await service.renew(access.0))
         }
     }

@@ -23,8 +23,8 @@ public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
         let configuration = channels.configuration
         let group = router.group("ath/session").add(middleware: ErrorShapeMiddleware<Context>())
         group.post("channels") { request, context -> Response in
-            var (access, request) = try await ATHAccessMiddleware<Context>.admit(
-                request, context: context, service: service, scope: nil, bodyLimit: 4096)
+            var (access, request) = try await service.admit(
+                request, remoteAddress: context.remoteAddress, scope: nil, bodyLimit: 4096)
             let body = try await request.collectBody(upTo: 4096)  // already read by the access check
             let attach: SessionChannel.AttachRequest
             do {
