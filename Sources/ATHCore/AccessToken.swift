@@ -39,7 +39,16 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
 
     /// Whether `scope` is one of the granted scopes, without building the set (every request asks).
     public func grants(_ scope: String) -> Bool {
-        self.scope.utf8.split(separator: UInt8(ascii: " ")).contains { $0.elementsEqual(scope.utf8) }
+        // Runs on every request: a scan for `scope` between spaces, without splitting.
+        let (granted, wanted) = (self.scope.utf8, scope.utf8)
+        guard !wanted.isEmpty else { return false }
+        var start = granted.startIndex
+        while start < granted.endIndex {
+            let end = granted[start...].firstIndex(of: UInt8(ascii: " ")) ?? granted.endIndex
+            if granted[start..<end].elementsEqual(wanted) { return true }
+            start = end == granted.endIndex ? end : granted.index(after: end)
+        }
+        return false
     }
 
     public func verify(using algorithm: some JWTAlgorithm) async throws {}

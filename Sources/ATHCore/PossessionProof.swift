@@ -72,26 +72,42 @@ public struct PossessionProof: Sendable, Equatable {
 
     public var headerValue: String { "t=\(timestamp), n=\(nonce), mac=\(mac)" }
 
+    /// Parses `t=…, n=…, mac=…`: fields separated by commas (empty ones skipped), spaces
+    /// before a field's name ignored, each name at most once, nothing else. Read in place from
+    /// the header's bytes, as every API request has one.
     public init(headerValue: String) throws {
         guard headerValue.utf8.count <= 512 else { throw ATHError(.proofInvalid, "ATH-Proof header is too long") }
-        var t: Int64?
-        var n: String?
-        var mac: String?
-        for part in headerValue.utf8.split(separator: UInt8(ascii: ",")) {
-            let field = part.drop { $0 == UInt8(ascii: " ") }
-            guard let eq = field.firstIndex(of: UInt8(ascii: "=")) else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
-            let value = String(decoding: field[field.index(after: eq)...], as: UTF8.self)
-            switch String(decoding: field[..<eq], as: UTF8.self) {
-            case "t" where t == nil: t = Int64(value) ?? -1
-            case "n" where n == nil: n = value
-            case "mac" where mac == nil: mac = value
-            default: throw ATHError(.proofInvalid, "malformed ATH-Proof header")
-            }
-        }
-        guard let t, t >= 0, let n, let mac, (16...64).contains(n.utf8.count) else {
+        var header = headerValue
+        let fields = try header.withUTF8 { try Self.fields(of: $0) }
+        guard let t = fields.t, t >= 0, let n = fields.n, let mac = fields.mac, (16...64).contains(n.utf8.count) else {
             throw ATHError(.proofInvalid, "ATH-Proof needs t, n and mac")
         }
         self.init(timestamp: t, nonce: n, mac: mac)
+    }
+
+    private static func fields(of bytes: UnsafeBufferPointer<UInt8>) throws -> (t: Int64?, n: String?, mac: String?) {
+        var (t, n, mac): (Int64?, String?, String?) = (nil, nil, nil)
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: ",") { end += 1 }
+            defer { start = end + 1 }
+            guard end > start else { continue }
+            var name = start
+            while name < end, bytes[name] == UInt8(ascii: " ") { name += 1 }
+            var eq = name
+            while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
+            guard eq < end else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
+            let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)..<end]), as: UTF8.self)
+            switch (eq - name, bytes[name]) {
+            case (1, UInt8(ascii: "t")) where t == nil: t = Int64(value) ?? -1
+            case (1, UInt8(ascii: "n")) where n == nil: n = value
+            case (3, UInt8(ascii: "m")) where mac == nil && bytes[name + 1] == UInt8(ascii: "a") && bytes[name + 2] == UInt8(ascii: "c"):
+                mac = value
+            default: throw ATHError(.proofInvalid, "malformed ATH-Proof header")
+            }
+        }
+        return (t, n, mac)
     }
 
     /// Constant-time check of the MAC, then of the time; the caller checks the nonce is new.
@@ -105,7 +121,7 @@ public struct PossessionProof: Sendable, Equatable {
         keyedMAC: ProofMAC, method: String, target: String, body: some DataProtocol, tokenDigest: String, now: Date
     ) throws {
         let input = Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest)
-        guard let raw = Base64URL.decode(mac), keyedMAC.isValid(Array(raw), for: input) else {
+        guard keyedMAC.isValid(base64URL: mac, for: input) else {
             throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
         }
         guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {

@@ -38,9 +38,14 @@ public struct ProofMAC: Sendable {
         return outer.finalize()
     }
 
-    /// Whether `mac` is the MAC of `message`, compared in constant time (swift-crypto's
-    /// digest comparison); a `mac` of another length is never equal.
-    public func isValid(_ mac: [UInt8], for message: [UInt8]) -> Bool {
-        message.withUnsafeBytes { code(for: $0) } == mac
+    /// Whether `mac`, base64url as the proof header carries it, is the MAC of `message`. The
+    /// comparison is of the encoded forms, in constant time: only the one canonical spelling of
+    /// the right MAC passes, and nothing is decoded from the header first.
+    public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
+        let expected = message.withUnsafeBytes { code(for: $0) }.withUnsafeBytes { Base64URL.encodedBytes($0) }
+        guard mac.utf8.count == expected.count else { return false }
+        var difference: UInt8 = 0
+        for (a, b) in zip(mac.utf8, expected) { difference |= a ^ b }
+        return difference == 0
     }
 }

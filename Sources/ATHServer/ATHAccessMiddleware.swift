@@ -37,11 +37,29 @@ extension ATHService {
     public func admit(
         _ request: Request, remoteAddress: SocketAddress?, scope: String?, bodyLimit: Int = 1024 * 1024
     ) async throws -> (VerifiedAccess, Request) {
+        // One pass over the fields: HTTPFields' subscript joins every field of a name into a new
+        // string, a copy of the 700-byte token on every request. A second Authorization or
+        // ATH-Proof field is refused rather than joined or ignored.
+        var (authorization, proof, hasBody): (String?, String?, Bool) = (nil, nil, false)
+        for field in request.headers {
+            switch field.name {
+            case .authorization:
+                guard authorization == nil else { throw refused(request, remoteAddress, ATHError(.tokenInvalid, "more than one Authorization header")) }
+                authorization = field.value
+            case Self.proofField:
+                guard proof == nil else {
+                    throw refused(request, remoteAddress, ATHError(.proofInvalid, "more than one \(PossessionProof.header) header"))
+                }
+                proof = field.value
+            // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+            // section 6.3); not waiting on its empty body stream saves a trip through the event loop.
+            case .contentLength, .transferEncoding: hasBody = true
+            default: break
+            }
+        }
         var request = request
         var body = ByteBuffer()
-        // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
-        // section 6.3); not waiting on its empty body stream saves a trip through the event loop.
-        if request.headers[.contentLength] != nil || request.headers[.transferEncoding] != nil {
+        if hasBody {
             do {
                 body = try await request.collectBody(upTo: bodyLimit)
             } catch {
@@ -49,10 +67,16 @@ extension ATHService {
             }
         }
         let facts = RequestFacts(
-            method: request.method.rawValue, target: request.uri.description, authorization: request.headers[.authorization],
-            proof: request.headers[Self.proofField], body: Array(body.readableBytesView), remoteAddress: remoteAddress?.ipAddress)
+            method: request.method.rawValue, target: request.uri.description, authorization: authorization, proof: proof,
+            body: Array(body.readableBytesView), remoteAddress: remoteAddress?.ipAddress)
         return (try await authorize(facts, scope: scope), request)
+    }
+
+    private func refused(_ request: Request, _ remoteAddress: SocketAddress?, _ error: ATHError) -> ATHError {
+        recordRefusal(error, method: request.method.rawValue, target: request.uri.description, remoteAddress: remoteAddress?.ipAddress, now: clock())
+        return error
     }
 
     static let proofField = HTTPField.Name(PossessionProof.header)!
 }
+

@@ -31,12 +31,17 @@ extension ATHService {
             let access = try await check(facts, scope: scope, now: now)
             return access
         } catch let error as ATHError {
-            refusals.record(
-                AuditEvent(
-                    at: Freshness.unix(now), event: "access.refused", actor: facts.remoteAddress ?? "-",
-                    subject: "\(facts.method) \(facts.target.prefix(512))", outcome: error.code.rawValue, detail: error.message))
+            recordRefusal(error, method: facts.method, target: facts.target, remoteAddress: facts.remoteAddress, now: now)
             throw error
         }
+    }
+
+    /// Every refused request is audited (in batches, see `RefusalAudit`).
+    func recordRefusal(_ error: ATHError, method: String, target: String, remoteAddress: String?, now: Date) {
+        refusals.record(
+            AuditEvent(
+                at: Freshness.unix(now), event: "access.refused", actor: remoteAddress ?? "-",
+                subject: "\(method) \(target.prefix(512))", outcome: error.code.rawValue, detail: error.message))
     }
 
     private func check(_ facts: RequestFacts, scope: String?, now: Date) async throws -> VerifiedAccess {
@@ -50,19 +55,19 @@ extension ATHService {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
         }
         let proof = try PossessionProof(headerValue: proofHeader)
-        var state = try await sessionState(claims, now: now)
+        let state = try await sessionState(claims, now: now)
         try proof.verify(
             keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
-        try await checkGrant(&state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        try await checkGrant(state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: claims, grant: state.grant)
     }
 
     /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
     /// session alike: token and grant not revoked, grant not ended, scope, restrictions, rate.
-    func checkGrant(_ state: inout SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: String?, now: Date) async throws {
-        try await checkStanding(&state, claims: claims, now: now)
+    func checkGrant(_ state: SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: String?, now: Date) async throws {
+        try await checkStanding(state, claims: claims, now: now)
         if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
@@ -73,14 +78,14 @@ extension ATHService {
     }
 
     /// Whether the token and its grant still stand: not revoked, grant not ended.
-    func checkStanding(_ state: inout SessionState, claims: AccessTokenClaims, now: Date) async throws {
-        if state.tokenRevoked[claims.jti] == nil {
+    func checkStanding(_ state: SessionState, claims: AccessTokenClaims, now: Date) async throws {
+        var revoked = state.tokenRevoked.withLock { $0[claims.jti] }
+        if revoked == nil {
             let stored = try await store.token(jti: claims.jti)
-            state.tokenRevoked[claims.jti] = stored?.revokedAt != nil || stored == nil
-            let s = state
-            sessions.withLock { $0[claims.sid] = s }
+            revoked = stored?.revokedAt != nil || stored == nil
+            state.tokenRevoked.withLock { $0[claims.jti] = $0[claims.jti] ?? revoked }
         }
-        guard state.tokenRevoked[claims.jti] == false, !state.grant.revoked else {
+        guard revoked == false, !state.grant.revoked else {
             throw ATHError(.tokenRevoked, "this access token or its grant was revoked")
         }
         guard state.grant.expiresAt > Freshness.unix(now) else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
@@ -90,16 +95,15 @@ extension ATHService {
     /// `TOKEN_REVOKED` or `GRANT_EXPIRED` once the session must end. Consumes no rate.
     public func checkStanding(_ access: VerifiedAccess) async throws {
         let now = clock()
-        var state = try await sessionState(access.claims, now: now)
-        try await checkStanding(&state, claims: access.claims, now: now)
+        try await checkStanding(try await sessionState(access.claims, now: now), claims: access.claims, now: now)
     }
 
     /// The checks of `checkGrant` for one RPC call under an access admitted earlier (when the
     /// session was opened): a revocation or the grant's end stops the next call.
     public func authorizeCall(_ access: VerifiedAccess, scope: String, remoteAddress: String?) async throws -> VerifiedAccess {
         let now = clock()
-        var state = try await sessionState(access.claims, now: now)
-        try await checkGrant(&state, claims: access.claims, scope: scope, remoteAddress: remoteAddress, now: now)
+        let state = try await sessionState(access.claims, now: now)
+        try await checkGrant(state, claims: access.claims, scope: scope, remoteAddress: remoteAddress, now: now)
         return VerifiedAccess(claims: access.claims, grant: state.grant)
     }
 
@@ -120,10 +124,16 @@ extension ATHService {
         return verified
     }
 
-    /// A token whose signature was checked, with the digest every proof for it carries.
-    struct VerifiedToken: Sendable {
-        var claims: AccessTokenClaims
-        var digest: String
+    /// A token whose signature was checked, with the digest every proof for it carries (a
+    /// class for the same reason as `SessionState`).
+    final class VerifiedToken: Sendable {
+        let claims: AccessTokenClaims
+        let digest: String
+
+        init(claims: AccessTokenClaims, digest: String) {
+            self.claims = claims
+            self.digest = digest
+        }
     }
 
     func sessionState(_ claims: AccessTokenClaims, now: Date) async throws -> SessionState {
@@ -140,7 +150,7 @@ extension ATHService {
         }
         let proofKey = try openSessionKeys(session).proofKey
         let s = SessionState(
-            proofMAC: ProofMAC(key: proofKey), grant: grant, restrictions: restrictions, tokenRevoked: [:], loadedAt: now)
+            proofMAC: ProofMAC(key: proofKey), grant: grant, restrictions: restrictions, loadedAt: now)
         sessions.withLock { $0[claims.sid] = s }
         return s
     }
@@ -166,7 +176,7 @@ extension ATHService {
         let token = try await tokenCodec.sign(claims, typ: AccessToken.typ)
         try await store.recordToken(StoredToken(jti: claims.jti, grantID: claims.gid, sessionID: claims.sid, issuedAt: t, expiresAt: claims.exp))
         try await store.revokeToken(jti: old.jti, now: t)
-        sessions.withLock { $0[old.sid]?.tokenRevoked[old.jti] = true }
+        sessions.withLock { $0[old.sid] }?.tokenRevoked.withLock { $0[old.jti] = true }
         try await audit("token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", at: now)
         return RenewedToken(access_token: token, token_expires_at: claims.exp)
     }
@@ -185,7 +195,7 @@ extension ATHService {
         let now = clock()
         guard let token = try await store.token(jti: jti) else { throw ATHError(.tokenInvalid, "no token \(jti.prefix(64))") }
         try await store.revokeToken(jti: jti, now: Freshness.unix(now))
-        sessions.withLock { $0[token.sessionID]?.tokenRevoked[jti] = true }
+        sessions.withLock { $0[token.sessionID] }?.tokenRevoked.withLock { $0[jti] = true }
         try await audit("token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\(token.grantID)", at: now)
     }
 }

@@ -34,13 +34,24 @@ public final class ATHService: Sendable {
     /// Revocation through this instance is seen at once; through another, within this time.
     public static let statusCacheSeconds: Double = 2
 
-    struct SessionState {
+    /// What the check needs of a session, read from the store at most every
+    /// `statusCacheSeconds`. A class, so that a request takes one reference to it rather than
+    /// copying (and retaining) the grant's fields out of the shared cache.
+    final class SessionState: Sendable {
         /// The MAC keyed with the session's proof key, copied for each request.
-        var proofMAC: ProofMAC
-        var grant: Grant
-        var restrictions: CompiledRestrictions
-        var tokenRevoked: [String: Bool]
-        var loadedAt: Date
+        let proofMAC: ProofMAC
+        let grant: Grant
+        let restrictions: CompiledRestrictions
+        let loadedAt: Date
+        /// Whether each token of the session seen since `loadedAt` is revoked (or unknown).
+        let tokenRevoked = Mutex<[String: Bool]>([:])
+
+        init(proofMAC: ProofMAC, grant: Grant, restrictions: CompiledRestrictions, loadedAt: Date) {
+            self.proofMAC = proofMAC
+            self.grant = grant
+            self.restrictions = restrictions
+            self.loadedAt = loadedAt
+        }
     }
 
     public init(

@@ -36,6 +36,31 @@ import Testing
         #expect(String(decoding: try CanonicalJSON.bytes(big), as: UTF8.self) == #"{"a":100000000000000000000}"#)
     }
 
+    /// The encoder writes the alphabet itself; it must give Foundation's base64 with the URL
+    /// alphabet and no padding, for every length and byte.
+    @Test func base64URLEncodingMatchesFoundation() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<100 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let foundation = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == foundation)
+            #expect(Base64URL.decode(foundation) == Data(bytes))
+        }
+        #expect(Base64URL.encode(Data((0...255).map { UInt8($0) })) == Data((0...255).map { UInt8($0) }).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: ""))
+    }
+
+    /// A scope is granted only as a whole word of the space-separated list.
+    @Test func scopesAreMatchedWholly() {
+        let claims = AccessTokenClaims(
+            iss: "s", aud: "s", sub: "u", client_did: "c", scope: "goods:read  order:create", iat: 0, exp: 1, jti: "j", gid: "g", sid: "x")
+        #expect(claims.grants("goods:read") && claims.grants("order:create"))
+        for other in ["goods", "order:creat", "order:create ", "goods:read order:create", "", " ", "rder:create"] {
+            #expect(!claims.grants(other), "\(other)")
+        }
+    }
+
     @Test func base64URLIsStrict() {
         #expect(Base64URL.encode(Data([0xFB, 0xFF])) == "-_8")
         #expect(Base64URL.decode("-_8") == Data([0xFB, 0xFF]))
@@ -282,14 +307,16 @@ import Testing
                 let expected = Array(HMAC<SHA256>.authenticationCode(for: message, using: key))
                 let code = message.withUnsafeBytes { mac.code(for: $0) }
                 #expect(Array(code) == expected, "key \(keyLength) bytes, message \(messageLength) bytes")
-                #expect(mac.isValid(expected, for: message))
+                #expect(mac.isValid(base64URL: Base64URL.encode(expected), for: message))
                 // A MAC of another message, a changed byte, a prefix or an extension never passes.
-                #expect(!mac.isValid(expected, for: message + [0]))
+                #expect(!mac.isValid(base64URL: Base64URL.encode(expected), for: message + [0]))
                 var flipped = expected
                 flipped[messageLength % 32] ^= 0x01
-                #expect(!mac.isValid(flipped, for: message))
-                #expect(!mac.isValid(Array(expected.prefix(31)), for: message))
-                #expect(!mac.isValid(expected + [0], for: message))
+                #expect(!mac.isValid(base64URL: Base64URL.encode(flipped), for: message))
+                #expect(!mac.isValid(base64URL: Base64URL.encode(expected.prefix(31)), for: message))
+                #expect(!mac.isValid(base64URL: Base64URL.encode(expected + [0]), for: message))
+                #expect(!mac.isValid(base64URL: String(Base64URL.encode(expected).dropLast()), for: message))
+                #expect(!mac.isValid(base64URL: Base64URL.encode(expected) + "=", for: message))
             }
         }
     }

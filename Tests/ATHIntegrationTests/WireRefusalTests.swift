@@ -57,6 +57,15 @@ import Testing
         let forged = "Bearer \(parts[0]).\(Base64URL.encode(try JSONEncoder().encode(claims))).\(parts[2])"
         (status, body) = try await send(base, .GET, "/api/profile", headers: [("authorization", forged), good[1]])
         #expect(status == 401 && body?.code == "TOKEN_INVALID")
+        // A second Authorization or ATH-Proof field is refused, not joined or ignored, even
+        // when the first one is valid; the proof is not spent by it.
+        let fresh = await session.authHeaders("GET", "/api/goods", Data())
+        (status, body) = try await send(base, .GET, "/api/goods", headers: fresh + [("authorization", "Bearer x")])
+        #expect(status == 401 && body?.code == "TOKEN_INVALID" && body?.message == "more than one Authorization header")
+        (status, body) = try await send(base, .GET, "/api/goods", headers: fresh + [foreignProof])
+        #expect(status == 401 && body?.code == "PROOF_INVALID" && body?.message == "more than one ATH-Proof header")
+        (status, body) = try await send(base, .GET, "/api/goods", headers: fresh)
+        #expect(status == 200)
         await h.stop()
     }
 
