@@ -43,9 +43,12 @@ public struct ProofMAC: Sendable {
     /// the right MAC passes, and nothing is decoded from the header first.
     public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
         let expected = message.withUnsafeBytes { code(for: $0) }.withUnsafeBytes { Base64URL.encodedBytes($0) }
-        guard mac.utf8.count == expected.count else { return false }
-        var difference: UInt8 = 0
-        for (a, b) in zip(mac.utf8, expected) { difference |= a ^ b }
-        return difference == 0
+        var mac = mac
+        return mac.withUTF8 { given in
+            guard given.count == expected.count else { return false }
+            var difference: UInt8 = 0
+            for i in 0..<given.count { difference |= given[i] ^ expected[i] }
+            return difference == 0
+        }
     }
 }

@@ -48,8 +48,7 @@ extension ATHService {
         guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
             throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
         }
-        let token = String(authorization.dropFirst("Bearer ".count))
-        let verified = try await verifyToken(token, now: now)
+        let verified = try await verifyToken(authorization: authorization, now: now)
         let claims = verified.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
@@ -108,18 +107,20 @@ extension ATHService {
     }
 
     /// Signature and claims; a verified token is remembered until it expires, so the signature
-    /// check runs once per token, not once per request.
-    func verifyToken(_ token: String, now: Date) async throws -> VerifiedToken {
-        if let cached = verifiedTokens.withLock({ $0[token] }) {
+    /// check runs once per token, not once per request. Remembered by the whole header value
+    /// ("Bearer " and the token), which spares a copy of the token per request.
+    func verifyToken(authorization: String, now: Date) async throws -> VerifiedToken {
+        if let cached = verifiedTokens.withLock({ $0[authorization] }) {
             try AccessToken.checkClaims(cached.claims, server: identity.did, now: now)
             return cached
         }
+        let token = String(authorization.dropFirst("Bearer ".count))
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
         let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token))
         verifiedTokens.withLock { cache in
             if cache.count > 50_000 { cache = cache.filter { $0.value.claims.exp > Freshness.unix(now) } }
-            cache[token] = verified
+            cache[authorization] = verified
         }
         return verified
     }
