@@ -58,8 +58,10 @@ public struct CompiledRestrictions: Sendable {
 
     /// The checks that need only the request's address and time; rate and amount are stateful
     /// or application-supplied and are checked by their owners.
-    public func checkRequest(from address: String?, at date: Date) throws {
+    /// `address` is evaluated only when the grant restricts addresses.
+    public func checkRequest(from address: @autoclosure () -> String?, at date: Date) throws {
         if let ranges {
+            let address = address()
             guard let address, let ip = IPAddress(address), ranges.contains(where: { $0.contains(ip) }) else {
                 throw ATHError(.ipNotAllowed, "requests from \(address ?? "an unknown address") are not allowed by this grant")
             }

@@ -68,7 +68,7 @@ extension ATHService {
         }
         let facts = RequestFacts(
             method: request.method.rawValue, target: request.uri.description, authorization: authorization, proof: proof,
-            body: Array(body.readableBytesView), remoteAddress: remoteAddress?.ipAddress)
+            body: Array(body.readableBytesView), remoteSocket: remoteAddress)
         return (try await authorize(facts, scope: scope), request)
     }
 

@@ -47,26 +47,23 @@ public struct ATHRequestContext: ATHRequestContextProtocol, RemoteAddressRequest
 
 /// A request the access middleware admitted: the token's claims and the grant behind it.
 ///
-/// One reference to shared, immutable storage: the request context carrying it is copied
-/// along the middleware chain, and a struct of claims and grant would retain and release
-/// some twenty strings and arrays at every copy.
+/// Two references to immutable values the service already holds (the verified token's
+/// claims, the session's grant): the request context carrying it is copied along the
+/// middleware chain, and a struct of claims and grant would retain and release some twenty
+/// strings and arrays at every copy, and be built anew for every request.
 public struct VerifiedAccess: Sendable {
-    final class Storage: Sendable {
-        let claims: AccessTokenClaims
-        let grant: Grant
-
-        init(claims: AccessTokenClaims, grant: Grant) {
-            self.claims = claims
-            self.grant = grant
-        }
-    }
-
-    let storage: Storage
-    public var claims: AccessTokenClaims { storage.claims }
-    public var grant: Grant { storage.grant }
+    let sharedClaims: Shared<AccessTokenClaims>
+    let sharedGrant: Shared<Grant>
+    public var claims: AccessTokenClaims { sharedClaims.value }
+    public var grant: Grant { sharedGrant.value }
 
     public init(claims: AccessTokenClaims, grant: Grant) {
-        storage = Storage(claims: claims, grant: grant)
+        self.init(claims: Shared(claims), grant: Shared(grant))
+    }
+
+    init(claims: Shared<AccessTokenClaims>, grant: Shared<Grant>) {
+        sharedClaims = claims
+        sharedGrant = grant
     }
 
     /// Application-reported amount check (order_amount_limit): throws AMOUNT_LIMIT_EXCEEDED.
@@ -80,5 +77,14 @@ extension ATHRequestContextProtocol {
     public func requireAccess() throws -> VerifiedAccess {
         guard let ath else { throw ATHError(.tokenMissing, "this route requires ATH access") }
         return ath
+    }
+}
+
+/// An immutable value behind one reference, for values that many requests read at once.
+final class Shared<Value: Sendable>: Sendable {
+    let value: Value
+
+    init(_ value: Value) {
+        self.value = value
     }
 }

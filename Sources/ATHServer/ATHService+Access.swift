@@ -2,6 +2,7 @@ import ATHCore
 import ATHStore
 import Crypto
 import Foundation
+import NIOCore
 
 /// The check of every protected request: token, proof of possession, revocation, scope and
 /// restrictions, in that order, failing closed at the first refusal.
@@ -12,7 +13,14 @@ extension ATHService {
         public var authorization: String?
         public var proof: String?
         public var body: [UInt8]
-        public var remoteAddress: String?
+        /// The peer's address as text; from a socket address it is written out only when asked
+        /// (an ip_whitelist, a refusal's audit record), not on every request.
+        public var remoteAddress: String? {
+            get { address ?? socket?.ipAddress }
+            set { (address, socket) = (newValue, nil) }
+        }
+        private var address: String?
+        private var socket: SocketAddress?
 
         public init(method: String, target: String, authorization: String?, proof: String?, body: [UInt8], remoteAddress: String?) {
             self.method = method
@@ -20,7 +28,12 @@ extension ATHService {
             self.authorization = authorization
             self.proof = proof
             self.body = body
-            self.remoteAddress = remoteAddress
+            self.address = remoteAddress
+        }
+
+        init(method: String, target: String, authorization: String?, proof: String?, body: [UInt8], remoteSocket: SocketAddress?) {
+            self.init(method: method, target: target, authorization: authorization, proof: proof, body: body, remoteAddress: nil)
+            self.socket = remoteSocket
         }
     }
 
@@ -60,17 +73,19 @@ extension ATHService {
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         try await checkGrant(state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
-        return VerifiedAccess(claims: claims, grant: state.grant)
+        return VerifiedAccess(claims: verified.sharedClaims, grant: state.sharedGrant)
     }
 
     /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
     /// session alike: token and grant not revoked, grant not ended, scope, restrictions, rate.
-    func checkGrant(_ state: SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: String?, now: Date) async throws {
+    func checkGrant(
+        _ state: SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: @autoclosure () -> String?, now: Date
+    ) async throws {
         try await checkStanding(state, claims: claims, now: now)
         if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
-        try state.restrictions.checkRequest(from: remoteAddress, at: now)
+        try state.restrictions.checkRequest(from: remoteAddress(), at: now)
         if let rate = state.restrictions.rateLimit {
             try limiter.admit(state.grant.id, limit: rate, now: now)
         }
@@ -103,7 +118,7 @@ extension ATHService {
         let now = clock()
         let state = try await sessionState(access.claims, now: now)
         try await checkGrant(state, claims: access.claims, scope: scope, remoteAddress: remoteAddress, now: now)
-        return VerifiedAccess(claims: access.claims, grant: state.grant)
+        return VerifiedAccess(claims: access.sharedClaims, grant: state.sharedGrant)
     }
 
     /// Signature and claims; a verified token is remembered until it expires, so the signature
@@ -128,11 +143,12 @@ extension ATHService {
     /// A token whose signature was checked, with the digest every proof for it carries (a
     /// class for the same reason as `SessionState`).
     final class VerifiedToken: Sendable {
-        let claims: AccessTokenClaims
+        let sharedClaims: Shared<AccessTokenClaims>
+        var claims: AccessTokenClaims { sharedClaims.value }
         let digest: String
 
         init(claims: AccessTokenClaims, digest: String) {
-            self.claims = claims
+            self.sharedClaims = Shared(claims)
             self.digest = digest
         }
     }

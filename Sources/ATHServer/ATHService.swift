@@ -40,7 +40,8 @@ public final class ATHService: Sendable {
     final class SessionState: Sendable {
         /// The MAC keyed with the session's proof key, copied for each request.
         let proofMAC: ProofMAC
-        let grant: Grant
+        let sharedGrant: Shared<Grant>
+        var grant: Grant { sharedGrant.value }
         let restrictions: CompiledRestrictions
         let loadedAt: Date
         /// Whether each token of the session seen since `loadedAt` is revoked (or unknown).
@@ -48,7 +49,7 @@ public final class ATHService: Sendable {
 
         init(proofMAC: ProofMAC, grant: Grant, restrictions: CompiledRestrictions, loadedAt: Date) {
             self.proofMAC = proofMAC
-            self.grant = grant
+            self.sharedGrant = Shared(grant)
             self.restrictions = restrictions
             self.loadedAt = loadedAt
         }
