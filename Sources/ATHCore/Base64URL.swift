@@ -12,19 +12,38 @@ public enum Base64URL {
     /// MAC in this form on every request, and Foundation's encoder (standard alphabet, padded)
     /// needed a second pass and two more buffers.
     public static func encodedBytes(_ bytes: some DataProtocol) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity((bytes.count * 4 + 2) / 3)
-        var (buffer, bits) = (UInt32(0), 0)
-        for byte in bytes {
-            buffer = buffer << 8 | UInt32(byte)
-            bits += 8
-            while bits >= 6 {
-                bits -= 6
-                out.append(alphabet[Int(buffer >> UInt32(bits) & 0x3F)])
+        if let encoded = bytes.withContiguousStorageIfAvailable({ encodedBytes(contiguous: $0) }) { return encoded }
+        return Array(bytes).withUnsafeBufferPointer { encodedBytes(contiguous: $0) }
+    }
+
+    private static func encodedBytes(contiguous input: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        let count = (input.count * 4 + 2) / 3
+        return alphabet.withUnsafeBufferPointer { alphabet in
+            [UInt8](unsafeUninitializedCapacity: count) { out, written in
+                var (i, o) = (0, 0)
+                while i + 3 <= input.count {
+                    let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
+                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
+                    out[o + 2] = alphabet[Int(n >> 6 & 0x3F)]
+                    out[o + 3] = alphabet[Int(n & 0x3F)]
+                    (i, o) = (i + 3, o + 4)
+                }
+                if input.count - i == 1 {
+                    let n = UInt32(input[i]) << 16
+                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
+                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
+                    o += 2
+                } else if input.count - i == 2 {
+                    let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8
+                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
+                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
+                    out[o + 2] = alphabet[Int(n >> 6 & 0x3F)]
+                    o += 3
+                }
+                written = o
             }
         }
-        if bits > 0 { out.append(alphabet[Int(buffer << UInt32(6 - bits) & 0x3F)]) }
-        return out
     }
 
     /// Strict decoding: padding, whitespace and the standard alphabet are refused, so that one

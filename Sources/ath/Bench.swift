@@ -333,7 +333,7 @@ struct Bench: AsyncParsableCommand {
     struct Middleware: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Throughput of GET /api/goods with the ATH check against the same route unprotected.")
         @Option(help: "Seconds per round (the routes share them in slices).") var seconds: Double = 9
-        @Option(help: "Seconds per slice: each route in turn for this long.") var slice: Double = 0.3
+        @Option(help: "Seconds per slice: each route in turn for this long.") var slice: Double = 0.1
         @Option(help: "Rounds (odd; the median is reported).") var rounds: Int = 5
         @Option(help: "Concurrent connections.") var concurrency: Int = 16
         @Option(help: "Load only this route (open, noop or protected) for the given seconds, e.g. under a profiler.")
