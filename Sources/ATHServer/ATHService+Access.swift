@@ -57,31 +57,40 @@ extension ATHService {
                 subject: "\(method) \(target.prefix(512))", outcome: error.code.rawValue, detail: error.message))
     }
 
+    /// On the common path (token, session and the token's standing already known) this makes
+    /// no async call at all: each lookup is synchronous and only a miss awaits the store.
     private func check(_ facts: RequestFacts, scope: String?, now: Date) async throws -> VerifiedAccess {
         guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
             throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
         }
-        let verified = try await verifyToken(authorization: authorization, now: now)
+        var verified = try cachedToken(authorization: authorization, now: now)
+        if verified == nil { verified = try await verifyToken(authorization: authorization, now: now) }
+        guard let verified else { throw ATHError(.tokenInvalid, "the access token could not be verified") }
         let claims = verified.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
         }
         let proof = try PossessionProof(headerValue: proofHeader)
-        let state = try await sessionState(claims, now: now)
+        var state = cachedSessionState(claims, now: now)
+        if state == nil { state = try await sessionState(claims, now: now) }
+        guard let state else { throw ATHError(.tokenInvalid, "the token's session is unknown") }
         try proof.verify(
             keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
-        try await checkGrant(state, claims: claims, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        var revoked = state.tokenRevoked.withLock { $0[claims.jti] }
+        if revoked == nil { revoked = try await loadRevocation(state, claims: claims) }
+        try checkGrant(state, claims: claims, revoked: revoked ?? true, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: verified.sharedClaims, grant: state.sharedGrant)
     }
 
     /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
     /// session alike: token and grant not revoked, grant not ended, scope, restrictions, rate.
     func checkGrant(
-        _ state: SessionState, claims: AccessTokenClaims, scope: String?, remoteAddress: @autoclosure () -> String?, now: Date
-    ) async throws {
-        try await checkStanding(state, claims: claims, now: now)
+        _ state: SessionState, claims: AccessTokenClaims, revoked: Bool, scope: String?, remoteAddress: @autoclosure () -> String?,
+        now: Date
+    ) throws {
+        try checkStanding(state, revoked: revoked, now: now)
         if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
@@ -91,25 +100,34 @@ extension ATHService {
         }
     }
 
-    /// Whether the token and its grant still stand: not revoked, grant not ended.
-    func checkStanding(_ state: SessionState, claims: AccessTokenClaims, now: Date) async throws {
-        var revoked = state.tokenRevoked.withLock { $0[claims.jti] }
-        if revoked == nil {
-            let stored = try await store.token(jti: claims.jti)
-            revoked = stored?.revokedAt != nil || stored == nil
-            state.tokenRevoked.withLock { $0[claims.jti] = $0[claims.jti] ?? revoked }
-        }
-        guard revoked == false, !state.grant.revoked else {
+    /// Whether the token (`revoked`: as the store or this instance knows it) and its grant
+    /// still stand: not revoked, grant not ended.
+    func checkStanding(_ state: SessionState, revoked: Bool, now: Date) throws {
+        guard !revoked, !state.grant.revoked else {
             throw ATHError(.tokenRevoked, "this access token or its grant was revoked")
         }
         guard state.grant.expiresAt > Freshness.unix(now) else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
+    }
+
+    /// Whether the token is revoked, as the store says (an unknown token counts as revoked);
+    /// remembered with the session's state until it is read again.
+    func loadRevocation(_ state: SessionState, claims: AccessTokenClaims) async throws -> Bool {
+        if let known = state.tokenRevoked.withLock({ $0[claims.jti] }) { return known }
+        let stored = try await store.token(jti: claims.jti)
+        let revoked = stored?.revokedAt != nil || stored == nil
+        return state.tokenRevoked.withLock { known in
+            let answer = known[claims.jti] ?? revoked
+            known[claims.jti] = answer
+            return answer
+        }
     }
 
     /// The standing part of the access check alone, for a session between its calls: throws
     /// `TOKEN_REVOKED` or `GRANT_EXPIRED` once the session must end. Consumes no rate.
     public func checkStanding(_ access: VerifiedAccess) async throws {
         let now = clock()
-        try await checkStanding(try await sessionState(access.claims, now: now), claims: access.claims, now: now)
+        let state = try await sessionState(access.claims, now: now)
+        try checkStanding(state, revoked: try await loadRevocation(state, claims: access.claims), now: now)
     }
 
     /// The checks of `checkGrant` for one RPC call under an access admitted earlier (when the
@@ -117,7 +135,8 @@ extension ATHService {
     public func authorizeCall(_ access: VerifiedAccess, scope: String, remoteAddress: String?) async throws -> VerifiedAccess {
         let now = clock()
         let state = try await sessionState(access.claims, now: now)
-        try await checkGrant(state, claims: access.claims, scope: scope, remoteAddress: remoteAddress, now: now)
+        let revoked = try await loadRevocation(state, claims: access.claims)
+        try checkGrant(state, claims: access.claims, revoked: revoked, scope: scope, remoteAddress: remoteAddress, now: now)
         return VerifiedAccess(claims: access.sharedClaims, grant: state.sharedGrant)
     }
 
@@ -125,10 +144,7 @@ extension ATHService {
     /// check runs once per token, not once per request. Remembered by the whole header value
     /// ("Bearer " and the token), which spares a copy of the token per request.
     func verifyToken(authorization: String, now: Date) async throws -> VerifiedToken {
-        if let cached = verifiedTokens.withLock({ $0[authorization] }) {
-            try AccessToken.checkClaims(cached.claims, server: identity.did, now: now)
-            return cached
-        }
+        if let cached = try cachedToken(authorization: authorization, now: now) { return cached }
         let token = String(authorization.dropFirst("Bearer ".count))
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
@@ -138,6 +154,13 @@ extension ATHService {
             cache[authorization] = verified
         }
         return verified
+    }
+
+    /// The remembered token, its claims checked against `now` again; nil if not remembered.
+    func cachedToken(authorization: String, now: Date) throws -> VerifiedToken? {
+        guard let cached = verifiedTokens.withLock({ $0[authorization] }) else { return nil }
+        try AccessToken.checkClaims(cached.claims, server: identity.did, now: now)
+        return cached
     }
 
     /// A token whose signature was checked, with the digest every proof for it carries (a
@@ -153,10 +176,14 @@ extension ATHService {
         }
     }
 
+    /// The session's state if read from the store less than `statusCacheSeconds` ago.
+    func cachedSessionState(_ claims: AccessTokenClaims, now: Date) -> SessionState? {
+        guard let s = sessions.withLock({ $0[claims.sid] }), now.timeIntervalSince(s.loadedAt) < Self.statusCacheSeconds else { return nil }
+        return s
+    }
+
     func sessionState(_ claims: AccessTokenClaims, now: Date) async throws -> SessionState {
-        if let s = sessions.withLock({ $0[claims.sid] }), now.timeIntervalSince(s.loadedAt) < Self.statusCacheSeconds {
-            return s
-        }
+        if let s = cachedSessionState(claims, now: now) { return s }
         guard let session = try await store.session(id: claims.sid), session.grantID == claims.gid,
             let grant = try await store.grant(id: claims.gid)
         else { throw ATHError(.tokenInvalid, "the token's session is unknown") }
