@@ -14,14 +14,11 @@ import NIOSSL
 /// server's certificate and client-certificate rules, which hides the frame headers (channel
 /// id, sequence numbers, kinds, length classes) from the wire.
 public final class SessionTCPListener: Sendable {
-    public let port: Int
-    let server: any Channel
-    let task: Task<Void, Never>
+    let socket: ListeningSocket
+    public var port: Int { socket.port }
 
-    init(port: Int, server: any Channel, task: Task<Void, Never>) {
-        self.port = port
-        self.server = server
-        self.task = task
+    init(_ socket: ListeningSocket) {
+        self.socket = socket
     }
 
     public static func start(
@@ -44,7 +41,6 @@ public final class SessionTCPListener: Sendable {
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        let bound = listener.channel.localAddress?.port ?? 0
         let server = listener.channel
         let task = Task {
             await withDiscardingTaskGroup { group in
@@ -60,7 +56,7 @@ public final class SessionTCPListener: Sendable {
                 group.cancelAll()
             }
         }
-        return SessionTCPListener(port: bound, server: server, task: task)
+        return SessionTCPListener(ListeningSocket(server, task))
     }
 
     static func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, channels: SessionChannels) async {
@@ -82,25 +78,18 @@ public final class SessionTCPListener: Sendable {
     }
 
     /// Stops accepting and closes every connection.
-    public func stop() async {
-        try? await server.close()
-        task.cancel()
-        _ = await task.value
-    }
+    public func stop() async { await socket.stop() }
 }
 
 /// The UDP transport: one frame per datagram, from any address that holds the channel's keys;
 /// answers go to the address of the channel's last authentic datagram. Loss and reordering are
 /// the receive window's and the client's retransmissions' business (docs/PROTOCOL.md §11).
 public final class SessionUDPListener: Sendable {
-    public let port: Int
-    let socket: any Channel
-    let task: Task<Void, Never>
+    let socket: ListeningSocket
+    public var port: Int { socket.port }
 
-    init(port: Int, socket: any Channel, task: Task<Void, Never>) {
-        self.port = port
+    init(_ socket: ListeningSocket) {
         self.socket = socket
-        self.task = task
     }
 
     public static func start(channels: SessionChannels, host: String = "127.0.0.1", port: Int = 0) async throws -> SessionUDPListener {
@@ -113,7 +102,6 @@ public final class SessionUDPListener: Sendable {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
                 }
             }
-        let bound = socket.channel.localAddress?.port ?? 0
         let channel = socket.channel
         let task = Task {
             _ = try? await socket.executeThenClose { inbound, outbound in
@@ -137,11 +125,27 @@ public final class SessionUDPListener: Sendable {
                 }
             }
         }
-        return SessionUDPListener(port: bound, socket: channel, task: task)
+        return SessionUDPListener(ListeningSocket(channel, task))
     }
 
-    public func stop() async {
-        try? await socket.close()
+    public func stop() async { await socket.stop() }
+}
+
+/// What both listeners hold: the bound socket, its port, and the task serving it.
+struct ListeningSocket: Sendable {
+    let channel: any Channel
+    let task: Task<Void, Never>
+    let port: Int
+
+    init(_ channel: any Channel, _ task: Task<Void, Never>) {
+        self.channel = channel
+        self.task = task
+        port = channel.localAddress?.port ?? 0
+    }
+
+    /// Closes the socket (ending the serving task's loop) and waits for the task.
+    func stop() async {
+        try? await channel.close()
         task.cancel()
         _ = await task.value
     }
