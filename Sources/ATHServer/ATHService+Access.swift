@@ -63,24 +63,34 @@ extension ATHService {
         guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
             throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
         }
-        var verified = try cachedToken(authorization: authorization, now: now)
-        if verified == nil { verified = try await verifyToken(authorization: authorization, now: now) }
-        guard let verified else { throw ATHError(.tokenInvalid, "the access token could not be verified") }
+        let verified: VerifiedToken
+        if let cached = try cachedToken(authorization: authorization, now: now) {
+            verified = cached
+        } else {
+            verified = try await verifyToken(authorization: authorization, now: now)
+        }
         let claims = verified.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
         }
         let proof = try PossessionProof(headerValue: proofHeader)
-        var state = cachedSessionState(claims, now: now)
-        if state == nil { state = try await sessionState(claims, now: now) }
-        guard let state else { throw ATHError(.tokenInvalid, "the token's session is unknown") }
+        let state: SessionState
+        if let cached = cachedSessionState(claims, now: now) {
+            state = cached
+        } else {
+            state = try await sessionState(claims, now: now)
+        }
         try proof.verify(
             keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
-        var revoked = state.tokenRevoked.withLock { $0[claims.jti] }
-        if revoked == nil { revoked = try await loadRevocation(state, claims: claims) }
-        try checkGrant(state, claims: claims, revoked: revoked ?? true, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        let revoked: Bool
+        if let known = state.knownRevocation(of: claims.jti) {
+            revoked = known
+        } else {
+            revoked = try await loadRevocation(state, claims: claims)
+        }
+        try checkGrant(state, claims: claims, revoked: revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: verified.sharedClaims, grant: state.sharedGrant)
     }
 
@@ -112,7 +122,7 @@ extension ATHService {
     /// Whether the token is revoked, as the store says (an unknown token counts as revoked);
     /// remembered with the session's state until it is read again.
     func loadRevocation(_ state: SessionState, claims: AccessTokenClaims) async throws -> Bool {
-        if let known = state.tokenRevoked.withLock({ $0[claims.jti] }) { return known }
+        if let known = state.knownRevocation(of: claims.jti) { return known }
         let stored = try await store.token(jti: claims.jti)
         let revoked = stored?.revokedAt != nil || stored == nil
         return state.tokenRevoked.withLock { known in

@@ -47,6 +47,9 @@ public final class ATHService: Sendable {
         /// Whether each token of the session seen since `loadedAt` is revoked (or unknown).
         let tokenRevoked = Mutex<[String: Bool]>([:])
 
+        /// Whether token `jti` is revoked, if this state knows (nil: ask the store).
+        func knownRevocation(of jti: String) -> Bool? { tokenRevoked.withLock { $0[jti] } }
+
         init(proofMAC: ProofMAC, grant: Grant, restrictions: CompiledRestrictions, loadedAt: Date) {
             self.proofMAC = proofMAC
             self.sharedGrant = Shared(grant)
