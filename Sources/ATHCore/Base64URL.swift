@@ -21,25 +21,14 @@ public enum Base64URL {
         return alphabet.withUnsafeBufferPointer { alphabet in
             [UInt8](unsafeUninitializedCapacity: count) { out, written in
                 var (i, o) = (0, 0)
-                while i + 3 <= input.count {
-                    let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
-                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
-                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
-                    out[o + 2] = alphabet[Int(n >> 6 & 0x3F)]
-                    out[o + 3] = alphabet[Int(n & 0x3F)]
-                    (i, o) = (i + 3, o + 4)
-                }
-                if input.count - i == 1 {
-                    let n = UInt32(input[i]) << 16
-                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
-                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
-                    o += 2
-                } else if input.count - i == 2 {
-                    let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8
-                    out[o] = alphabet[Int(n >> 18 & 0x3F)]
-                    out[o + 1] = alphabet[Int(n >> 12 & 0x3F)]
-                    out[o + 2] = alphabet[Int(n >> 6 & 0x3F)]
-                    o += 3
+                // Each group of up to 3 bytes becomes up to 4 characters; a final group of
+                // 1 or 2 bytes gives 2 or 3 (no padding).
+                while i < input.count {
+                    let group = min(3, input.count - i)
+                    var n = UInt32(0)
+                    for k in 0..<3 { n = n << 8 | (k < group ? UInt32(input[i + k]) : 0) }
+                    for k in 0...group { out[o + k] = alphabet[Int(n >> UInt32(18 - 6 * k) & 0x3F)] }
+                    (i, o) = (i + group, o + group + 1)
                 }
                 written = o
             }

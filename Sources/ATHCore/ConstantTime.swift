@@ -8,4 +8,14 @@ public enum ConstantTime {
     public static func equal(_ a: String, _ b: String) -> Bool {
         SHA256.hash(data: Data(a.utf8)) == SHA256.hash(data: Data(b.utf8))
     }
+
+    /// Equal bytes, in time that depends only on the lengths (which are not secret here: a MAC's
+    /// encoded length is fixed). For hot paths where hashing both sides first would cost more
+    /// than the comparison.
+    public static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<a.count { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
 }

@@ -44,11 +44,6 @@ public struct ProofMAC: Sendable {
     public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
         let expected = message.withUnsafeBytes { code(for: $0) }.withUnsafeBytes { Base64URL.encodedBytes($0) }
         var mac = mac
-        return mac.withUTF8 { given in
-            guard given.count == expected.count else { return false }
-            var difference: UInt8 = 0
-            for i in 0..<given.count { difference |= given[i] ^ expected[i] }
-            return difference == 0
-        }
+        return mac.withUTF8 { given in expected.withUnsafeBufferPointer { ConstantTime.equal(given, $0) } }
     }
 }
