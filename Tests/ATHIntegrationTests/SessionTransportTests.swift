@@ -291,19 +291,7 @@ import Testing
             }
         let closed = try await connection.executeThenClose { inbound, outbound in
             if !bytes.isEmpty { try await outbound.write(ByteBuffer(bytes: bytes)) }
-            return try await withThrowingTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    for try await _ in inbound {}
-                    return true
-                }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(5))
-                    return false
-                }
-                let first = try await group.next() ?? false
-                group.cancelAll()
-                return first
-            }
+            return try await finishes { for try await _ in inbound {} }
         }
         #expect(closed, "the server kept the connection open")
     }
@@ -337,20 +325,10 @@ import Testing
         let h = try await Harness.start(sessions: sessions)
         defer { Task { await h.stop() } }
         let url = h.server.baseURL.replacingOccurrences(of: "http://", with: "ws://") + SessionChannels.webSocketPath
-        let closed = try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await WebSocketClient.connect(url: url, logger: Logger(label: "test")) { inbound, _, _ in
-                    for try await _ in inbound {}
-                }
-                return true
+        let closed = try await finishes {
+            try await WebSocketClient.connect(url: url, logger: Logger(label: "test")) { inbound, _, _ in
+                for try await _ in inbound {}
             }
-            group.addTask {
-                try await Task.sleep(for: .seconds(5))
-                return false
-            }
-            let first = try await group.next() ?? false
-            group.cancelAll()
-            return first
         }
         #expect(closed, "the server kept a silent WebSocket open")
     }
@@ -367,6 +345,23 @@ func refusal(_ body: () async throws -> Void) async -> ATHError.Code? {
 }
 
 /// Polls `condition` until it holds, or fails the test after `within`.
+/// Whether `body` returns within `limit` (false: it was still running, and is cancelled).
+func finishes(within limit: Duration = .seconds(5), _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool {
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+        group.addTask {
+            try await body()
+            return true
+        }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return false
+        }
+        let first = try await group.next() ?? false
+        group.cancelAll()
+        return first
+    }
+}
+
 func eventually(within limit: Duration = .seconds(5), _ condition: @Sendable () async -> Bool) async throws {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
