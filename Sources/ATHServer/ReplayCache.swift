@@ -64,11 +64,6 @@ public final class ReplayCache: Sendable {
         }
     }
 
-    /// The same for a key with no scope.
-    public func insert(_ key: String, expiresAt: Int64, now: Int64) -> Bool {
-        insert(scope: "", nonce: key, expiresAt: expiresAt, now: now)
-    }
-
     /// How many keys are remembered (for tests and metrics).
     public var count: Int { shards.reduce(0) { total, shard in total + shard.state.withLock { $0.expiry.count } } }
 
