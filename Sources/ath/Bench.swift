@@ -161,8 +161,14 @@ struct Bench: AsyncParsableCommand {
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [.generate(.es256)]), policy: policy, store: store)
         let channels = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods)
         let router = ShoppingPlatform.router(service: service, channels: channels)
-        router.get("open/goods") { request, _ in try ShoppingPlatform.searchGoods(request) }
-        router.group("noop").add(middleware: NoopMiddleware()).get("goods") { request, _ in try ShoppingPlatform.searchGoods(request) }
+        // The same handler as GET /api/goods, behind the same error-shaping middleware as every
+        // /api route, without the access check; and with a middleware that does nothing more.
+        router.group("open").add(middleware: ErrorShapeMiddleware<ATHRequestContext>()).get("goods") { request, _ in
+            try ShoppingPlatform.searchGoods(request)
+        }
+        router.group("noop").add(middleware: ErrorShapeMiddleware<ATHRequestContext>()).add(middleware: NoopMiddleware()).get("goods") {
+            request, _ in try ShoppingPlatform.searchGoods(request)
+        }
         let server = try await RunningServer.start(router, sessionChannels: channels)
         let agentKey = PrivateKey.generate(.es256)
         let userKey = PrivateKey.generate(.es256)
