@@ -6,33 +6,48 @@ public enum Base64URL {
         String(decoding: encodedBytes(bytes), as: UTF8.self)
     }
 
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    /// The alphabet as a literal in the binary: no array to set up or look after.
+    private static var alphabet: StaticString { "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" }
+
+    /// The length of the encoding of `count` bytes.
+    public static func encodedLength(_ count: Int) -> Int { (count * 4 + 2) / 3 }
 
     /// The encoding as bytes, written straight from the alphabet: the proof check compares a
     /// MAC in this form on every request, and Foundation's encoder (standard alphabet, padded)
     /// needed a second pass and two more buffers.
     public static func encodedBytes(_ bytes: some DataProtocol) -> [UInt8] {
-        if let encoded = bytes.withContiguousStorageIfAvailable({ encodedBytes(contiguous: $0) }) { return encoded }
-        return Array(bytes).withUnsafeBufferPointer { encodedBytes(contiguous: $0) }
+        if let encoded = bytes.withContiguousStorageIfAvailable({ encodedBytes(contiguous: UnsafeRawBufferPointer($0)) }) { return encoded }
+        return Array(bytes).withUnsafeBytes { encodedBytes(contiguous: $0) }
     }
 
-    private static func encodedBytes(contiguous input: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        let count = (input.count * 4 + 2) / 3
-        return alphabet.withUnsafeBufferPointer { alphabet in
-            [UInt8](unsafeUninitializedCapacity: count) { out, written in
-                var (i, o) = (0, 0)
-                // Each group of up to 3 bytes becomes up to 4 characters; a final group of
-                // 1 or 2 bytes gives 2 or 3 (no padding).
-                while i < input.count {
-                    let group = min(3, input.count - i)
-                    var n = UInt32(0)
-                    for k in 0..<3 { n = n << 8 | (k < group ? UInt32(input[i + k]) : 0) }
-                    for k in 0...group { out[o + k] = alphabet[Int(n >> UInt32(18 - 6 * k) & 0x3F)] }
-                    (i, o) = (i + group, o + group + 1)
-                }
-                written = o
-            }
+    private static func encodedBytes(contiguous input: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: encodedLength(input.count)) { out, written in written = encode(input, into: out) }
+    }
+
+    /// The encoding in a temporary buffer (on the stack when small), for a comparison that
+    /// needs no copy to outlive it: the proof check's MAC.
+    public static func withEncoded<R>(_ input: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: encodedLength(input.count)) { out in
+            let written = encode(input, into: out)
+            return try body(UnsafeBufferPointer(rebasing: out[..<written]))
         }
+    }
+
+    /// Writes the encoding of `input` at the start of `out` (room for `encodedLength`); returns
+    /// how many bytes it wrote.
+    private static func encode(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        let alphabet = Self.alphabet.utf8Start
+        var (i, o) = (0, 0)
+        // Each group of up to 3 bytes becomes up to 4 characters; a final group of 1 or 2
+        // bytes gives 2 or 3 (no padding).
+        while i < input.count {
+            let group = min(3, input.count - i)
+            var n = UInt32(0)
+            for k in 0..<3 { n = n << 8 | (k < group ? UInt32(input[i + k]) : 0) }
+            for k in 0...group { out[o + k] = alphabet[Int(n >> UInt32(18 - 6 * k) & 0x3F)] }
+            (i, o) = (i + group, o + group + 1)
+        }
+        return o
     }
 
     /// Strict decoding: padding, whitespace and the standard alphabet are refused, so that one

@@ -20,29 +20,55 @@ public struct PossessionProof: Sendable, Equatable {
         self.mac = mac
     }
 
-    /// The bytes the MAC covers, written straight into one buffer: this runs on every API
-    /// request, on both sides. Digests are given as their base64url text.
-    static func input(method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: String, tokenDigest: String) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(128 + target.utf8.count + nonce.utf8.count)
-        out += "ATH-POP/0.1\n".utf8
+    /// Calls `body` with the bytes the MAC covers, written into one temporary buffer (on the
+    /// stack unless the target is long): this runs on every API request, on both sides, and
+    /// building them in an array cost an allocation and a copy per part. Digests are given as
+    /// their base64url text.
+    static func withInput<R>(
+        method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: String, tokenDigest: String,
+        _ body: (UnsafeRawBufferPointer) throws -> R
+    ) rethrows -> R {
+        let prefix: StaticString = "ATH-POP/0.1\n"
         // HTTP methods arrive upper-case; only a lower-case one pays for case mapping.
-        if method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) {
-            out += method.uppercased().utf8
-        } else {
-            out += method.utf8
+        let method = method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) ? method.uppercased() : method
+        let capacity = prefix.utf8CodeUnitCount + method.utf8.count + target.utf8.count + nonce.utf8.count + bodyDigest.utf8.count
+            + tokenDigest.utf8.count + 20 + 5
+        return try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+            var end = 0
+            func put(_ byte: UInt8) {
+                buffer[end] = byte
+                end += 1
+            }
+            func put(_ text: String) {
+                var text = text
+                text.withUTF8 { utf8 in
+                    _ = UnsafeMutableBufferPointer(rebasing: buffer[end...]).initialize(fromContentsOf: utf8)
+                    end += utf8.count
+                }
+            }
+            for byte in UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount) { put(byte) }
+            put(method)
+            put(0x0A)
+            put(target)
+            put(0x0A)
+            // The timestamp in decimal, as String(timestamp) writes it: at most a sign and 19 digits.
+            var digits = timestamp.magnitude
+            let first = end
+            repeat {
+                put(UInt8(ascii: "0") + UInt8(digits % 10))
+                digits /= 10
+            } while digits > 0
+            if timestamp < 0 { put(UInt8(ascii: "-")) }
+            var written = UnsafeMutableBufferPointer(rebasing: buffer[first..<end])
+            written.reverse()
+            put(0x0A)
+            put(nonce)
+            put(0x0A)
+            put(bodyDigest)
+            put(0x0A)
+            put(tokenDigest)
+            return try body(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buffer[..<end])))
         }
-        out.append(0x0A)
-        out += target.utf8
-        out.append(0x0A)
-        out += String(timestamp).utf8
-        out.append(0x0A)
-        out += nonce.utf8
-        out.append(0x0A)
-        out += bodyDigest.utf8
-        out.append(0x0A)
-        out += tokenDigest.utf8
-        return out
     }
 
     /// base64url(SHA-256(bytes)), as the proof input carries the body's and the token's digests.
@@ -64,9 +90,9 @@ public struct PossessionProof: Sendable, Equatable {
         nonce: String = Nonce.generate(bytes: 16)
     ) -> PossessionProof {
         let t = Freshness.unix(now)
-        let mac = HMAC<SHA256>.authenticationCode(
-            for: input(method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: digest(body), tokenDigest: tokenDigest(token)),
-            using: key)
+        let mac = withInput(method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: digest(body), tokenDigest: tokenDigest(token)) {
+            HMAC<SHA256>.authenticationCode(for: $0, using: key)
+        }
         return PossessionProof(timestamp: t, nonce: nonce, mac: Base64URL.encode(Data(mac)))
     }
 
@@ -120,8 +146,10 @@ public struct PossessionProof: Sendable, Equatable {
     public func verify(
         keyedMAC: ProofMAC, method: String, target: String, body: some DataProtocol, tokenDigest: String, now: Date
     ) throws {
-        let input = Self.input(method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest)
-        guard keyedMAC.isValid(base64URL: mac, for: input) else {
+        let valid = Self.withInput(
+            method: method, target: target, timestamp: timestamp, nonce: nonce, bodyDigest: Self.digest(body), tokenDigest: tokenDigest
+        ) { keyedMAC.isValid(base64URL: mac, for: $0) }
+        guard valid else {
             throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
         }
         guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {

@@ -40,10 +40,17 @@ public struct ProofMAC: Sendable {
 
     /// Whether `mac`, base64url as the proof header carries it, is the MAC of `message`. The
     /// comparison is of the encoded forms, in constant time: only the one canonical spelling of
-    /// the right MAC passes, and nothing is decoded from the header first.
-    public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
-        let expected = message.withUnsafeBytes { code(for: $0) }.withUnsafeBytes { Base64URL.encodedBytes($0) }
+    /// the right MAC passes, and nothing is decoded from the header first. Nothing is
+    /// allocated: the expected encoding is written on the stack.
+    public func isValid(base64URL mac: String, for message: UnsafeRawBufferPointer) -> Bool {
+        let code = self.code(for: message)
         var mac = mac
-        return mac.withUTF8 { given in expected.withUnsafeBufferPointer { ConstantTime.equal(given, $0) } }
+        return code.withUnsafeBytes { code in
+            Base64URL.withEncoded(code) { expected in mac.withUTF8 { given in ConstantTime.equal(given, expected) } }
+        }
+    }
+
+    public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
+        message.withUnsafeBytes { isValid(base64URL: mac, for: $0) }
     }
 }

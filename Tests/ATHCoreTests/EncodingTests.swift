@@ -294,6 +294,38 @@ import Testing
     }
 }
 
+/// The proof's MAC input is written byte by byte into a temporary buffer; it must be exactly
+/// the documented lines (PROTOCOL.md §6) for any method, target and time, on both sides.
+@Suite struct ProofInputTests {
+    @Test func macCoversTheDocumentedLines() throws {
+        let key = SymmetricKey(size: .bits256)
+        let token = "header.claims.signature"
+        let nonce = String(repeating: "n", count: 22)
+        let long = "/api/" + String(repeating: "x", count: 5000) + "?q=1"
+        let cases: [(method: String, target: String, t: Int64)] = [
+            ("GET", "/api/goods?keyword=phone", 1_700_000_000), ("post", "/", 0), ("pAtCh", "/ä?q=ü", -1),
+            ("straße", "/api/order", 253_402_300_799), ("GET", long, 9), ("DELETE", "", Int64(Int32.max)),
+        ]
+        for c in cases {
+            for body in [Data(), Data("{\"a\":1}".utf8)] {
+                let now = Date(timeIntervalSince1970: TimeInterval(c.t))
+                let proof = PossessionProof.make(key: key, method: c.method, target: c.target, body: body, token: token, now: now, nonce: nonce)
+                let lines = [
+                    "ATH-POP/0.1", c.method.uppercased(), c.target, String(c.t), nonce, PossessionProof.digest(body),
+                    PossessionProof.tokenDigest(token),
+                ]
+                let expected = HMAC<SHA256>.authenticationCode(for: Data(lines.joined(separator: "\n").utf8), using: key)
+                #expect(proof.mac == Base64URL.encode(Data(expected)), "\(c.method) \(c.target.prefix(40)) \(c.t)")
+                #expect(proof.timestamp == c.t)
+                // The server's path (a keyed ProofMAC, the token's digest given) accepts it.
+                try proof.verify(
+                    keyedMAC: ProofMAC(key: key), method: c.method, target: c.target, body: body, tokenDigest: PossessionProof.tokenDigest(token),
+                    now: now)
+            }
+        }
+    }
+}
+
 /// The server's own HMAC-SHA256 construction must give swift-crypto's `HMAC<SHA256>` bytes
 /// for every key length (shorter than a block, a block, longer and hashed) and message.
 @Suite struct ProofMACTests {
