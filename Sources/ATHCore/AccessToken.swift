@@ -60,12 +60,18 @@ public enum AccessToken {
     public static let maxLifetime: Int64 = 3600
 
     /// Checks a verified token's claims against this server and `now`.
+    /// The one claim check whose answer changes with time, for a token whose other claims
+    /// passed `checkClaims` before.
+    public static func checkExpiry(_ claims: AccessTokenClaims, now: Date) throws {
+        guard claims.exp > Freshness.unix(now) else { throw ATHError(.tokenExpired, "access token expired; renew it") }
+    }
+
     public static func checkClaims(_ claims: AccessTokenClaims, server: DID, now: Date) throws {
         let t = Freshness.unix(now)
         guard claims.iss == server.value, claims.aud == server.value else {
             throw ATHError(.tokenInvalid, "token was issued for another server")
         }
-        guard claims.exp > t else { throw ATHError(.tokenExpired, "access token expired; renew it") }
+        try checkExpiry(claims, now: now)
         guard claims.iat <= t + Freshness.maxSkew, claims.exp - claims.iat <= maxLifetime else {
             throw ATHError(.tokenInvalid, "token lifetime is invalid")
         }

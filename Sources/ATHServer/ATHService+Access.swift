@@ -41,8 +41,17 @@ extension ATHService {
     public func authorize(_ facts: RequestFacts, scope: String?) async throws -> VerifiedAccess {
         let now = clock()
         do {
-            let access = try await check(facts, scope: scope, now: now)
-            return access
+            guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
+                throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
+            }
+            let known: Known
+            if let cached = try remembered(authorization: authorization, now: now) {
+                known = cached
+            } else {
+                known = try await load(authorization: authorization, now: now)
+            }
+            let r = try decide(facts, known, scope: scope, now: now)
+            return r
         } catch let error as ATHError {
             recordRefusal(error, method: facts.method, target: facts.target, remoteAddress: facts.remoteAddress, now: now)
             throw error
@@ -57,41 +66,48 @@ extension ATHService {
                 subject: "\(method) \(target.prefix(512))", outcome: error.code.rawValue, detail: error.message))
     }
 
-    /// On the common path (token, session and the token's standing already known) this makes
-    /// no async call at all: each lookup is synchronous and only a miss awaits the store.
-    private func check(_ facts: RequestFacts, scope: String?, now: Date) async throws -> VerifiedAccess {
-        guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
-            throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
-        }
-        let verified: VerifiedToken
-        if let cached = try cachedToken(authorization: authorization, now: now) {
-            verified = cached
-        } else {
-            verified = try await verifyToken(authorization: authorization, now: now)
-        }
-        let claims = verified.claims
+    /// What the decision needs beyond the request itself: the verified token, its session's
+    /// state and whether the token is revoked. Each is remembered once loaded.
+    struct Known {
+        var token: VerifiedToken
+        var state: SessionState
+        var revoked: Bool
+    }
+
+    /// What is remembered, without waiting on anything; nil when something must be loaded.
+    /// The common path (the same token again) is this lookup and `decide`: no async call.
+    func remembered(authorization: String, now: Date) throws -> Known? {
+        guard let token = try cachedToken(authorization: authorization, now: now),
+            let state = cachedSessionState(token.claims, now: now),
+            let revoked = state.knownRevocation(of: token.claims.jti)
+        else { return nil }
+        return Known(token: token, state: state, revoked: revoked)
+    }
+
+    /// Loads (and remembers) what `remembered` lacked: the token's signature is checked, the
+    /// session and the token's standing are read from the store.
+    func load(authorization: String, now: Date) async throws -> Known {
+        let token = try await verifyToken(authorization: authorization, now: now)
+        let state = try await sessionState(token.claims, now: now)
+        return Known(token: token, state: state, revoked: try await loadRevocation(state, claims: token.claims))
+    }
+
+    /// The decision, in the documented order: proof of possession (MAC, time, not replayed),
+    /// then the token's standing, scope and restrictions. What was loaded beforehand only
+    /// decides in its turn, so a request without a valid proof learns nothing of the token.
+    func decide(_ facts: RequestFacts, _ known: Known, scope: String?, now: Date) throws -> VerifiedAccess {
+        let claims = known.token.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
         }
         let proof = try PossessionProof(headerValue: proofHeader)
-        let state: SessionState
-        if let cached = cachedSessionState(claims, now: now) {
-            state = cached
-        } else {
-            state = try await sessionState(claims, now: now)
-        }
         try proof.verify(
-            keyedMAC: state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: verified.digest, now: now)
+            keyedMAC: known.state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: known.token.digest,
+            now: now)
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
-        let revoked: Bool
-        if let known = state.knownRevocation(of: claims.jti) {
-            revoked = known
-        } else {
-            revoked = try await loadRevocation(state, claims: claims)
-        }
-        try checkGrant(state, claims: claims, revoked: revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
-        return VerifiedAccess(claims: verified.sharedClaims, grant: state.sharedGrant)
+        try checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        return VerifiedAccess(claims: known.token.sharedClaims, grant: known.state.sharedGrant)
     }
 
     /// What every use of a grant passes, an HTTP request or an RPC call over the encrypted
@@ -151,26 +167,54 @@ extension ATHService {
     }
 
     /// Signature and claims; a verified token is remembered until it expires, so the signature
-    /// check runs once per token, not once per request. Remembered by the whole header value
-    /// ("Bearer " and the token), which spares a copy of the token per request.
+    /// check runs once per token, not once per request.
     func verifyToken(authorization: String, now: Date) async throws -> VerifiedToken {
         if let cached = try cachedToken(authorization: authorization, now: now) { return cached }
         let token = String(authorization.dropFirst("Bearer ".count))
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
-        let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token))
+        let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token), authorization: authorization)
         verifiedTokens.withLock { cache in
             if cache.count > 50_000 { cache = cache.filter { $0.value.claims.exp > Freshness.unix(now) } }
-            cache[authorization] = verified
+            cache[TokenKey(authorization)] = verified
         }
         return verified
     }
 
-    /// The remembered token, its claims checked against `now` again; nil if not remembered.
+    /// The remembered token, its expiry checked against `now` again (its other claims do not
+    /// change with time); nil if not remembered.
     func cachedToken(authorization: String, now: Date) throws -> VerifiedToken? {
-        guard let cached = verifiedTokens.withLock({ $0[authorization] }) else { return nil }
-        try AccessToken.checkClaims(cached.claims, server: identity.did, now: now)
+        guard let cached = verifiedTokens.withLock({ $0[TokenKey(authorization)] }), cached.isToken(of: authorization) else { return nil }
+        try AccessToken.checkExpiry(cached.claims, now: now)
         return cached
+    }
+
+    /// Where a verified token is filed: the last 32 bytes of the Authorization value, which lie
+    /// in the token's signature. Hashing the whole value (some 700 bytes) on every request cost
+    /// more than the rest of the lookup. The key only finds a candidate: a hit counts only
+    /// if the whole value is the same, so tokens sharing a tail, by chance or by design, are
+    /// never taken for one another.
+    struct TokenKey: Hashable {
+        var length: Int
+        var tail: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+        init(_ authorization: String) {
+            var authorization = authorization
+            length = authorization.utf8.count
+            authorization.withUTF8 { utf8 in
+                withUnsafeMutableBytes(of: &tail) { $0.copyMemory(from: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8.suffix(32)))) }
+            }
+        }
+
+        static func == (a: TokenKey, b: TokenKey) -> Bool { a.length == b.length && a.tail == b.tail }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(length)
+            hasher.combine(tail.0)
+            hasher.combine(tail.1)
+            hasher.combine(tail.2)
+            hasher.combine(tail.3)
+        }
     }
 
     /// A token whose signature was checked, with the digest every proof for it carries (a
@@ -179,10 +223,20 @@ extension ATHService {
         let sharedClaims: Shared<AccessTokenClaims>
         var claims: AccessTokenClaims { sharedClaims.value }
         let digest: String
+        /// The whole Authorization value it was verified from.
+        let authorization: String
 
-        init(claims: AccessTokenClaims, digest: String) {
+        init(claims: AccessTokenClaims, digest: String, authorization: String) {
             self.sharedClaims = Shared(claims)
             self.digest = digest
+            self.authorization = authorization
+        }
+
+        /// Whether `authorization` is the value this token was verified from, compared in
+        /// time that does not depend on where they differ.
+        func isToken(of authorization: String) -> Bool {
+            var (a, b) = (self.authorization, authorization)
+            return a.withUTF8 { a in b.withUTF8 { b in ConstantTime.equal(a, b) } }
         }
     }
 
@@ -253,3 +307,4 @@ extension ATHService {
         try await audit("token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\(token.grantID)", at: now)
     }
 }
+

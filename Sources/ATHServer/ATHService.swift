@@ -26,7 +26,7 @@ public final class ATHService: Sendable {
     public let agentCertificates: AgentCertificatePolicy?
     /// The OpenID Connect provider users may sign in with (console and user API), if any.
     public let openID: OpenIDProvider?
-    let verifiedTokens = Mutex<[String: VerifiedToken]>([:])
+    let verifiedTokens = Mutex<[TokenKey: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
 

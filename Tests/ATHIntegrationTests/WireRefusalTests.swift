@@ -57,6 +57,16 @@ import Testing
         let forged = "Bearer \(parts[0]).\(Base64URL.encode(try JSONEncoder().encode(claims))).\(parts[2])"
         (status, body) = try await send(base, .GET, "/api/profile", headers: [("authorization", forged), good[1]])
         #expect(status == 401 && body?.code == "TOKEN_INVALID")
+        // The same length and the same signature as the token in use, so the same place in the
+        // server's cache of verified tokens: only the whole value counts, and this one's
+        // signature does not verify (a cache hit would have admitted it with a valid proof).
+        var bytes = Array(token.utf8)
+        let changed = "Bearer ".count + parts[0].count + 5
+        bytes[changed] = bytes[changed] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let sameTail = String(decoding: bytes, as: UTF8.self)
+        let proofForToken = await session.authHeaders("GET", "/api/goods", Data())[1]
+        (status, body) = try await send(base, .GET, "/api/goods", headers: [("authorization", sameTail), proofForToken])
+        #expect(status == 401 && body?.code == "TOKEN_INVALID")
         // A second Authorization or ATH-Proof field is refused, not joined or ignored, even
         // when the first one is valid; the proof is not spent by it.
         let fresh = await session.authHeaders("GET", "/api/goods", Data())
