@@ -4,13 +4,14 @@ import Synchronization
 ///
 /// A proof is accepted while its timestamp is within ±300 s, so its nonce must be remembered
 /// until then: at a few thousand requests a second that is millions of entries, touched once
-/// on every request. So an entry is a 128-bit digest of (session, nonce), not a string: no
-/// allocation per request, 24 bytes per entry, and the table stays small enough not to push
+/// on every request. So an entry is a 64-bit digest of (session, nonce), not a string: no
+/// allocation per request, 16 bytes per entry, and the table stays small enough not to push
 /// the rest of the server's work out of the processor's caches (with string keys, the cache
-/// cost more than the rest of the access check together). The digest is two SipHash values
-/// under this process's random seed: two different nonces can share one only by chance
-/// (about 2⁻¹²⁸ a pair), and then the later proof is refused, never admitted — a replay
-/// always finds its own entry.
+/// cost more than the rest of the access check together). The digest is SipHash under this
+/// process's random seed, which no client knows: two different nonces share one only by
+/// chance (with a million nonces remembered, a fresh one is refused about once in 10¹³
+/// proofs), and then the later proof is refused, never admitted — a replay always finds its
+/// own entry.
 ///
 /// Entries are spread over shards, each with its own lock and its own expiry, so that two
 /// cores rarely wait for each other and growing one table never stalls every request at once.
@@ -18,22 +19,14 @@ import Synchronization
 /// it passes: memory follows the request rate of the last ten minutes at most.
 public final class ReplayCache: Sendable {
     struct Key: Hashable {
-        var high: UInt64
-        var low: UInt64
+        var digest: UInt64
 
         init(_ scope: String, _ nonce: String) {
-            var a = Hasher()
-            a.combine(0 as UInt8)
-            a.combine(scope)
-            a.combine(nonce)
-            var b = Hasher()
-            b.combine(1 as UInt8)
-            b.combine(scope)
-            b.combine(nonce)
-            (high, low) = (UInt64(UInt(bitPattern: a.finalize())), UInt64(UInt(bitPattern: b.finalize())))
+            var hasher = Hasher()
+            hasher.combine(scope)
+            hasher.combine(nonce)
+            digest = UInt64(UInt(bitPattern: hasher.finalize()))
         }
-
-        func hash(into hasher: inout Hasher) { hasher.combine(low) }
     }
 
     private struct State {
@@ -55,10 +48,13 @@ public final class ReplayCache: Sendable {
     /// is already there.
     public func insert(scope: String, nonce: String, expiresAt: Int64, now: Int64) -> Bool {
         let key = Key(scope, nonce)
-        return shards[Int(key.high % UInt64(Self.shardCount))].state.withLock { s in
+        return shards[Int(key.digest % UInt64(Self.shardCount))].state.withLock { s in
             Self.drop(before: now, &s)
-            if let until = s.expiry[key], until >= now { return false }
-            s.expiry[key] = expiresAt
+            // One probe of the table: insert, and put the old entry back in the rare case of a replay.
+            if let until = s.expiry.updateValue(expiresAt, forKey: key), until >= now {
+                s.expiry[key] = until
+                return false
+            }
             s.bySecond[expiresAt, default: []].append(key)
             return true
         }
