@@ -11,13 +11,15 @@ import Foundation
 public struct PossessionProof: Sendable, Equatable {
     public static let header = "ATH-Proof"
     public var timestamp: Int64
-    public var nonce: String
-    public var mac: String
+    /// Nonce and MAC are slices: parsed from a header they are views of its value, not copies
+    /// (the server parses one per request).
+    public var nonce: Substring
+    public var mac: Substring
 
-    public init(timestamp: Int64, nonce: String, mac: String) {
+    public init(timestamp: Int64, nonce: some StringProtocol, mac: some StringProtocol) {
         self.timestamp = timestamp
-        self.nonce = nonce
-        self.mac = mac
+        self.nonce = Substring(nonce)
+        self.mac = Substring(mac)
     }
 
     /// Calls `body` with the bytes the MAC covers, written into one temporary buffer (on the
@@ -25,7 +27,7 @@ public struct PossessionProof: Sendable, Equatable {
     /// building them in an array cost an allocation and a copy per part. Digests are given as
     /// their base64url text.
     static func withInput<R>(
-        method: String, target: String, timestamp: Int64, nonce: String, bodyDigest: String, tokenDigest: String,
+        method: String, target: String, timestamp: Int64, nonce: Substring, bodyDigest: String, tokenDigest: String,
         _ body: (UnsafeRawBufferPointer) throws -> R
     ) rethrows -> R {
         let prefix: StaticString = "ATH-POP/0.1\n"
@@ -39,8 +41,8 @@ public struct PossessionProof: Sendable, Equatable {
                 buffer[end] = byte
                 end += 1
             }
-            func put(_ text: String) {
-                var text = text
+            func put(_ text: some StringProtocol) {
+                var text = Substring(text)
                 text.withUTF8 { utf8 in
                     _ = UnsafeMutableBufferPointer(rebasing: buffer[end...]).initialize(fromContentsOf: utf8)
                     end += utf8.count
@@ -90,7 +92,7 @@ public struct PossessionProof: Sendable, Equatable {
         nonce: String = Nonce.generate(bytes: 16)
     ) -> PossessionProof {
         let t = Freshness.unix(now)
-        let mac = withInput(method: method, target: target, timestamp: t, nonce: nonce, bodyDigest: digest(body), tokenDigest: tokenDigest(token)) {
+        let mac = withInput(method: method, target: target, timestamp: t, nonce: nonce[...], bodyDigest: digest(body), tokenDigest: tokenDigest(token)) {
             HMAC<SHA256>.authenticationCode(for: $0, using: key)
         }
         return PossessionProof(timestamp: t, nonce: nonce, mac: Base64URL.encode(Data(mac)))
@@ -105,14 +107,22 @@ public struct PossessionProof: Sendable, Equatable {
         guard headerValue.utf8.count <= 512 else { throw ATHError(.proofInvalid, "ATH-Proof header is too long") }
         var header = headerValue
         let fields = try header.withUTF8 { try Self.fields(of: $0) }
-        guard let t = fields.t, t >= 0, let n = fields.n, let mac = fields.mac, (16...64).contains(n.utf8.count) else {
+        let utf8 = headerValue.utf8
+        // The ranges end at ASCII separators, which are never inside a multi-byte character.
+        func slice(_ range: Range<Int>?) -> Substring? {
+            range.map { Substring(utf8[utf8.index(utf8.startIndex, offsetBy: $0.lowerBound)..<utf8.index(utf8.startIndex, offsetBy: $0.upperBound)]) }
+        }
+        guard let t = slice(fields.t).map({ Int64($0) ?? -1 }), t >= 0, let n = slice(fields.n), let mac = slice(fields.mac),
+            (16...64).contains(n.utf8.count)
+        else {
             throw ATHError(.proofInvalid, "ATH-Proof needs t, n and mac")
         }
         self.init(timestamp: t, nonce: n, mac: mac)
     }
 
-    private static func fields(of bytes: UnsafeBufferPointer<UInt8>) throws -> (t: Int64?, n: String?, mac: String?) {
-        var (t, n, mac): (Int64?, String?, String?) = (nil, nil, nil)
+    /// Where each field's value lies in the header's bytes.
+    private static func fields(of bytes: UnsafeBufferPointer<UInt8>) throws -> (t: Range<Int>?, n: Range<Int>?, mac: Range<Int>?) {
+        var (t, n, mac): (Range<Int>?, Range<Int>?, Range<Int>?) = (nil, nil, nil)
         var start = 0
         while start < bytes.count {
             var end = start
@@ -124,9 +134,9 @@ public struct PossessionProof: Sendable, Equatable {
             var eq = name
             while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
             guard eq < end else { throw ATHError(.proofInvalid, "malformed ATH-Proof header") }
-            let value = String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)..<end]), as: UTF8.self)
+            let value = (eq + 1)..<end
             switch (eq - name, bytes[name]) {
-            case (1, UInt8(ascii: "t")) where t == nil: t = Int64(value) ?? -1
+            case (1, UInt8(ascii: "t")) where t == nil: t = value
             case (1, UInt8(ascii: "n")) where n == nil: n = value
             case (3, UInt8(ascii: "m")) where mac == nil && bytes[name + 1] == UInt8(ascii: "a") && bytes[name + 2] == UInt8(ascii: "c"):
                 mac = value

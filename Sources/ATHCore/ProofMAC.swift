@@ -42,7 +42,7 @@ public struct ProofMAC: Sendable {
     /// comparison is of the encoded forms, in constant time: only the one canonical spelling of
     /// the right MAC passes, and nothing is decoded from the header first. Nothing is
     /// allocated: the expected encoding is written on the stack.
-    public func isValid(base64URL mac: String, for message: UnsafeRawBufferPointer) -> Bool {
+    public func isValid(base64URL mac: Substring, for message: UnsafeRawBufferPointer) -> Bool {
         let code = self.code(for: message)
         var mac = mac
         return code.withUnsafeBytes { code in
@@ -51,6 +51,6 @@ public struct ProofMAC: Sendable {
     }
 
     public func isValid(base64URL mac: String, for message: [UInt8]) -> Bool {
-        message.withUnsafeBytes { isValid(base64URL: mac, for: $0) }
+        message.withUnsafeBytes { isValid(base64URL: mac[...], for: $0) }
     }
 }

@@ -21,7 +21,8 @@ public final class ReplayCache: Sendable {
     struct Key: Hashable {
         var digest: UInt64
 
-        init(_ scope: String, _ nonce: String) {
+        /// A nonce hashes alike as a String or a slice of one.
+        init(_ scope: String, _ nonce: some StringProtocol) {
             var hasher = Hasher()
             hasher.combine(scope)
             hasher.combine(nonce)
@@ -46,7 +47,7 @@ public final class ReplayCache: Sendable {
 
     /// Inserts `nonce` of `scope` (a session id), remembered through `expiresAt`; false when it
     /// is already there.
-    public func insert(scope: String, nonce: String, expiresAt: Int64, now: Int64) -> Bool {
+    public func insert(scope: String, nonce: some StringProtocol, expiresAt: Int64, now: Int64) -> Bool {
         let key = Key(scope, nonce)
         return shards[Int(key.digest % UInt64(Self.shardCount))].state.withLock { s in
             Self.drop(before: now, &s)

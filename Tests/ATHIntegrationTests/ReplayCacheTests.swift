@@ -37,6 +37,10 @@ import Testing
         #expect(cache.insert(scope: "a:b", nonce: "c", expiresAt: 1_300, now: 1_000))
         #expect(cache.insert(scope: "a", nonce: "b:c", expiresAt: 1_300, now: 1_000))
         #expect(!cache.insert(scope: "a", nonce: "b:c", expiresAt: 1_300, now: 1_000))
+        // The server inserts slices of the proof header: a slice is the same nonce as the string.
+        let header = "n=abcdef, mac=x"
+        #expect(cache.insert(scope: "s1", nonce: "abcdef", expiresAt: 1_300, now: 1_000))
+        #expect(!cache.insert(scope: "s1", nonce: header.dropFirst(2).prefix(6), expiresAt: 1_300, now: 1_000))
     }
 
     /// Many keys spread over the shards: every one refused while it lives, all forgotten after.
