@@ -12,10 +12,20 @@ public enum ConstantTime {
     /// Equal bytes, in time that depends only on the lengths (which are not secret here: a MAC's
     /// encoded length is fixed). For hot paths where hashing both sides first would cost more
     /// than the comparison.
+    /// Eight bytes a step: the access check compares a 700-byte token header on every request.
     public static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<a.count { difference |= a[i] ^ b[i] }
+        let (x, y) = (UnsafeRawBufferPointer(a), UnsafeRawBufferPointer(b))
+        var difference: UInt64 = 0
+        var i = 0
+        while i + 8 <= x.count {
+            difference |= x.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ y.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < x.count {
+            difference |= UInt64(x[i] ^ y[i])
+            i += 1
+        }
         return difference == 0
     }
 }

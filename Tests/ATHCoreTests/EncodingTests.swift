@@ -294,6 +294,25 @@ import Testing
     }
 }
 
+/// The byte-wise constant-time comparison works eight bytes a step with a byte-wise tail:
+/// every length, and a difference at every position, first and last byte included.
+@Suite struct ConstantTimeTests {
+    @Test func equalBytesAndEveryDifference() {
+        for length in 0...40 {
+            let a = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            a.withUnsafeBufferPointer { x in
+                #expect(a.withUnsafeBufferPointer { ConstantTime.equal(x, $0) })
+                Array(a.dropLast()).withUnsafeBufferPointer { shorter in #expect(length == 0 || !ConstantTime.equal(x, shorter)) }
+                for position in 0..<length {
+                    var b = a
+                    b[position] ^= 0x80
+                    #expect(!b.withUnsafeBufferPointer { ConstantTime.equal(x, $0) }, "length \(length), byte \(position)")
+                }
+            }
+        }
+    }
+}
+
 /// The proof's MAC input is written byte by byte into a temporary buffer; it must be exactly
 /// the documented lines (PROTOCOL.md §6) for any method, target and time, on both sides.
 @Suite struct ProofInputTests {
