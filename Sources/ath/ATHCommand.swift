@@ -199,6 +199,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the client secret for --oidc-client-id.") var oidcClientSecretFile: String?
     @Option(help: "The base URL browsers reach this server at (for the OpenID redirect). Default: https://127.0.0.1:<port>")
     var publicURL: String?
+    @OptionGroup var executor: ExecutorOptions
 
     func openID() throws -> OpenIDProvider? {
         guard let oidcIssuer else {
@@ -220,6 +221,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let openID = try openID()
         let trust = try tls.trust()
+        executor.apply()
         let db = try SQLiteStore(path: store)
         for entry in register {
             let parts = entry.split(separator: ":", maxSplits: 1)

@@ -325,8 +325,11 @@ struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Full handshakes over loopback HTTP with the SQLite store.")
         @Option(help: "Seconds to run.") var seconds: Double = 10
         @Option(help: "Concurrent agents.") var concurrency: Int = 8
+        @OptionGroup var executor: ExecutorOptions
 
         func run() async throws {
+            executor.apply()
+            print("Swift tasks run on \(executor.summary)")
             let dir = try Bench.tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
             let platform = try await Bench.platform(store: dir)
@@ -344,8 +347,11 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Concurrent connections.") var concurrency: Int = 16
         @Option(help: "Load only this route (open, noop or protected) for the given seconds, e.g. under a profiler.")
         var only: String?
+        @OptionGroup var executor: ExecutorOptions
 
         func run() async throws {
+            executor.apply()
+            print("Swift tasks run on \(executor.summary)")
             let dir = try Bench.tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
             let platform = try await Bench.platform(store: dir)
@@ -520,8 +526,11 @@ extension Bench {
             abstract: "RPC round trips per second over WebSocket, TCP, UDP and HTTP channels, and the HTTP API for comparison.")
         @Option(help: "Seconds per transport.") var seconds: Double = 5
         @Option(help: "Concurrent calls (all on one channel).") var concurrency: Int = 16
+        @OptionGroup var executor: ExecutorOptions
 
         func run() async throws {
+            executor.apply()
+            print("Swift tasks run on \(executor.summary)")
             let dir = try tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
             let platform = try await Bench.platform(store: dir)
