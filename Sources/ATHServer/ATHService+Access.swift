@@ -50,8 +50,7 @@ extension ATHService {
             } else {
                 known = try await load(authorization: authorization, now: now)
             }
-            let r = try decide(facts, known, scope: scope, now: now)
-            return r
+            return try decide(facts, known, scope: scope, now: now)
         } catch let error as ATHError {
             recordRefusal(error, method: facts.method, target: facts.target, remoteAddress: facts.remoteAddress, now: now)
             throw error
@@ -307,4 +306,3 @@ extension ATHService {
         try await audit("token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\(token.grantID)", at: now)
     }
 }
-
