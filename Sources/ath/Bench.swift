@@ -333,8 +333,9 @@ struct Bench: AsyncParsableCommand {
             let dir = try Bench.tempDir()
             defer { try? FileManager.default.removeItem(at: dir) }
             let platform = try await Bench.platform(store: dir)
-            let result = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in _ = try await platform.handshake() }
-            _ = Bench.report("HTTP handshakes (agent, server and store in one process)", result)
+            _ = try await Bench.measured("HTTP handshakes (agent, server and store in one process)", seconds: seconds, concurrency: concurrency) {
+                _ in _ = try await platform.handshake()
+            }
             await platform.server.stop()
         }
     }
