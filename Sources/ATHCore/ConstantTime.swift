@@ -10,9 +10,9 @@ public enum ConstantTime {
     }
 
     /// Equal bytes, in time that depends only on the lengths (which are not secret here: a MAC's
-    /// encoded length is fixed). For hot paths where hashing both sides first would cost more
-    /// than the comparison.
-    /// Eight bytes a step: the access check compares a 700-byte token header on every request.
+    /// encoded length is fixed, and cached tokens are found by their length first). For hot
+    /// paths where hashing both sides first would cost more than the comparison; eight bytes a
+    /// step, as the access check compares a 700-byte token header on every request.
     public static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         guard a.count == b.count else { return false }
         let (x, y) = (UnsafeRawBufferPointer(a), UnsafeRawBufferPointer(b))

@@ -79,4 +79,3 @@ extension ATHService {
 
     static let proofField = HTTPField.Name(PossessionProof.header)!
 }
-

@@ -7,11 +7,11 @@ import Synchronization
 /// on every request. So an entry is a 64-bit digest of (session, nonce), not a string: no
 /// allocation per request, 24 bytes per entry (table and expiry list), and the table stays
 /// small enough not to push the rest of the server's work out of the processor's caches (with
-/// string keys, the cache cost more than the rest of the access check together). The digest is SipHash under this
-/// process's random seed, which no client knows: two different nonces share one only by
-/// chance (with a million nonces remembered, a fresh one is refused about once in 10¹³
-/// proofs), and then the later proof is refused, never admitted — a replay always finds its
-/// own entry.
+/// string keys, the cache cost more than the rest of the access check together). The digest
+/// is SipHash under this process's random seed, which no client knows: two different nonces
+/// share one only by chance (with a million nonces remembered, a fresh one is refused about
+/// once in 10¹³ proofs), and then the later proof is refused, never admitted — a replay
+/// always finds its own entry.
 ///
 /// Entries are spread over shards, each with its own lock and its own expiry, so that two
 /// cores rarely wait for each other and growing one table never stalls every request at once.
