@@ -19,7 +19,7 @@ public enum Freshness {
 /// 256-bit values from the system CSPRNG, base64url: nonces, ids, jti.
 public enum Nonce {
     public static func generate(bytes: Int = 32) -> String {
-        Base64URL.encode(SymmetricKey(size: .init(bitCount: bytes * 8)).withUnsafeBytes { Data($0) })
+        Base64URL.encode(SystemRandom.bytes(bytes))
     }
 
     /// A peer's nonce must carry at least 128 bits: 22 or more base64url characters, at most 128.

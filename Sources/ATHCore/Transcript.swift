@@ -8,11 +8,18 @@ import Foundation
 /// far, the way TLS 1.3's CertificateVerify does (docs/PROTOCOL.md, "Signatures").
 public struct Transcript: Codable, Sendable, Equatable {
     public private(set) var messages: [JSONValue] = []
-    /// Each message's canonical bytes, kept so that a hash does not canonicalize the whole
-    /// transcript again at every step.
-    private var canonical: [[UInt8]] = []
+    /// SHA-256 fed with the canonical array so far, without its closing bracket: a hash at
+    /// step n then costs the pending message alone, not the whole transcript again (the server
+    /// hashes it five times a handshake).
+    private var running = Self.opened()
 
     public init() {}
+
+    private static func opened() -> SHA256 {
+        var hash = SHA256()
+        withUnsafeBytes(of: UInt8(ascii: "[")) { hash.update(bufferPointer: $0) }
+        return hash
+    }
 
     public init(from decoder: any Decoder) throws {
         for message in try decoder.container(keyedBy: CodingKeys.self).decode([JSONValue].self, forKey: .messages) {
@@ -31,27 +38,24 @@ public struct Transcript: Codable, Sendable, Equatable {
 
     /// Appends a message; one that cannot be canonicalized (a number outside I-JSON) is refused.
     public mutating func append(_ message: JSONValue) throws {
-        canonical.append(try CanonicalJSON.bytes(message))
+        let bytes = try CanonicalJSON.bytes(message)
+        if !messages.isEmpty { withUnsafeBytes(of: UInt8(ascii: ",")) { running.update(bufferPointer: $0) } }
+        running.update(data: bytes)
         messages.append(message)
     }
 
     /// SHA-256 of the canonical JSON array of the messages, plus `pending` (the message being
     /// signed, without its signature).
     public func hash(including pending: JSONValue? = nil) throws -> Data {
-        // One buffer and one hash call: the messages are a few KiB, and SHA256.update has a
-        // fixed cost per call.
-        var array: [UInt8] = [UInt8(ascii: "[")]
-        array.reserveCapacity(canonical.reduce(64) { $0 + $1.count + 1 } + (pending == nil ? 0 : 1024))
-        for bytes in canonical {
-            if array.count > 1 { array.append(UInt8(ascii: ",")) }
-            array += bytes
-        }
+        var hash = running
         if let pending {
-            if array.count > 1 { array.append(UInt8(ascii: ",")) }
-            try CanonicalJSON.write(pending, into: &array)
+            var bytes: [UInt8] = messages.isEmpty ? [] : [UInt8(ascii: ",")]
+            bytes.reserveCapacity(1024)
+            try CanonicalJSON.write(pending, into: &bytes)
+            hash.update(data: bytes)
         }
-        array.append(UInt8(ascii: "]"))
-        return Data(SHA256.hash(data: array))
+        withUnsafeBytes(of: UInt8(ascii: "]")) { hash.update(bufferPointer: $0) }
+        return Data(hash.finalize())
     }
 }
 

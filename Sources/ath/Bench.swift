@@ -221,7 +221,20 @@ struct Bench: AsyncParsableCommand {
             _ = time("HKDF-SHA256 expand (swift-crypto), 32 bytes") {
                 _ = HKDF<SHA256>.expand(pseudoRandomKey: symmetric, info: Data("x".utf8), outputByteCount: 32)
             }
+            let shared = try EphemeralKey.generate(.ecdhP256).sharedSecret(with: peerShare)
+            let transcriptHash = Data(SHA256.hash(data: message))
+            _ = time("session key schedule (1 extract, 4 expands)") { _ = SessionSecrets(shared: shared, transcriptHash: transcriptHash) }
+            _ = time("  the same through swift-crypto's HKDF") {
+                let prk = shared.withUnsafeBytes { HKDF<SHA256>.extract(inputKeyMaterial: SymmetricKey(data: $0), salt: transcriptHash) }
+                for label in ["ath/0.1 sid", "ath/0.1 pop", "ath/0.1 c2s", "ath/0.1 s2c"] {
+                    _ = HKDF<SHA256>.expand(pseudoRandomKey: prk, info: Data(label.utf8), outputByteCount: 32)
+                }
+            }
             _ = try time("P-256 PEM parse") { _ = try PublicKey(pem: pem) }
+            _ = try time("  through swift-crypto's PEM parser") { _ = try P256.Signing.PublicKey(pemRepresentation: pem) }
+            if case .p256(let k) = key.publicKey {
+                _ = time("P-256 compressed form of a parsed key") { _ = k.compressedRepresentation }
+            }
             _ = try time("did:key P-256 decompression") { _ = try did.embeddedKey() }
             // The user credential check beside its one signature verification: the rest is JWT handling.
             let userKey = PrivateKey.generate(.es256)

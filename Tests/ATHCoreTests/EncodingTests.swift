@@ -1,4 +1,4 @@
-import ATHCore
+@testable import ATHCore
 import Crypto
 import Foundation
 import Testing
@@ -217,6 +217,28 @@ import Testing
             #expect(try PrivateKey(pem: key.pem).publicKey == key.publicKey)
         }
         #expect(throws: ATHError.self) { try PublicKey(pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----") }
+    }
+
+    /// A P-256 PEM is read from its DER by our own armor reader; every form swift-crypto's PEM
+    /// parser reads must read the same, and what neither reads is refused.
+    @Test func publicKeyPEMFormsReadAlike() throws {
+        let key = PrivateKey.generate(.es256).publicKey
+        let pem = key.pem
+        let body = pem.split(separator: "\n").dropFirst().dropLast().joined()
+        for form in [pem, pem + "\n", pem.replacingOccurrences(of: "\n", with: "\r\n") + "\r\n"] {
+            #expect(PublicKey.subjectPublicKeyInfo(pem: form) != nil)
+            #expect(try PublicKey(pem: form) == key)
+        }
+        // A PKCS#8 private key block, a wrong label, a body that is not base64, a truncated key.
+        let other = PrivateKey.generate(.es256)
+        #expect(PublicKey.subjectPublicKeyInfo(pem: other.pem) == nil)
+        for bad in [
+            other.pem, pem.replacingOccurrences(of: "PUBLIC KEY", with: "EC PUBLIC KEY"),
+            "-----BEGIN PUBLIC KEY-----\n" + body.replacingOccurrences(of: "A", with: "*") + "\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\n" + body.dropLast(8) + "\n-----END PUBLIC KEY-----",
+        ] {
+            #expect(throws: ATHError.self) { try PublicKey(pem: bad) }
+        }
     }
 }
 
@@ -535,5 +557,45 @@ import Testing
     ])
     func refusesMalformedCodes(_ text: String, _ named: String) {
         #expect { try LegacyAgentIdentityCode(parsing: text) } throws: { ($0 as? ATHError)?.message.contains(named) == true }
+    }
+}
+
+@Suite struct SystemRandomTests {
+    @Test func fillsEveryByteWithFreshValues() {
+        for count in [0, 1, 7, 16, 32, 33, 4096, 100_000] {
+            let a = SystemRandom.bytes(count), b = SystemRandom.bytes(count)
+            #expect(a.count == count && b.count == count)
+            // Two draws of 16 bytes or more agree with probability 2^-128.
+            if count >= 16 { #expect(a != b) }
+            // A long draw uses every byte value: a buffer left partly unwritten would not.
+            if count >= 4096 { #expect(Set(a).count == 256) }
+        }
+        #expect(Set((0..<100).map { _ in Nonce.generate() }).count == 100)
+    }
+}
+
+/// The transcript keeps a running hash; it must equal hashing the whole canonical array.
+@Suite struct TranscriptHashTests {
+    @Test func runningHashEqualsTheWholeArrayHashed() throws {
+        var transcript = Transcript()
+        var canonical: [[UInt8]] = []
+        func whole(_ parts: [[UInt8]]) -> Data {
+            Data(SHA256.hash(data: Array("[".utf8) + Array(parts.map { $0 }.joined(separator: Array(",".utf8))) + Array("]".utf8)))
+        }
+        #expect(try transcript.hash() == whole([]))
+        for i in 0..<6 {
+            let message = JSONValue.object(["n": .integer(Int64(i)), "text": .string("step \(i)\n\"quoted\"")])
+            let pending = JSONValue.object(["pending": .integer(Int64(i))])
+            #expect(try transcript.hash(including: pending) == whole(canonical + [try CanonicalJSON.bytes(pending)]))
+            try transcript.append(message)
+            canonical.append(try CanonicalJSON.bytes(message))
+            #expect(try transcript.hash() == whole(canonical))
+            // A copy goes on alone: the original's hash is unchanged.
+            var copy = transcript
+            try copy.append(pending)
+            #expect(try transcript.hash() == whole(canonical))
+            let decoded = try JSONDecoder().decode(Transcript.self, from: JSONEncoder().encode(transcript))
+            #expect(try decoded.hash() == whole(canonical))
+        }
     }
 }

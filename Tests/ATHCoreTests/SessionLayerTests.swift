@@ -126,6 +126,29 @@ struct SessionPair {
     }
 }
 
+/// The step-9 key schedule is HKDF-SHA256 written on HMAC (KeySchedule.swift): it must give
+/// what swift-crypto's own HKDF gives, for any shared secret and transcript hash.
+@Suite struct KeyScheduleTests {
+    @Test func equalsSwiftCryptosHKDF() {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<50 {
+            let ikm = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            // Empty, short, hash-sized and longer-than-a-block salts.
+            let salt = Data((0..<[0, 7, 32, 65, 200][round % 5]).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            let ours = ikm.withUnsafeBytes { SessionSecrets(inputKeyMaterial: $0, salt: salt) }
+            func hkdf(_ label: String, _ count: Int) -> Data {
+                HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: ikm), salt: salt, info: Data(label.utf8), outputByteCount: count)
+                    .bytes
+            }
+            #expect(ours.sessionID == Base64URL.encode(hkdf("ath/0.1 sid", 16)))
+            #expect(ours.proofKey.bytes == hkdf("ath/0.1 pop", 32))
+            #expect(ours.clientToServer.bytes == hkdf("ath/0.1 c2s", 32))
+            #expect(ours.serverToClient.bytes == hkdf("ath/0.1 s2c", 32))
+            #expect(ours.clientToServer != ours.serverToClient)
+        }
+    }
+}
+
 /// The published vectors (docs/PROTOCOL.md §11): what this implementation seals, checked against
 /// an independent sealer written from the document on PyCA `cryptography`
 /// (Vectors/attn_reference.py), and against the numbers printed in the document.
