@@ -8,39 +8,41 @@
 /// out), so canonical bytes and signatures do not change; the test vectors hold it to that.
 enum JSONValueCoder {
     static func encode(_ value: some Encodable) throws -> JSONValue {
-        try box(value, at: [])
+        try box(value, at: Path())
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
-        try unbox(T.self, from: value, at: [])
+        try unbox(T.self, from: value, at: Path())
     }
 
     // MARK: Encoding
 
-    fileprivate static func box<T: Encodable>(_ value: T, at path: [any CodingKey]) throws -> JSONValue {
-        if let v = value as? JSONValue { return v }
-        if let v = value as? String { return .string(v) }
-        if let v = value as? Bool { return .bool(v) }
-        if let v = value as? Double { return try number(v, at: path) }
-        if let v = value as? Int { return .integer(Int64(v)) }
-        if let v = value as? Int64 { return .integer(v) }
+    fileprivate static func box<T: Encodable>(_ value: T, at path: @autoclosure () -> Path) throws -> JSONValue {
+        // Type comparisons, not `as?` casts: a failing dynamic cast costs more than the
+        // encoding, and most values here are of none of these types.
+        if T.self == JSONValue.self { return value as! JSONValue }
+        if T.self == String.self { return .string(value as! String) }
+        if T.self == Bool.self { return .bool(value as! Bool) }
+        if T.self == Double.self { return try number(value as! Double, at: path()) }
+        if T.self == Int.self { return .integer(Int64(value as! Int)) }
+        if T.self == Int64.self { return .integer(value as! Int64) }
         let slot = Slot()
-        try value.encode(to: ValueEncoder(slot: slot, codingPath: path))
+        try value.encode(to: ValueEncoder(slot: slot, path: path()))
         return slot.resolved
     }
 
-    fileprivate static func number(_ v: Double, at path: [any CodingKey]) throws -> JSONValue {
+    fileprivate static func number(_ v: Double, at path: @autoclosure () -> Path) throws -> JSONValue {
         guard v.isFinite else {
-            throw EncodingError.invalidValue(v, .init(codingPath: path, debugDescription: "JSON has no \(v)"))
+            throw EncodingError.invalidValue(v, .init(codingPath: path().keys, debugDescription: "JSON has no \(v)"))
         }
         // What a JSON parser reads back from the number's text: integral values are integers.
         if v == v.rounded(), let i = Int64(exactly: v) { return .integer(i) }
         return .number(v)
     }
 
-    fileprivate static func integer(_ v: some BinaryInteger, at path: [any CodingKey]) throws -> JSONValue {
+    fileprivate static func integer(_ v: some BinaryInteger, at path: @autoclosure () -> Path) throws -> JSONValue {
         guard let i = Int64(exactly: v) else {
-            throw EncodingError.invalidValue(v, .init(codingPath: path, debugDescription: "\(v) does not fit in 64 signed bits"))
+            throw EncodingError.invalidValue(v, .init(codingPath: path().keys, debugDescription: "\(v) does not fit in 64 signed bits"))
         }
         return .integer(i)
     }
@@ -72,67 +74,69 @@ enum JSONValueCoder {
 
     fileprivate struct ValueEncoder: Encoder {
         let slot: Slot
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
             if slot.members == nil { slot.members = [:] }
-            return KeyedEncodingContainer(KeyedEncoder<Key>(slot: slot, codingPath: codingPath))
+            return KeyedEncodingContainer(KeyedEncoder<Key>(slot: slot, path: path))
         }
 
         func unkeyedContainer() -> any UnkeyedEncodingContainer {
             if slot.elements == nil { slot.elements = [] }
-            return UnkeyedEncoder(slot: slot, codingPath: codingPath)
+            return UnkeyedEncoder(slot: slot, path: path)
         }
 
         func singleValueContainer() -> any SingleValueEncodingContainer {
-            SingleEncoder(slot: slot, codingPath: codingPath)
+            SingleEncoder(slot: slot, path: path)
         }
     }
 
     fileprivate struct KeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
         let slot: Slot
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
 
         private func put(_ value: JSONValue, _ key: Key) { slot.members![key.stringValue] = .value(value) }
 
         mutating func encodeNil(forKey key: Key) throws { put(.null, key) }
         mutating func encode(_ value: Bool, forKey key: Key) throws { put(.bool(value), key) }
         mutating func encode(_ value: String, forKey key: Key) throws { put(.string(value), key) }
-        mutating func encode(_ value: Double, forKey key: Key) throws { put(try number(value, at: codingPath + [key]), key) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { put(try number(value, at: path.appending(key)), key) }
         mutating func encode(_ value: Float, forKey key: Key) throws {
-            put(try number(Double(value), at: codingPath + [key]), key)
+            put(try number(Double(value), at: path.appending(key)), key)
         }
         mutating func encode(_ value: Int, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: Int8, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: Int16, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: Int32, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: Int64, forKey key: Key) throws { put(.integer(value), key) }
-        mutating func encode(_ value: UInt, forKey key: Key) throws { put(try integer(value, at: codingPath + [key]), key) }
+        mutating func encode(_ value: UInt, forKey key: Key) throws { put(try integer(value, at: path.appending(key)), key) }
         mutating func encode(_ value: UInt8, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: UInt16, forKey key: Key) throws { put(.integer(Int64(value)), key) }
         mutating func encode(_ value: UInt32, forKey key: Key) throws { put(.integer(Int64(value)), key) }
-        mutating func encode(_ value: UInt64, forKey key: Key) throws { put(try integer(value, at: codingPath + [key]), key) }
+        mutating func encode(_ value: UInt64, forKey key: Key) throws { put(try integer(value, at: path.appending(key)), key) }
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
-            put(try box(value, at: codingPath + [key]), key)
+            put(try box(value, at: path.appending(key)), key)
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
             -> KeyedEncodingContainer<NestedKey>
         {
-            ValueEncoder(slot: nested(key), codingPath: codingPath + [key]).container(keyedBy: keyType)
+            ValueEncoder(slot: nested(key), path: path.appending(key)).container(keyedBy: keyType)
         }
 
         mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
-            ValueEncoder(slot: nested(key), codingPath: codingPath + [key]).unkeyedContainer()
+            ValueEncoder(slot: nested(key), path: path.appending(key)).unkeyedContainer()
         }
 
         mutating func superEncoder() -> any Encoder {
-            ValueEncoder(slot: nested(SuperKey.super), codingPath: codingPath + [SuperKey.super])
+            ValueEncoder(slot: nested(SuperKey.super), path: path.appending(SuperKey.super))
         }
 
         mutating func superEncoder(forKey key: Key) -> any Encoder {
-            ValueEncoder(slot: nested(key), codingPath: codingPath + [key])
+            ValueEncoder(slot: nested(key), path: path.appending(key))
         }
 
         private func nested(_ key: any CodingKey) -> Slot {
@@ -144,10 +148,11 @@ enum JSONValueCoder {
 
     fileprivate struct UnkeyedEncoder: UnkeyedEncodingContainer {
         let slot: Slot
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
         var count: Int { slot.elements!.count }
 
-        private var nextPath: [any CodingKey] { codingPath + [IndexKey(count)] }
+        private var nextPath: Path { path.appending(IndexKey(count)) }
         private func append(_ value: JSONValue) { slot.elements!.append(.value(value)) }
 
         mutating func encodeNil() throws { append(.null) }
@@ -170,14 +175,14 @@ enum JSONValueCoder {
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type)
             -> KeyedEncodingContainer<NestedKey>
         {
-            ValueEncoder(slot: nested(), codingPath: nextPath).container(keyedBy: keyType)
+            ValueEncoder(slot: nested(), path: nextPath).container(keyedBy: keyType)
         }
 
         mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
-            ValueEncoder(slot: nested(), codingPath: nextPath).unkeyedContainer()
+            ValueEncoder(slot: nested(), path: nextPath).unkeyedContainer()
         }
 
-        mutating func superEncoder() -> any Encoder { ValueEncoder(slot: nested(), codingPath: nextPath) }
+        mutating func superEncoder() -> any Encoder { ValueEncoder(slot: nested(), path: nextPath) }
 
         private func nested() -> Slot {
             let child = Slot()
@@ -188,101 +193,104 @@ enum JSONValueCoder {
 
     fileprivate struct SingleEncoder: SingleValueEncodingContainer {
         let slot: Slot
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
 
         private func set(_ value: JSONValue) { slot.single = value }
 
         mutating func encodeNil() throws { set(.null) }
         mutating func encode(_ value: Bool) throws { set(.bool(value)) }
         mutating func encode(_ value: String) throws { set(.string(value)) }
-        mutating func encode(_ value: Double) throws { set(try number(value, at: codingPath)) }
-        mutating func encode(_ value: Float) throws { set(try number(Double(value), at: codingPath)) }
+        mutating func encode(_ value: Double) throws { set(try number(value, at: path)) }
+        mutating func encode(_ value: Float) throws { set(try number(Double(value), at: path)) }
         mutating func encode(_ value: Int) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: Int8) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: Int16) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: Int32) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: Int64) throws { set(.integer(value)) }
-        mutating func encode(_ value: UInt) throws { set(try integer(value, at: codingPath)) }
+        mutating func encode(_ value: UInt) throws { set(try integer(value, at: path)) }
         mutating func encode(_ value: UInt8) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: UInt16) throws { set(.integer(Int64(value))) }
         mutating func encode(_ value: UInt32) throws { set(.integer(Int64(value))) }
-        mutating func encode(_ value: UInt64) throws { set(try integer(value, at: codingPath)) }
-        mutating func encode<T: Encodable>(_ value: T) throws { set(try box(value, at: codingPath)) }
+        mutating func encode(_ value: UInt64) throws { set(try integer(value, at: path)) }
+        mutating func encode<T: Encodable>(_ value: T) throws { set(try box(value, at: path)) }
     }
 
     // MARK: Decoding
 
-    fileprivate static func unbox<T: Decodable>(_ type: T.Type, from value: JSONValue, at path: [any CodingKey]) throws -> T {
+    fileprivate static func unbox<T: Decodable>(_ type: T.Type, from value: JSONValue, at path: @autoclosure () -> Path) throws -> T {
         if T.self == JSONValue.self { return value as! T }
-        if T.self == String.self { return try string(value, at: path) as! T }
-        if T.self == Bool.self { return try bool(value, at: path) as! T }
-        if T.self == Int.self { return try integer(Int.self, value, at: path) as! T }
-        if T.self == Int64.self { return try integer(Int64.self, value, at: path) as! T }
-        if T.self == Double.self { return try double(value, at: path) as! T }
-        return try T(from: ValueDecoder(value: value, codingPath: path))
+        if T.self == String.self { return try string(value, at: path()) as! T }
+        if T.self == Bool.self { return try bool(value, at: path()) as! T }
+        if T.self == Int.self { return try integer(Int.self, value, at: path()) as! T }
+        if T.self == Int64.self { return try integer(Int64.self, value, at: path()) as! T }
+        if T.self == Double.self { return try double(value, at: path()) as! T }
+        return try T(from: ValueDecoder(value: value, path: path()))
     }
 
-    fileprivate static func mismatch(_ type: Any.Type, _ value: JSONValue, at path: [any CodingKey]) -> DecodingError {
+    fileprivate static func mismatch(_ type: Any.Type, _ value: JSONValue, at path: Path) -> DecodingError {
         if value == .null {
-            return .valueNotFound(type, .init(codingPath: path, debugDescription: "expected \(type), found null"))
+            return .valueNotFound(type, .init(codingPath: path.keys, debugDescription: "expected \(type), found null"))
         }
-        return .typeMismatch(type, .init(codingPath: path, debugDescription: "expected \(type), found \(value.kind)"))
+        return .typeMismatch(type, .init(codingPath: path.keys, debugDescription: "expected \(type), found \(value.kind)"))
     }
 
-    fileprivate static func string(_ value: JSONValue, at path: [any CodingKey]) throws -> String {
-        guard case .string(let s) = value else { throw mismatch(String.self, value, at: path) }
+    fileprivate static func string(_ value: JSONValue, at path: @autoclosure () -> Path) throws -> String {
+        guard case .string(let s) = value else { throw mismatch(String.self, value, at: path()) }
         return s
     }
 
-    fileprivate static func bool(_ value: JSONValue, at path: [any CodingKey]) throws -> Bool {
-        guard case .bool(let b) = value else { throw mismatch(Bool.self, value, at: path) }
+    fileprivate static func bool(_ value: JSONValue, at path: @autoclosure () -> Path) throws -> Bool {
+        guard case .bool(let b) = value else { throw mismatch(Bool.self, value, at: path()) }
         return b
     }
 
-    fileprivate static func double(_ value: JSONValue, at path: [any CodingKey]) throws -> Double {
+    fileprivate static func double(_ value: JSONValue, at path: @autoclosure () -> Path) throws -> Double {
         switch value {
         case .integer(let i): return Double(i)
         case .number(let d): return d
-        default: throw mismatch(Double.self, value, at: path)
+        default: throw mismatch(Double.self, value, at: path())
         }
     }
 
-    fileprivate static func integer<I: FixedWidthInteger>(_ type: I.Type, _ value: JSONValue, at path: [any CodingKey]) throws -> I {
+    fileprivate static func integer<I: FixedWidthInteger>(_ type: I.Type, _ value: JSONValue, at path: @autoclosure () -> Path) throws -> I {
         let converted: I?
         switch value {
         case .integer(let i): converted = I(exactly: i)
         case .number(let d): converted = I(exactly: d)
-        default: throw mismatch(I.self, value, at: path)
+        default: throw mismatch(I.self, value, at: path())
         }
         guard let converted else {
-            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "number does not fit in \(I.self)"))
+            throw DecodingError.dataCorrupted(.init(codingPath: path().keys, debugDescription: "number does not fit in \(I.self)"))
         }
         return converted
     }
 
     fileprivate struct ValueDecoder: Decoder {
         let value: JSONValue
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
-            guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, value, at: codingPath) }
-            return KeyedDecodingContainer(KeyedDecoder<Key>(members: members, codingPath: codingPath))
+            guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, value, at: path) }
+            return KeyedDecodingContainer(KeyedDecoder<Key>(members: members, path: path))
         }
 
         func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
-            guard case .array(let elements) = value else { throw mismatch([JSONValue].self, value, at: codingPath) }
-            return UnkeyedDecoder(elements: elements, codingPath: codingPath)
+            guard case .array(let elements) = value else { throw mismatch([JSONValue].self, value, at: path) }
+            return UnkeyedDecoder(elements: elements, path: path)
         }
 
         func singleValueContainer() throws -> any SingleValueDecodingContainer {
-            SingleDecoder(value: value, codingPath: codingPath)
+            SingleDecoder(value: value, path: path)
         }
     }
 
     fileprivate struct KeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
         let members: [String: JSONValue]
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
 
         var allKeys: [Key] { members.keys.compactMap(Key.init(stringValue:)) }
         func contains(_ key: Key) -> Bool { members[key.stringValue] != nil }
@@ -295,62 +303,64 @@ enum JSONValueCoder {
         }
 
         func decodeNil(forKey key: Key) throws -> Bool { try member(key) == .null }
-        func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try bool(member(key), at: codingPath + [key]) }
-        func decode(_ type: String.Type, forKey key: Key) throws -> String { try string(member(key), at: codingPath + [key]) }
-        func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try double(member(key), at: codingPath + [key]) }
-        func decode(_ type: Float.Type, forKey key: Key) throws -> Float { Float(try double(member(key), at: codingPath + [key])) }
-        func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try integer(type, member(key), at: codingPath + [key]) }
-        func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try integer(type, member(key), at: codingPath + [key]) }
+        func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try bool(member(key), at: path.appending(key)) }
+        func decode(_ type: String.Type, forKey key: Key) throws -> String { try string(member(key), at: path.appending(key)) }
+        func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try double(member(key), at: path.appending(key)) }
+        func decode(_ type: Float.Type, forKey key: Key) throws -> Float { Float(try double(member(key), at: path.appending(key))) }
+        func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try integer(type, member(key), at: path.appending(key)) }
+        func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try integer(type, member(key), at: path.appending(key)) }
         func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
-            try unbox(type, from: member(key), at: codingPath + [key])
+            try unbox(type, from: member(key), at: path.appending(key))
         }
 
         func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
             -> KeyedDecodingContainer<NestedKey>
         {
-            try ValueDecoder(value: member(key), codingPath: codingPath + [key]).container(keyedBy: type)
+            try ValueDecoder(value: member(key), path: path.appending(key)).container(keyedBy: type)
         }
 
         func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-            try ValueDecoder(value: member(key), codingPath: codingPath + [key]).unkeyedContainer()
+            try ValueDecoder(value: member(key), path: path.appending(key)).unkeyedContainer()
         }
 
         func superDecoder() throws -> any Decoder {
-            ValueDecoder(value: members[SuperKey.super.stringValue] ?? .null, codingPath: codingPath + [SuperKey.super])
+            ValueDecoder(value: members[SuperKey.super.stringValue] ?? .null, path: path.appending(SuperKey.super))
         }
 
         func superDecoder(forKey key: Key) throws -> any Decoder {
-            ValueDecoder(value: members[key.stringValue] ?? .null, codingPath: codingPath + [key])
+            ValueDecoder(value: members[key.stringValue] ?? .null, path: path.appending(key))
         }
     }
 
     fileprivate struct UnkeyedDecoder: UnkeyedDecodingContainer {
         let elements: [JSONValue]
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
         var currentIndex = 0
 
-        init(elements: [JSONValue], codingPath: [any CodingKey]) {
+        init(elements: [JSONValue], path: Path) {
             self.elements = elements
-            self.codingPath = codingPath
+            self.path = path
         }
 
         var count: Int? { elements.count }
         var isAtEnd: Bool { currentIndex >= elements.count }
 
-        private mutating func next<T>(_ type: T.Type, _ read: (JSONValue, [any CodingKey]) throws -> T) throws -> T {
-            let path = codingPath + [IndexKey(currentIndex)]
+        private mutating func next<T>(_ type: T.Type, _ read: (JSONValue, () -> Path) throws -> T) throws -> T {
+            let index = currentIndex, path = self.path
             guard !isAtEnd else {
-                throw DecodingError.valueNotFound(type, .init(codingPath: path, debugDescription: "array has no more elements"))
+                throw DecodingError.valueNotFound(
+                    type, .init(codingPath: path.appending(IndexKey(index)).keys, debugDescription: "array has no more elements"))
             }
-            let result = try read(elements[currentIndex], path)
+            let result = try read(elements[currentIndex], { path.appending(IndexKey(index)) })
             currentIndex += 1
             return result
         }
@@ -361,21 +371,21 @@ enum JSONValueCoder {
             return true
         }
 
-        mutating func decode(_ type: Bool.Type) throws -> Bool { try next(type, bool) }
-        mutating func decode(_ type: String.Type) throws -> String { try next(type, string) }
-        mutating func decode(_ type: Double.Type) throws -> Double { try next(type, double) }
-        mutating func decode(_ type: Float.Type) throws -> Float { Float(try next(Double.self, double)) }
-        mutating func decode(_ type: Int.Type) throws -> Int { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: Int8.Type) throws -> Int8 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: Int16.Type) throws -> Int16 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: Int32.Type) throws -> Int32 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: Int64.Type) throws -> Int64 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: UInt.Type) throws -> UInt { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next(type) { try integer(type, $0, at: $1) } }
-        mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next(type) { try unbox(type, from: $0, at: $1) } }
+        mutating func decode(_ type: Bool.Type) throws -> Bool { try next(type) { try bool($0, at: $1()) } }
+        mutating func decode(_ type: String.Type) throws -> String { try next(type) { try string($0, at: $1()) } }
+        mutating func decode(_ type: Double.Type) throws -> Double { try next(type) { try double($0, at: $1()) } }
+        mutating func decode(_ type: Float.Type) throws -> Float { Float(try next(Double.self) { try double($0, at: $1()) }) }
+        mutating func decode(_ type: Int.Type) throws -> Int { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: Int8.Type) throws -> Int8 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: Int16.Type) throws -> Int16 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: Int32.Type) throws -> Int32 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: Int64.Type) throws -> Int64 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: UInt.Type) throws -> UInt { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next(type) { try integer(type, $0, at: $1()) } }
+        mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next(type) { try unbox(type, from: $0, at: $1()) } }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws
             -> KeyedDecodingContainer<NestedKey>
@@ -390,30 +400,31 @@ enum JSONValueCoder {
         mutating func superDecoder() throws -> any Decoder { try nextDecoder() }
 
         private mutating func nextDecoder() throws -> ValueDecoder {
-            try next(ValueDecoder.self) { ValueDecoder(value: $0, codingPath: $1) }
+            try next(ValueDecoder.self) { ValueDecoder(value: $0, path: $1()) }
         }
     }
 
     fileprivate struct SingleDecoder: SingleValueDecodingContainer {
         let value: JSONValue
-        let codingPath: [any CodingKey]
+        let path: Path
+        var codingPath: [any CodingKey] { path.keys }
 
         func decodeNil() -> Bool { value == .null }
-        func decode(_ type: Bool.Type) throws -> Bool { try bool(value, at: codingPath) }
-        func decode(_ type: String.Type) throws -> String { try string(value, at: codingPath) }
-        func decode(_ type: Double.Type) throws -> Double { try double(value, at: codingPath) }
-        func decode(_ type: Float.Type) throws -> Float { Float(try double(value, at: codingPath)) }
-        func decode(_ type: Int.Type) throws -> Int { try integer(type, value, at: codingPath) }
-        func decode(_ type: Int8.Type) throws -> Int8 { try integer(type, value, at: codingPath) }
-        func decode(_ type: Int16.Type) throws -> Int16 { try integer(type, value, at: codingPath) }
-        func decode(_ type: Int32.Type) throws -> Int32 { try integer(type, value, at: codingPath) }
-        func decode(_ type: Int64.Type) throws -> Int64 { try integer(type, value, at: codingPath) }
-        func decode(_ type: UInt.Type) throws -> UInt { try integer(type, value, at: codingPath) }
-        func decode(_ type: UInt8.Type) throws -> UInt8 { try integer(type, value, at: codingPath) }
-        func decode(_ type: UInt16.Type) throws -> UInt16 { try integer(type, value, at: codingPath) }
-        func decode(_ type: UInt32.Type) throws -> UInt32 { try integer(type, value, at: codingPath) }
-        func decode(_ type: UInt64.Type) throws -> UInt64 { try integer(type, value, at: codingPath) }
-        func decode<T: Decodable>(_ type: T.Type) throws -> T { try unbox(type, from: value, at: codingPath) }
+        func decode(_ type: Bool.Type) throws -> Bool { try bool(value, at: path) }
+        func decode(_ type: String.Type) throws -> String { try string(value, at: path) }
+        func decode(_ type: Double.Type) throws -> Double { try double(value, at: path) }
+        func decode(_ type: Float.Type) throws -> Float { Float(try double(value, at: path)) }
+        func decode(_ type: Int.Type) throws -> Int { try integer(type, value, at: path) }
+        func decode(_ type: Int8.Type) throws -> Int8 { try integer(type, value, at: path) }
+        func decode(_ type: Int16.Type) throws -> Int16 { try integer(type, value, at: path) }
+        func decode(_ type: Int32.Type) throws -> Int32 { try integer(type, value, at: path) }
+        func decode(_ type: Int64.Type) throws -> Int64 { try integer(type, value, at: path) }
+        func decode(_ type: UInt.Type) throws -> UInt { try integer(type, value, at: path) }
+        func decode(_ type: UInt8.Type) throws -> UInt8 { try integer(type, value, at: path) }
+        func decode(_ type: UInt16.Type) throws -> UInt16 { try integer(type, value, at: path) }
+        func decode(_ type: UInt32.Type) throws -> UInt32 { try integer(type, value, at: path) }
+        func decode(_ type: UInt64.Type) throws -> UInt64 { try integer(type, value, at: path) }
+        func decode<T: Decodable>(_ type: T.Type) throws -> T { try unbox(type, from: value, at: path) }
     }
 
     fileprivate struct IndexKey: CodingKey {
@@ -425,6 +436,37 @@ enum JSONValueCoder {
     }
 
     fileprivate enum SuperKey: String, CodingKey { case `super` }
+
+    /// Where a value sits, for error messages only: built as a chain when a container is
+    /// handed out and turned into `codingPath` when asked for, instead of copying an array of
+    /// keys into every nested value's decoder (a profile's largest item in this coder).
+    fileprivate struct Path {
+        final class Node {
+            let parent: Node?
+            let key: any CodingKey
+            init(parent: Node?, key: any CodingKey) {
+                self.parent = parent
+                self.key = key
+            }
+        }
+
+        var node: Node?
+
+        init() { node = nil }
+        private init(node: Node) { self.node = node }
+
+        func appending(_ key: any CodingKey) -> Path { Path(node: Node(parent: node, key: key)) }
+
+        var keys: [any CodingKey] {
+            var keys: [any CodingKey] = []
+            var node = self.node
+            while let n = node {
+                keys.append(n.key)
+                node = n.parent
+            }
+            return keys.reversed()
+        }
+    }
 }
 
 extension JSONValue {

@@ -264,6 +264,14 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "access token signing (JWT): %.1f µs",
                 Double(each2.components.attoseconds) / 1e12 + Double(each2.components.seconds) * 1e6))
             _ = try time("  of which the unverified header parse") { _ = try JWTCodec.header(of: credential, error: .invalidUserCredential) }
+            // A step-5 message's shape and size (the credential a JWT of the usual length).
+            let m5 = try JSONValue.parse(Data("""
+                {"handshake_id":"\(Nonce.generate())","key_exchange":{"alg":"ECDH-P256","public_key":"\(peer.publicKey)"},\
+                "message_type":"ath:scope_request","scopes":["goods:read","order:create"],"ttl":3600,"context":"bench",\
+                "timestamp":1790000000,"user_authorization":{"credential":"\(credential)","signature":"\(Nonce.generate(bytes: 64))"}}
+                """.utf8))
+            let m5Size = try CanonicalJSON.bytes(m5).count
+            _ = try time("canonical JSON of a step-5 message (\(m5Size) bytes)") { _ = try CanonicalJSON.bytes(m5) }
             let floor = 3 * sign + 3 * verify + ecdh
             print(String(format: "server floor per handshake (3 signs, 3 verifies, 1 ECDH): %.0f µs = %.0f handshakes/s per core",
                 floor, 1e6 / floor))

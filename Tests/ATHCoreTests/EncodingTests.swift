@@ -206,6 +206,23 @@ import Testing
         #expect(Set([key.publicKey, try PublicKey(pem: key.publicKey.pem)]).count == 1)
     }
 
+    @Test func base58RoundTripsAnyBytes() {
+        var rng = SystemRandomNumberGenerator()
+        for count in 0..<80 {
+            for leadingZeros in [0, 1, 3] where leadingZeros <= count {
+                let bytes = [UInt8](repeating: 0, count: leadingZeros)
+                    + (leadingZeros..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                #expect(Base58.decode(Base58.encode(bytes)) == bytes)
+            }
+        }
+        // Known values (the Bitcoin alphabet): "1" is a zero byte, "2" is one, "21" is 58.
+        #expect(Base58.decode("1") == [0])
+        #expect(Base58.decode("2") == [1])
+        #expect(Base58.decode("21") == [58])
+        #expect(Base58.decode("5Q") == [0xFF])
+        #expect(Base58.decode("0") == nil && Base58.decode("l") == nil)
+    }
+
     @Test(arguments: ["did:web:example.com", "did:ath:", "did:ath:a b", "ath:x", "did:key:zzzz", "did:key:abc"])
     func refusesBadDIDs(_ text: String) {
         #expect(throws: ATHError.self) { try DID(text) }
