@@ -38,14 +38,7 @@ public enum CanonicalJSON {
             out.append(UInt8(ascii: "]"))
         case .object(let members):
             out.append(UInt8(ascii: "{"))
-            // Keys sort by their UTF-16 code units (RFC 8785 section 3.2.3). For ASCII keys (all
-            // of ATH's own) UTF-8 bytes sort the same and are much cheaper to walk.
-            let ascii = members.keys.allSatisfy { $0.utf8.allSatisfy { $0 < 0x80 } }
-            let sorted =
-                ascii
-                ? members.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
-                : members.sorted { $0.key.utf16.lexicographicallyPrecedes($1.key.utf16) }
-            for (i, member) in sorted.enumerated() {
+            for (i, member) in sorted(members).enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 string(member.key, into: &out)
                 out.append(UInt8(ascii: ":"))
@@ -53,6 +46,75 @@ public enum CanonicalJSON {
             }
             out.append(UInt8(ascii: "}"))
         }
+    }
+
+    /// Keys sort by their UTF-16 code units (RFC 8785 section 3.2.3). For ASCII keys (all of
+    /// ATH's own) UTF-8 bytes sort the same and are much cheaper to walk.
+    private static func sorted(_ members: [String: JSONValue]) -> [(key: String, value: JSONValue)] {
+        let ascii = members.keys.allSatisfy { $0.utf8.allSatisfy { $0 < 0x80 } }
+        return ascii
+            ? members.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            : members.sorted { $0.key.utf16.lexicographicallyPrecedes($1.key.utf16) }
+    }
+
+    /// Canonical bytes in which some members' places are noted.
+    struct Marked {
+        var bytes: [UInt8] = []
+        /// Each noted member with one separating comma: removing it leaves the canonical bytes
+        /// of the document without that member.
+        var members: [Range<Int>] = []
+        /// Each noted member's value: replacing it with another value's canonical bytes gives
+        /// the canonical bytes of the document with that value.
+        var values: [Range<Int>] = []
+
+        func removingMembers() -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count)
+            var from = 0
+            for range in members.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                out += bytes[from..<range.lowerBound]
+                from = range.upperBound
+            }
+            out += bytes[from...]
+            return out
+        }
+    }
+
+    /// The canonical bytes of `value`, noting the members of the top-level object, and of the
+    /// objects directly inside it, for which `mark(parentKey, key)` holds (parentKey nil at the
+    /// top). A signed message is then canonicalized once for both its signed form (the
+    /// transcript) and its unsigned one (what the signature covers).
+    static func marked(_ value: JSONValue, mark: (_ parent: String?, _ key: String) -> Bool) throws -> Marked {
+        var out = Marked()
+        out.bytes.reserveCapacity(1024)
+        try writeMarking(value, parent: nil, depth: 0, mark: mark, into: &out)
+        return out
+    }
+
+    private static func writeMarking(
+        _ value: JSONValue, parent: String?, depth: Int, mark: (String?, String) -> Bool, into out: inout Marked
+    ) throws {
+        guard depth < 2, case .object(let members) = value else {
+            try write(value, into: &out.bytes)
+            return
+        }
+        out.bytes.append(UInt8(ascii: "{"))
+        let sorted = sorted(members)
+        for (i, member) in sorted.enumerated() {
+            let start = out.bytes.count
+            if i > 0 { out.bytes.append(UInt8(ascii: ",")) }
+            string(member.key, into: &out.bytes)
+            out.bytes.append(UInt8(ascii: ":"))
+            let valueStart = out.bytes.count
+            try writeMarking(member.value, parent: member.key, depth: depth + 1, mark: mark, into: &out)
+            if mark(parent, member.key) {
+                // A first member takes the comma after it (the next member writes it next).
+                let end = out.bytes.count + (i == 0 && sorted.count > 1 ? 1 : 0)
+                out.members.append(start..<end)
+                out.values.append(valueStart..<out.bytes.count)
+            }
+        }
+        out.bytes.append(UInt8(ascii: "}"))
     }
 
     /// ECMAScript Number.prototype.toString for finite doubles (RFC 8785 section 3.2.2.3).
@@ -101,7 +163,7 @@ public enum CanonicalJSON {
     }
 
     /// UTF-8 as is; only the quote, the backslash and control characters are escaped.
-    private static func string(_ s: String, into out: inout [UInt8]) {
+    static func string(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var s = s
         s.withUTF8 { utf8 in

@@ -79,16 +79,17 @@ public struct ClientHandshake: Sendable {
             if let pinnedServerKey, pinnedServerKey != serverKey {
                 throw ATHError(.keyMismatch, "server_pubkey is not the pinned key", step: 2)
             }
-            try SigningInput(
-                .serverIdentity, client: did, server: m2.server_did, transcriptHash: transcript.hash(including: raw.withoutSignature())
-            ).verify(m2.signature, with: serverKey, step: 2)
-            try transcript.append(raw)
+            let received = try SignedMessage(received: raw)
+            try SigningInput(.serverIdentity, client: did, server: m2.server_did, transcriptHash: transcript.hash(includingUnsigned: received))
+                .verify(m2.signature, with: serverKey, step: 2)
+            transcript.append(received)
             handshakeID = m2.handshake_id
             serverDID = m2.server_did
             self.serverKey = serverKey
             let m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: credentials, timestamp: Freshness.unix(now))
-            let value = try SigningInput.signedMessage(m3, .clientIdentity, client: did, server: m2.server_did, after: transcript, key: key)
-            try transcript.append(value)
+            let signed = try SignedMessage.sign(m3, .clientIdentity, client: did, server: m2.server_did, user: nil, after: transcript, key: key)
+            transcript.append(signed)
+            let value = signed.value
             state = .sentProof
             return value
         } catch {
@@ -127,8 +128,9 @@ public struct ClientHandshake: Sendable {
                 handshake_id: handshakeID, scopes: scopes, ttl: ttl,
                 user_authorization: UserAuthorization(credential: credential, signature: nil), context: context,
                 key_exchange: KeyShare(alg: keyExchange.rawValue, public_key: ephemeral.publicKey), timestamp: Freshness.unix(now))
-            let value = try SigningInput.signedMessage(m5, .scopeRequest, client: did, server: serverDID, after: transcript, key: key)
-            try transcript.append(value)
+            let signed = try SignedMessage.sign(m5, .scopeRequest, client: did, server: serverDID, user: nil, after: transcript, key: key)
+            transcript.append(signed)
+            let value = signed.value
             self.ephemeral = ephemeral
             requestedScopes = scopes
             state = .sentScopeRequest
@@ -160,15 +162,14 @@ public struct ClientHandshake: Sendable {
             }
             try transcript.append(outcome.scope_result)
             let keyHash = try transcript.hash()
-            try SigningInput(
-                .handshakeComplete, client: did, server: serverDID,
-                transcriptHash: transcript.hash(including: outcome.handshake_complete.withoutSignature())
-            ).verify(m9.signature, with: serverKey, step: 9)
+            let received = try SignedMessage(received: outcome.handshake_complete)
+            try SigningInput(.handshakeComplete, client: did, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
+                .verify(m9.signature, with: serverKey, step: 9)
             guard m9.key_exchange_alg == ephemeral.algorithm.rawValue else {
                 throw ATHError(.downgradeDetected, "server answered the key exchange with \(m9.key_exchange_alg)", step: 9)
             }
             let secrets = SessionSecrets(shared: try ephemeral.sharedSecret(with: m9.key_exchange_params), transcriptHash: keyHash)
-            try transcript.append(outcome.handshake_complete)
+            transcript.append(received)
             self.ephemeral = nil
             state = .complete
             return EstablishedGrant(

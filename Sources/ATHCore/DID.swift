@@ -80,9 +80,15 @@ public struct DID: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Whether this did:key carries `key`; nil for did:ath. Compares the compressed form, so
     /// the point is never decompressed (a square root mod p) just to be compared.
     public func carries(_ key: PublicKey) throws -> Bool? {
+        try carries(key, compressedP256: nil)
+    }
+
+    /// `compressedP256`: the key's compressed point when the caller read it from the same bytes
+    /// as the key (`PublicKey.read(pem:)`), so that BoringSSL need not convert it.
+    func carries(_ key: PublicKey, compressedP256: [UInt8]?) throws -> Bool? {
         guard method == .key else { return nil }
         switch (try Self.multicodecKey(value), key) {
-        case ((.es256, let bytes), .p256(let k)): return bytes.elementsEqual(k.compressedRepresentation)
+        case ((.es256, let bytes), .p256(let k)): return bytes.elementsEqual(compressedP256 ?? Array(k.compressedRepresentation))
         case ((.edDSA, let bytes), .ed25519(let k)): return bytes.elementsEqual(k.rawRepresentation)
         default: return false
         }

@@ -70,8 +70,8 @@ public struct ServerHandshake: Codable, Sendable {
         let m1 = try raw.message(HandshakeRequest.self, step: 1)
         try Freshness.check(m1.timestamp, now: now, step: 1)
         try Nonce.validate(m1.nonce, step: 1)
-        let clientKey = try PublicKey(pem: m1.client_pubkey)
-        if try m1.client_did.carries(clientKey) == false {
+        let (clientKey, compressed) = try PublicKey.read(pem: m1.client_pubkey)
+        if try m1.client_did.carries(clientKey, compressedP256: compressed) == false {
             throw ATHError(.keyMismatch, "client_pubkey is not the key of \(m1.client_did)", step: 1)
         }
         if m1.client_did.method == .ath {
@@ -95,14 +95,14 @@ public struct ServerHandshake: Codable, Sendable {
             handshake_id: id, server_did: identity.did, server_pubkey: keyPEM, version: version,
             capabilities: [alg.rawValue] + (m1.capabilities.contains("TLS1.3") ? ["TLS1.3"] : []), nonce: randomness.value(.serverNonce),
             signature: "", timestamp: t)
-        let signed = try SigningInput.signedMessage(
-            m2, .serverIdentity, client: m1.client_did, server: identity.did, after: transcript, key: key)
-        try transcript.append(signed)
+        let signed = try SignedMessage.sign(
+            m2, .serverIdentity, client: m1.client_did, server: identity.did, user: nil, after: transcript, key: key)
+        transcript.append(signed)
         let handshake = ServerHandshake(
             id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKey: clientKey,
             serverDID: identity.did, version: version, algorithm: alg, transcript: transcript, createdAt: t,
             deadline: t + Int64(policy.handshakeTimeout))
-        return (handshake, signed)
+        return (handshake, signed.value)
     }
 
     private init(
@@ -137,14 +137,13 @@ public struct ServerHandshake: Codable, Sendable {
             let m3 = try raw.message(IdentityProof.self, step: 3)
             try checkID(m3.handshake_id, step: 3)
             try Freshness.check(m3.timestamp, now: now, step: 3)
-            try SigningInput(
-                .clientIdentity, client: clientDID, server: serverDID,
-                transcriptHash: transcript.hash(including: raw.withoutSignature())
-            ).verify(m3.signature, with: clientKey, step: 3)
+            let received = try SignedMessage(received: raw)
+            try SigningInput(.clientIdentity, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
+                .verify(m3.signature, with: clientKey, step: 3)
             if let credentials = m3.credentials, !credentials.isEmpty, !acceptsCredentials {
                 throw ATHError(.unsupportedAlgorithm, "identity credentials (certificates) are not accepted by this server", step: 3)
             }
-            try transcript.append(raw)
+            transcript.append(received)
             let m4 = IdentityResult(
                 handshake_id: id, success: true, metadata: policy.metadata, error: nil, timestamp: Freshness.unix(now))
             let value = try JSONValue.of(m4)
@@ -169,9 +168,9 @@ public struct ServerHandshake: Codable, Sendable {
             guard let signature = m5.user_authorization.signature else {
                 throw ATHError(.invalidSignature, "user_authorization.signature is missing", step: 5)
             }
-            try SigningInput(
-                .scopeRequest, client: clientDID, server: serverDID, transcriptHash: transcript.hash(including: raw.withoutSignature())
-            ).verify(signature, with: clientKey, step: 5)
+            let received = try SignedMessage(received: raw)
+            try SigningInput(.scopeRequest, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
+                .verify(signature, with: clientKey, step: 5)
             guard !m5.scopes.isEmpty, Set(m5.scopes).count == m5.scopes.count else {
                 throw ATHError(.malformedMessage, "scopes must be a non-empty list without repeats", step: 5)
             }
@@ -184,7 +183,7 @@ public struct ServerHandshake: Codable, Sendable {
                 throw ATHError(.unsupportedAlgorithm, "key exchange \(m5.key_exchange.alg) is not ECDH-P256 or X25519", step: 5)
             }
             guard m5.context.count <= 1000 else { throw ATHError(.malformedMessage, "context is over 1000 characters", step: 5) }
-            try transcript.append(raw)
+            transcript.append(received)
             return m5
         } catch {
             throw recordFailure(error)
@@ -334,10 +333,10 @@ public struct ServerHandshake: Codable, Sendable {
             handshake_id: id, key_exchange_alg: kex.rawValue, key_exchange_params: ephemeral.publicKey,
             cipher_suite: "AES-256-GCM", access_token: token, token_expires_at: claims.exp, grant_id: grant.id, signature: "",
             timestamp: t)
-        let m9Value = try SigningInput.signedMessage(
-            m9, .handshakeComplete, client: clientDID, server: serverDID, after: transcript, key: identity.key(for: algorithm)!)
-        try transcript.append(m9Value)
-        let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Value)
+        let m9Signed = try SignedMessage.sign(
+            m9, .handshakeComplete, client: clientDID, server: serverDID, user: nil, after: transcript, key: identity.key(for: algorithm)!)
+        transcript.append(m9Signed)
+        let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Signed.value)
         self.outcome = outcome
         state = .completed
         return Completion(outcome: outcome, grant: grant, session: secrets, token: claims)

@@ -38,7 +38,15 @@ public struct Transcript: Codable, Sendable, Equatable {
 
     /// Appends a message; one that cannot be canonicalized (a number outside I-JSON) is refused.
     public mutating func append(_ message: JSONValue) throws {
-        let bytes = try CanonicalJSON.bytes(message)
+        append(message, canonical: try CanonicalJSON.bytes(message))
+    }
+
+    /// Appends a signed message, whose canonical bytes are already known.
+    mutating func append(_ message: SignedMessage) {
+        append(message.value, canonical: message.canonical)
+    }
+
+    private mutating func append(_ message: JSONValue, canonical bytes: [UInt8]) {
         if !messages.isEmpty { withUnsafeBytes(of: UInt8(ascii: ",")) { running.update(bufferPointer: $0) } }
         running.update(data: bytes)
         messages.append(message)
@@ -47,15 +55,89 @@ public struct Transcript: Codable, Sendable, Equatable {
     /// SHA-256 of the canonical JSON array of the messages, plus `pending` (the message being
     /// signed, without its signature).
     public func hash(including pending: JSONValue? = nil) throws -> Data {
+        hash(includingCanonical: try pending.map(CanonicalJSON.bytes))
+    }
+
+    /// What a signature on `message` covers: the messages so far and `message` without its
+    /// signature.
+    func hash(includingUnsigned message: SignedMessage) -> Data {
+        hash(includingCanonical: message.unsigned)
+    }
+
+    fileprivate func hash(includingCanonical pending: [UInt8]?) -> Data {
         var hash = running
         if let pending {
-            var bytes: [UInt8] = messages.isEmpty ? [] : [UInt8(ascii: ",")]
-            bytes.reserveCapacity(1024)
-            try CanonicalJSON.write(pending, into: &bytes)
-            hash.update(data: bytes)
+            if !messages.isEmpty { withUnsafeBytes(of: UInt8(ascii: ",")) { hash.update(bufferPointer: $0) } }
+            hash.update(data: pending)
         }
         withUnsafeBytes(of: UInt8(ascii: "]")) { hash.update(bufferPointer: $0) }
         return Data(hash.finalize())
+    }
+}
+
+/// A signed message with its canonical bytes, and those of the same message without its
+/// signature (what the signature covers, through the transcript hash), from one
+/// canonicalization: each signed message was canonicalized twice before, once per form.
+struct SignedMessage: Sendable {
+    let value: JSONValue
+    let canonical: [UInt8]
+    let unsigned: [UInt8]
+
+    /// The members `withoutSignature()` removes: `signature`, and for step 5
+    /// `user_authorization.signature`.
+    static func isSignature(parent: String?, key: String) -> Bool {
+        key == "signature" && (parent == nil || parent == "user_authorization")
+    }
+
+    /// A received message, as it arrived.
+    init(received value: JSONValue) throws {
+        let marked = try CanonicalJSON.marked(value, mark: Self.isSignature)
+        self.value = value
+        canonical = marked.bytes
+        unsigned = marked.removingMembers()
+    }
+
+    private init(value: JSONValue, canonical: [UInt8], unsigned: [UInt8]) {
+        self.value = value
+        self.canonical = canonical
+        self.unsigned = unsigned
+    }
+
+    /// Signs `message` (whose signature field may be empty or absent) after `transcript`.
+    static func sign(
+        _ message: some Encodable, _ context: SignatureContext, client: DID, server: DID, user: DID?, after transcript: Transcript,
+        key: PrivateKey
+    ) throws -> SignedMessage {
+        guard case .object(var members) = try JSONValue.of(message).withoutSignature() else {
+            throw ATHError(.internalError, "a signed message must be a JSON object")
+        }
+        // The signature's place, held by an empty value while the rest is canonicalized.
+        let nested = context == .scopeRequest
+        func place(_ signature: String) {
+            if nested, case .object(var auth)? = members["user_authorization"] {
+                auth["signature"] = .string(signature)
+                members["user_authorization"] = .object(auth)
+            } else {
+                members["signature"] = .string(signature)
+            }
+        }
+        place("")
+        let marked = try CanonicalJSON.marked(.object(members), mark: isSignature)
+        let unsigned = marked.removingMembers()
+        let signature = try SigningInput(
+            context, client: client, server: server, user: user, transcriptHash: transcript.hash(includingCanonical: unsigned)
+        ).sign(with: key)
+        place(signature)
+        guard marked.values.count == 1, let slot = marked.values.first else {
+            // No single place was noted (not an object where one was expected): canonicalize again.
+            return SignedMessage(value: .object(members), canonical: try CanonicalJSON.bytes(.object(members)), unsigned: unsigned)
+        }
+        var canonical: [UInt8] = []
+        canonical.reserveCapacity(marked.bytes.count + signature.utf8.count)
+        canonical += marked.bytes[..<slot.lowerBound]
+        CanonicalJSON.string(signature, into: &canonical)
+        canonical += marked.bytes[slot.upperBound...]
+        return SignedMessage(value: .object(members), canonical: canonical, unsigned: unsigned)
     }
 }
 
@@ -101,17 +183,7 @@ public struct SigningInput: Sendable {
         _ message: some Encodable, _ context: SignatureContext, client: DID, server: DID, user: DID? = nil, after transcript: Transcript,
         key: PrivateKey
     ) throws -> JSONValue {
-        let unsigned = try JSONValue.of(message).withoutSignature()
-        let signature = try SigningInput(context, client: client, server: server, user: user, transcriptHash: transcript.hash(including: unsigned))
-            .sign(with: key)
-        guard case .object(var members) = unsigned else { return unsigned }
-        if context == .scopeRequest, case .object(var auth)? = members["user_authorization"] {
-            auth["signature"] = .string(signature)
-            members["user_authorization"] = .object(auth)
-        } else {
-            members["signature"] = .string(signature)
-        }
-        return .object(members)
+        try SignedMessage.sign(message, context, client: client, server: server, user: user, after: transcript, key: key).value
     }
 
     public func sign(with key: PrivateKey) throws -> String {

@@ -69,6 +69,52 @@ import Testing
     }
 }
 
+/// A signed message is canonicalized once for both forms (Transcript.swift): the bytes with its
+/// signature removed must be those of the message without it, wherever the member sorts.
+@Suite struct SignedMessageCanonicalTests {
+    static let documents: [JSONValue] = [
+        ["signature": "s"], ["a": 1, "signature": "s"], ["signature": "s", "z": [1, 2]], ["a": "x", "signature": "s", "z": nil],
+        ["a": 1, "z": 2],
+        ["scopes": ["a"], "user_authorization": ["credential": "c", "signature": "s"]],
+        ["user_authorization": ["signature": "s"]], ["user_authorization": ["signature": "s", "zeta": true], "signature": "t"],
+        ["deeper": ["user_authorization": ["signature": "kept"]], "signature": ["not": "a string"]],
+        ["é": "non-ASCII key", "signature": "s\n\"escaped\"", "𝄞": 1],
+    ]
+
+    @Test func oneCanonicalizationGivesBothForms() throws {
+        for document in Self.documents {
+            let signed = try SignedMessage(received: document)
+            #expect(signed.canonical == (try CanonicalJSON.bytes(document)))
+            #expect(signed.unsigned == (try CanonicalJSON.bytes(document.withoutSignature())))
+        }
+    }
+
+    @Test func signingPlacesTheSignatureWhereCanonicalizationPutsIt() throws {
+        struct Message: Encodable {
+            var a = 1, signature = "", zz = "last"
+        }
+        struct Nested: Encodable {
+            struct Auth: Encodable { var credential = "c", signature: String? = nil }
+            var handshake_id = "h", user_authorization = Auth()
+        }
+        let key = PrivateKey.generate(.es256)
+        let (client, server) = (DID.key(key.publicKey), try DID("did:ath:shop"))
+        var transcript = Transcript()
+        try transcript.append(["m": 1])
+        for (signed, context) in [
+            (try SignedMessage.sign(Message(), .clientIdentity, client: client, server: server, user: nil, after: transcript, key: key), SignatureContext.clientIdentity),
+            (try SignedMessage.sign(Nested(), .scopeRequest, client: client, server: server, user: nil, after: transcript, key: key), .scopeRequest),
+        ] {
+            #expect(signed.canonical == (try CanonicalJSON.bytes(signed.value)))
+            #expect(signed.unsigned == (try CanonicalJSON.bytes(signed.value.withoutSignature())))
+            let signature = context == .scopeRequest
+                ? signed.value["user_authorization"]?["signature"]?.stringValue : signed.value["signature"]?.stringValue
+            try SigningInput(context, client: client, server: server, transcriptHash: transcript.hash(including: signed.value.withoutSignature()))
+                .verify(try #require(signature), with: key.publicKey, step: 3)
+        }
+    }
+}
+
 @Suite struct JSONParserTests {
     func parse(_ text: String) throws -> JSONValue { try JSONValue.parse(Data(text.utf8)) }
 
@@ -242,9 +288,20 @@ import Testing
         let key = PrivateKey.generate(.es256).publicKey
         let pem = key.pem
         let body = pem.split(separator: "\n").dropFirst().dropLast().joined()
+        guard case .p256(let point) = key else { Issue.record("not P-256"); return }
         for form in [pem, pem + "\n", pem.replacingOccurrences(of: "\n", with: "\r\n") + "\r\n"] {
             #expect(PublicKey.subjectPublicKeyInfo(pem: form) != nil)
             #expect(try PublicKey(pem: form) == key)
+            // The compressed point read from the DER is BoringSSL's, and the did:key check agrees.
+            let (read, compressed) = try PublicKey.read(pem: form)
+            #expect(read == key && compressed == Array(point.compressedRepresentation))
+            #expect(try DID.key(key).carries(read, compressedP256: compressed) == true)
+            #expect(try DID.key(PrivateKey.generate(.es256).publicKey).carries(read, compressedP256: compressed) == false)
+        }
+        // Both parities of y (each key has one at random).
+        for _ in 0..<16 {
+            guard case .p256(let k) = PrivateKey.generate(.es256).publicKey else { continue }
+            #expect(try PublicKey.read(pem: PublicKey.p256(k).pem).compressedP256 == Array(k.compressedRepresentation))
         }
         // A PKCS#8 private key block, a wrong label, a body that is not base64, a truncated key.
         let other = PrivateKey.generate(.es256)
