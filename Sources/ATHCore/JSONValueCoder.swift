@@ -50,11 +50,16 @@ enum JSONValueCoder {
     /// A container written to after it was handed out (nested containers, super encoders).
     fileprivate final class Slot {
         var single: JSONValue?
-        var members: [String: Pending]?
+        /// In the order written; the object is built once, at the end, at its final size (a
+        /// dictionary grown member by member, then mapped, was most of this coder's cost).
+        var members: [(key: String, value: Pending)]?
         var elements: [Pending]?
 
         var resolved: JSONValue {
-            if let members { return .object(members.mapValues(\.resolved)) }
+            if let members {
+                // A key written twice keeps its last value, as a dictionary assignment would.
+                return .object(Dictionary(members.lazy.map { ($0.key, $0.value.resolved) }, uniquingKeysWith: { _, last in last }))
+            }
             if let elements { return .array(elements.map(\.resolved)) }
             return single ?? .object([:])
         }
@@ -79,7 +84,10 @@ enum JSONValueCoder {
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
-            if slot.members == nil { slot.members = [:] }
+            if slot.members == nil {
+                slot.members = []
+                slot.members!.reserveCapacity(16)
+            }
             return KeyedEncodingContainer(KeyedEncoder<Key>(slot: slot, path: path))
         }
 
@@ -98,7 +106,7 @@ enum JSONValueCoder {
         let path: Path
         var codingPath: [any CodingKey] { path.keys }
 
-        private func put(_ value: JSONValue, _ key: Key) { slot.members![key.stringValue] = .value(value) }
+        private func put(_ value: JSONValue, _ key: Key) { slot.members!.append((key.stringValue, .value(value))) }
 
         mutating func encodeNil(forKey key: Key) throws { put(.null, key) }
         mutating func encode(_ value: Bool, forKey key: Key) throws { put(.bool(value), key) }
@@ -141,7 +149,7 @@ enum JSONValueCoder {
 
         private func nested(_ key: any CodingKey) -> Slot {
             let child = Slot()
-            slot.members![key.stringValue] = .slot(child)
+            slot.members!.append((key.stringValue, .slot(child)))
             return child
         }
     }

@@ -70,10 +70,7 @@ public struct JWTCodec: Sendable {
     /// Read with our own base64url and JSON tree: jwt-kit's parser decodes the whole token and
     /// tries each JSON kind per header field, 27 µs where this takes a few.
     public static func header(of token: String, error code: ATHError.Code) throws -> JOSEHeader {
-        guard token.utf8.count <= 16 * 1024 else { throw ATHError(code, "not a compact JWS") }
-        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        guard parts.count == 3 else { throw ATHError(code, "not a compact JWS") }
-        guard let bytes = Base64URL.decode(String(decoding: parts[0], as: UTF8.self)), case .object(let fields) = try? JSONValue.parse(bytes) else {
+        guard case .object(let fields) = try part(0, of: token, error: code) else {
             throw ATHError(code, "token header is not base64url JSON")
         }
         func string(_ name: String) throws -> String? {
@@ -82,6 +79,23 @@ public struct JWTCodec: Sendable {
             return s
         }
         return JOSEHeader(typ: try string("typ"), alg: try string("alg"), kid: try string("kid"))
+    }
+
+    /// The unverified claims as a JSON tree, read as the header is: only to find the issuer's
+    /// key, never to trust.
+    public static func unverifiedPayload(of token: String, error code: ATHError.Code) throws -> JSONValue {
+        try part(1, of: token, error: code)
+    }
+
+    /// Part `index` (0 header, 1 claims) of a compact JWS, base64url-decoded and parsed.
+    private static func part(_ index: Int, of token: String, error code: ATHError.Code) throws -> JSONValue {
+        guard token.utf8.count <= 16 * 1024 else { throw ATHError(code, "not a compact JWS") }
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw ATHError(code, "not a compact JWS") }
+        guard let bytes = Base64URL.decode(String(decoding: parts[index], as: UTF8.self)), let value = try? JSONValue.parse(bytes) else {
+            throw ATHError(code, index == 0 ? "token header is not base64url JSON" : "token claims are not base64url JSON")
+        }
+        return value
     }
 
     /// The unverified claims: only to find the issuer's key, never to trust.

@@ -25,16 +25,31 @@ public enum PublicKey: Sendable, Hashable {
     /// from the DER's own bytes: what a did:key holds, without asking BoringSSL to convert the
     /// parsed point back (5.4 µs, on every step 1).
     static func read(pem: String) throws -> (key: PublicKey, compressedP256: [UInt8]?) {
-        if let der = Self.subjectPublicKeyInfo(pem: pem), let key = try? P256.Signing.PublicKey(derRepresentation: der) {
-            // swift-crypto accepted it as a P-256 SubjectPublicKeyInfo; at 91 bytes it is the
-            // fixed 26-byte header and the uncompressed point 04 || x || y, last.
-            guard der.count == 91, der[der.startIndex + 26] == 0x04 else { return (.p256(key), nil) }
+        guard let der = Self.subjectPublicKeyInfo(pem: pem) else { return (try readByLibrary(pem: pem), nil) }
+        // The one form every P-256 key in a handshake takes: this fixed header (SEQUENCE,
+        // id-ecPublicKey, prime256v1, BIT STRING) and the uncompressed point 04 || x || y. It is
+        // matched whole and the point handed to swift-crypto, which checks it is on the curve;
+        // swift-asn1's general parse of the same 91 bytes cost more than the rest of the read.
+        if der.count == 91, der.starts(with: Self.p256Header),
+            let key = try? P256.Signing.PublicKey(x963Representation: der.dropFirst(Self.p256Header.count))
+        {
             let x = der[(der.startIndex + 27)..<(der.startIndex + 59)]
             return (.p256(key), [0x02 | (der[der.index(before: der.endIndex)] & 1)] + x)
-        } else if let key = try? P256.Signing.PublicKey(pemRepresentation: pem) {
-            return (.p256(key), nil)
+        }
+        if let key = try? P256.Signing.PublicKey(derRepresentation: der) { return (.p256(key), nil) }
+        return (try readByLibrary(pem: pem), nil)
+    }
+
+    private static let p256Header: [UInt8] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+        0x01, 0x07, 0x03, 0x42, 0x00,
+    ]
+
+    private static func readByLibrary(pem: String) throws -> PublicKey {
+        if let key = try? P256.Signing.PublicKey(pemRepresentation: pem) {
+            return .p256(key)
         } else if let key = try? Curve25519.Signing.PublicKey(pemRepresentation: pem) {
-            return (.ed25519(key), nil)
+            return .ed25519(key)
         } else {
             throw ATHError(.unsupportedAlgorithm, "public key is not a P-256 or Ed25519 SubjectPublicKeyInfo PEM")
         }

@@ -45,9 +45,18 @@ public enum UserCredential {
     }
 
     /// Who claims to have issued it and with which key: the server looks the key up with these.
+    /// Only `iss` is read here (the rest is checked by `verify`), with the protocol's own JSON
+    /// parser: jwt-kit's parser decoded the whole token through Foundation for one field.
     public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
-        let (header, claims) = try JWTCodec.unverified(credential, as: UserCredentialClaims.self, error: .invalidUserCredential)
-        guard let user = try? DID(claims.iss) else {
+        let header: JOSEHeader, claims: JSONValue
+        do {
+            header = try JWTCodec.header(of: credential, error: .invalidUserCredential)
+            claims = try JWTCodec.unverifiedPayload(of: credential, error: .invalidUserCredential)
+        } catch var e as ATHError {
+            e.step = 5
+            throw e
+        }
+        guard let iss = claims["iss"]?.stringValue, let user = try? DID(iss) else {
             throw ATHError(.invalidUserCredential, "credential issuer is not a DID", step: 5)
         }
         return (user, header.kid)
@@ -57,9 +66,16 @@ public enum UserCredential {
     public static func verify(
         _ credential: String, userKey: PublicKey, client: DID, server: DID, now: Date
     ) async throws -> UserCredentialClaims {
+        try await verify(credential, verifier: try await JWTCodec(verifying: userKey), client: client, server: server, now: now)
+    }
+
+    /// The same with the user key's verifier at hand (`DIDKeyVerifiers` keeps them).
+    public static func verify(
+        _ credential: String, verifier: JWTCodec, client: DID, server: DID, now: Date
+    ) async throws -> UserCredentialClaims {
         let claims: UserCredentialClaims
         do {
-            claims = try await JWTCodec(verifying: userKey).verify(
+            claims = try await verifier.verify(
                 credential, as: UserCredentialClaims.self, typ: typ, error: .invalidUserCredential)
         } catch var e as ATHError {
             e.step = 5

@@ -15,6 +15,8 @@ public final class ATHService: Sendable {
     let channel: any UserConfirmationChannel
     let tokenCodec: JWTCodec
     let tokenVerifier: JWTCodec
+    /// Users' did:key keys with their thumbprints and credential verifiers.
+    let didKeys = DIDKeyVerifiers()
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
@@ -335,11 +337,19 @@ public final class ATHService: Sendable {
 
     func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
         let (user, kid) = try UserCredential.issuer(of: credential)
-        let keys = try await userKeys(user).filter { kid == nil || $0.thumbprint == kid }
-        guard let key = keys.first else {
-            throw ATHError(.invalidUserCredential, "no active key of \(user) signs this credential", step: 5)
+        let verifier: JWTCodec
+        // A did:key's own key first, kept with its verifier; then the keys registered for the
+        // user (a browser enrolled for the console among them), looked up each time.
+        if let embedded = try await didKeys.entry(for: user), kid == nil || embedded.thumbprint == kid {
+            verifier = embedded.verifier
+        } else {
+            let keys = try await userKeys(user).filter { kid == nil || $0.thumbprint == kid }
+            guard let key = keys.first else {
+                throw ATHError(.invalidUserCredential, "no active key of \(user) signs this credential", step: 5)
+            }
+            verifier = try await JWTCodec(verifying: key)
         }
-        let claims = try await UserCredential.verify(credential, userKey: key, client: client, server: identity.did, now: now)
+        let claims = try await UserCredential.verify(credential, verifier: verifier, client: client, server: identity.did, now: now)
         try await refuseIfRevoked(credential: claims.jti, user: user.value)
         try await refuseIfSuspended(user.value, step: 5)
         return claims

@@ -252,6 +252,30 @@ import Testing
         #expect(Set([key.publicKey, try PublicKey(pem: key.publicKey.pem)]).count == 1)
     }
 
+    @Test func didKeyEntriesAreKeptAndBounded() async throws {
+        let cache = DIDKeyVerifiers(limit: 3)
+        #expect(try await cache.entry(for: DID("did:ath:shop")) == nil)
+        let user = PrivateKey.generate(.es256)
+        let did = DID.key(user.publicKey)
+        let entry = try #require(try await cache.entry(for: did))
+        #expect(entry.key == user.publicKey && entry.thumbprint == user.publicKey.thumbprint)
+        _ = try await cache.entry(for: did)
+        #expect(cache.count == 1)
+        // The kept verifier checks the user's credentials, and no one else's.
+        let agent = DID.key(PrivateKey.generate(.es256).publicKey), server = try DID("did:ath:shop")
+        let credential = try await UserCredential.issue(user: did, key: user, client: agent, scopes: ["goods:read"], validFor: 60)
+        let claims = try await UserCredential.verify(credential, verifier: entry.verifier, client: agent, server: server, now: Date())
+        #expect(claims.iss == did.value)
+        let stranger = PrivateKey.generate(.es256)
+        let forged = try await UserCredential.issue(user: did, key: stranger, client: agent, scopes: ["goods:read"], validFor: 60)
+        await #expect(throws: ATHError.self) {
+            _ = try await UserCredential.verify(forged, verifier: entry.verifier, client: agent, server: server, now: Date())
+        }
+        #expect(try UserCredential.issuer(of: credential).user == did)
+        for _ in 0..<3 { _ = try await cache.entry(for: DID.key(PrivateKey.generate(.edDSA).publicKey)) }
+        #expect(cache.count <= 3)
+    }
+
     @Test func base58RoundTripsAnyBytes() {
         var rng = SystemRandomNumberGenerator()
         for count in 0..<80 {
@@ -306,8 +330,12 @@ import Testing
         // A PKCS#8 private key block, a wrong label, a body that is not base64, a truncated key.
         let other = PrivateKey.generate(.es256)
         #expect(PublicKey.subjectPublicKeyInfo(pem: other.pem) == nil)
+        // The fixed P-256 header with a point that is not on the curve (y's last bit flipped).
+        var der = try #require(PublicKey.subjectPublicKeyInfo(pem: pem))
+        der[der.index(before: der.endIndex)] ^= 0x01
+        let offCurve = "-----BEGIN PUBLIC KEY-----\n" + der.base64EncodedString() + "\n-----END PUBLIC KEY-----"
         for bad in [
-            other.pem, pem.replacingOccurrences(of: "PUBLIC KEY", with: "EC PUBLIC KEY"),
+            offCurve, other.pem, pem.replacingOccurrences(of: "PUBLIC KEY", with: "EC PUBLIC KEY"),
             "-----BEGIN PUBLIC KEY-----\n" + body.replacingOccurrences(of: "A", with: "*") + "\n-----END PUBLIC KEY-----",
             "-----BEGIN PUBLIC KEY-----\n" + body.dropLast(8) + "\n-----END PUBLIC KEY-----",
         ] {
