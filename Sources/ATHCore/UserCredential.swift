@@ -44,14 +44,19 @@ public enum UserCredential {
         return try await JWTCodec(key: key).sign(claims, typ: typ)
     }
 
-    /// Who claims to have issued it and with which key: the server looks the key up with these.
-    /// Only `iss` is read here (the rest is checked by `verify`), with the protocol's own JSON
-    /// parser: jwt-kit's parser decoded the whole token through Foundation for one field.
-    public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
+    /// A credential read but not verified: who claims to have issued it, with which key.
+    public struct Unverified: Sendable {
+        public let token: String
+        public let header: JOSEHeader
+        public let user: DID
+    }
+
+    /// Reads the header and `iss` with the protocol's own JSON parser (jwt-kit's decoded the
+    /// whole token through Foundation for one field); the rest is checked by `verify`.
+    public static func read(_ credential: String) throws -> Unverified {
         let header: JOSEHeader, claims: JSONValue
         do {
-            header = try JWTCodec.header(of: credential, error: .invalidUserCredential)
-            claims = try JWTCodec.unverifiedPayload(of: credential, error: .invalidUserCredential)
+            (header, claims) = try JWTCodec.unverifiedParts(of: credential, error: .invalidUserCredential)
         } catch var e as ATHError {
             e.step = 5
             throw e
@@ -59,24 +64,31 @@ public enum UserCredential {
         guard let iss = claims["iss"]?.stringValue, let user = try? DID(iss) else {
             throw ATHError(.invalidUserCredential, "credential issuer is not a DID", step: 5)
         }
-        return (user, header.kid)
+        return Unverified(token: credential, header: header, user: user)
+    }
+
+    /// Who claims to have issued it and with which key: the server looks the key up with these.
+    public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
+        let read = try read(credential)
+        return (read.user, read.header.kid)
     }
 
     /// Verifies a credential for one client and one server at `now`.
     public static func verify(
         _ credential: String, userKey: PublicKey, client: DID, server: DID, now: Date
     ) async throws -> UserCredentialClaims {
-        try await verify(credential, verifier: try await JWTCodec(verifying: userKey), client: client, server: server, now: now)
+        try await verify(read(credential), verifier: try await JWTCodec(verifying: userKey), client: client, server: server, now: now)
     }
 
-    /// The same with the user key's verifier at hand (`DIDKeyVerifiers` keeps them).
+    /// The same for a credential already read, with the user key's verifier at hand
+    /// (`DIDKeyVerifiers` keeps them).
     public static func verify(
-        _ credential: String, verifier: JWTCodec, client: DID, server: DID, now: Date
+        _ credential: Unverified, verifier: JWTCodec, client: DID, server: DID, now: Date
     ) async throws -> UserCredentialClaims {
         let claims: UserCredentialClaims
         do {
             claims = try await verifier.verify(
-                credential, as: UserCredentialClaims.self, typ: typ, error: .invalidUserCredential)
+                credential.token, header: credential.header, as: UserCredentialClaims.self, typ: typ, error: .invalidUserCredential)
         } catch var e as ATHError {
             e.step = 5
             throw e

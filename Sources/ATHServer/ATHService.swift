@@ -336,7 +336,8 @@ public final class ATHService: Sendable {
     }
 
     func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
-        let (user, kid) = try UserCredential.issuer(of: credential)
+        let unverified = try UserCredential.read(credential)
+        let (user, kid) = (unverified.user, unverified.header.kid)
         let verifier: JWTCodec
         // A did:key's own key first, kept with its verifier; then the keys registered for the
         // user (a browser enrolled for the console among them), looked up each time.
@@ -349,7 +350,7 @@ public final class ATHService: Sendable {
             }
             verifier = try await JWTCodec(verifying: key)
         }
-        let claims = try await UserCredential.verify(credential, verifier: verifier, client: client, server: identity.did, now: now)
+        let claims = try await UserCredential.verify(unverified, verifier: verifier, client: client, server: identity.did, now: now)
         try await refuseIfRevoked(credential: claims.jti, user: user.value)
         try await refuseIfSuspended(user.value, step: 5)
         return claims

@@ -322,9 +322,9 @@ struct Bench: AsyncParsableCommand {
                 // As the server does it: the issuer read from the credential, its did:key's
                 // verifier from the server's `DIDKeyVerifiers`, then the check.
                 var t0 = clock.now
-                let (user, _) = try UserCredential.issuer(of: credential)
-                guard let verifier = try await userKeys.entry(for: user)?.verifier else { throw ATHError(.internalError, "no key") }
-                let claims = try await UserCredential.verify(credential, verifier: verifier, client: agent, server: serverDID, now: now)
+                let unverified = try UserCredential.read(credential)
+                guard let verifier = try await userKeys.entry(for: unverified.user)?.verifier else { throw ATHError(.internalError, "no key") }
+                let claims = try await UserCredential.verify(unverified, verifier: verifier, client: agent, server: serverDID, now: now)
                 spent[3] += clock.now - t0
                 _ = try timed(4) {
                     try server.authorize(request, credential: claims, clientInfo: ClientInfo(name: "b", developer: "b"), policy: policy, now: now)

@@ -1,5 +1,6 @@
 @testable import ATHCore
 import Crypto
+import JWTKit
 import Foundation
 import Testing
 
@@ -264,12 +265,13 @@ import Testing
         // The kept verifier checks the user's credentials, and no one else's.
         let agent = DID.key(PrivateKey.generate(.es256).publicKey), server = try DID("did:ath:shop")
         let credential = try await UserCredential.issue(user: did, key: user, client: agent, scopes: ["goods:read"], validFor: 60)
-        let claims = try await UserCredential.verify(credential, verifier: entry.verifier, client: agent, server: server, now: Date())
+        let claims = try await UserCredential.verify(
+            UserCredential.read(credential), verifier: entry.verifier, client: agent, server: server, now: Date())
         #expect(claims.iss == did.value)
         let stranger = PrivateKey.generate(.es256)
         let forged = try await UserCredential.issue(user: did, key: stranger, client: agent, scopes: ["goods:read"], validFor: 60)
         await #expect(throws: ATHError.self) {
-            _ = try await UserCredential.verify(forged, verifier: entry.verifier, client: agent, server: server, now: Date())
+            _ = try await UserCredential.verify(UserCredential.read(forged), verifier: entry.verifier, client: agent, server: server, now: Date())
         }
         #expect(try UserCredential.issuer(of: credential).user == did)
         for _ in 0..<3 { _ = try await cache.entry(for: DID.key(PrivateKey.generate(.edDSA).publicKey)) }
@@ -699,5 +701,33 @@ import Testing
             let decoded = try JSONDecoder().decode(Transcript.self, from: JSONEncoder().encode(transcript))
             #expect(try decoded.hash() == whole(canonical))
         }
+    }
+}
+
+/// jwt-kit signs and verifies with the protocol's JSON coder (JWTCodec.swift): the bytes must be
+/// those Foundation's encoder wrote (sorted keys, unescaped slashes), and what it reads the same.
+@Suite struct JWTJSONTests {
+    static var foundation: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    @Test func claimsAndHeadersEncodeAsFoundationDid() throws {
+        let access = AccessTokenClaims(
+            iss: "did:ath:shop", aud: "did:ath:shop", sub: "did:key:zDnae", client_did: "did:ath:agent/1", scope: "goods:read order:create",
+            iat: 1_790_000_000, exp: 1_790_003_600, jti: "j-_1", gid: "g", sid: "s")
+        let credential = UserCredentialClaims(
+            iss: "did:key:zUser", sub: "did:ath:agent", aud: nil, scopes: ["goods:read", "order:create"], iat: -1, exp: 0, jti: "x")
+        var header = JWTHeader()
+        header.typ = AccessToken.typ
+        header.alg = "ES256"
+        header.kid = "k/+="
+        #expect(try ProtocolJSONEncoder().encode(access) == Self.foundation.encode(access))
+        #expect(try ProtocolJSONEncoder().encode(credential) == Self.foundation.encode(credential))
+        #expect(try ProtocolJSONEncoder().encode(header) == Self.foundation.encode(header))
+        let decoded = try ProtocolJSONDecoder().decode(AccessTokenClaims.self, from: Self.foundation.encode(access))
+        #expect(decoded == access)
+        #expect(throws: (any Error).self) { try ProtocolJSONDecoder().decode(AccessTokenClaims.self, from: Data(#"{"iss":1}"#.utf8)) }
     }
 }
