@@ -50,26 +50,60 @@ public enum Base64URL {
         return o
     }
 
-    /// Strict decoding: padding, whitespace and the standard alphabet are refused, so that one
-    /// value has one spelling.
+    /// Strict decoding: padding, whitespace, the standard alphabet and unused bits that are not
+    /// zero are refused, so that one value has one spelling.
     public static func decode(_ text: String) -> Data? {
-        var standard = [UInt8]()
-        standard.reserveCapacity(text.utf8.count + 3)
-        for b in text.utf8 {
-            switch b {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                standard.append(b)
-            case UInt8(ascii: "-"): standard.append(UInt8(ascii: "+"))
-            case UInt8(ascii: "_"): standard.append(UInt8(ascii: "/"))
-            default: return nil
+        var text = text
+        return text.withUTF8 { decode(utf8: $0) }
+    }
+
+    /// Each byte's 6-bit value, 0xFF outside the alphabet.
+    private static let sextets: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (value, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8.enumerated() {
+            table[Int(c)] = UInt8(value)
+        }
+        return table
+    }()
+
+    /// Decoded here in one pass: translating to the standard alphabet for Foundation's decoder
+    /// cost two copies and a second pass, on every signature, nonce and token part read.
+    static func decode(utf8 input: UnsafeBufferPointer<UInt8>) -> Data? {
+        let n = input.count
+        guard n % 4 != 1 else { return nil }
+        var out = Data(count: n / 4 * 3 + max(0, n % 4 - 1))
+        let ok = out.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) -> Bool in
+            sextets.withUnsafeBufferPointer { table in
+                var o = 0, i = 0
+                var bad: UInt8 = 0
+                while i + 4 <= n {
+                    let a = table[Int(input[i])], b = table[Int(input[i + 1])], c = table[Int(input[i + 2])], d = table[Int(input[i + 3])]
+                    bad |= (a | b | c | d) & 0xC0
+                    let v = UInt32(a & 0x3F) << 18 | UInt32(b & 0x3F) << 12 | UInt32(c & 0x3F) << 6 | UInt32(d & 0x3F)
+                    buffer[o] = UInt8(truncatingIfNeeded: v >> 16)
+                    buffer[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
+                    buffer[o + 2] = UInt8(truncatingIfNeeded: v)
+                    o += 3
+                    i += 4
+                }
+                switch n - i {
+                case 2:
+                    let a = table[Int(input[i])], b = table[Int(input[i + 1])]
+                    bad |= (a | b) & 0xC0
+                    // The four low bits of the last character are unused and must be zero.
+                    bad |= b & 0x0F
+                    buffer[o] = (a & 0x3F) << 2 | (b & 0x3F) >> 4
+                case 3:
+                    let a = table[Int(input[i])], b = table[Int(input[i + 1])], c = table[Int(input[i + 2])]
+                    bad |= (a | b | c) & 0xC0
+                    bad |= c & 0x03
+                    buffer[o] = (a & 0x3F) << 2 | (b & 0x3F) >> 4
+                    buffer[o + 1] = (b & 0x0F) << 4 | (c & 0x3F) >> 2
+                default: break
+                }
+                return bad == 0
             }
         }
-        switch standard.count % 4 {
-        case 0: break
-        case 2: standard += "==".utf8
-        case 3: standard += "=".utf8
-        default: return nil
-        }
-        return Data(base64Encoded: Data(standard))
+        return ok ? out : nil
     }
 }

@@ -58,7 +58,7 @@ enum JSONParser {
 
         mutating func object(depth: Int) throws -> JSONValue {
             at += 1
-            var members: [String: JSONValue] = [:]
+            var members: [String: JSONValue] = Dictionary(minimumCapacity: 8)
             skipWhitespace()
             if peek == UInt8(ascii: "}") {
                 at += 1
@@ -113,13 +113,18 @@ enum JSONParser {
             at += 1
             let start = at
             // Fast path: no escapes, so the bytes are the string (validated as UTF-8 below).
+            var ascii = true
             while let b = peek, b != UInt8(ascii: "\""), b != UInt8(ascii: "\\") {
                 guard b >= 0x20 else { throw error("control character in a string") }
+                ascii = ascii && b < 0x80
                 at += 1
             }
             guard let stop = peek else { throw error("unterminated string") }
             if stop == UInt8(ascii: "\"") {
                 at += 1
+                // ASCII is valid UTF-8 as it stands: no validation to run (nearly every string
+                // of the protocol: identifiers, base64url, DIDs).
+                if ascii { return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<at - 1]), as: UTF8.self) }
                 return try utf8(bytes[start..<at - 1])
             }
             var out = Array(bytes[start..<at])

@@ -67,6 +67,19 @@ import Testing
         #expect(Base64URL.decode("-_8") == Data([0xFB, 0xFF]))
         #expect(Base64URL.decode("+/8=") == nil)
         #expect(Base64URL.decode("a") == nil)
+        // Unused bits must be zero: "QQ" is the one spelling of 0x41, "QR" another that is refused.
+        #expect(Base64URL.decode("QQ") == Data([0x41]) && Base64URL.decode("QR") == nil)
+        #expect(Base64URL.decode("QUI") == Data([0x41, 0x42]) && Base64URL.decode("QUJ") == nil)
+        #expect(Base64URL.decode("") == Data())
+        for bad in ["QQ==", "Q Q", "QQ\n", "ab.c", "ab~c", "é"] { #expect(Base64URL.decode(bad) == nil, "\(bad)") }
+        // Every length and byte value round-trips, and agrees with Foundation's decoder.
+        var rng = SystemRandomNumberGenerator()
+        for count in 0..<70 {
+            let bytes = Data((0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            let text = Base64URL.encode(bytes)
+            #expect(Base64URL.decode(text) == bytes)
+            #expect(Data(base64Encoded: bytes.base64EncodedString()) == Base64URL.decode(text))
+        }
     }
 }
 
