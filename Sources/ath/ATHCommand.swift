@@ -458,5 +458,6 @@ struct Agent: AsyncParsableCommand {
 }
 
 func loadKey(_ path: String) throws -> PrivateKey {
-    try PrivateKey(pem: String(contentsOfFile: path, encoding: .utf8))
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read the key file \(path)") }
+    return try PrivateKey(pem: text)
 }

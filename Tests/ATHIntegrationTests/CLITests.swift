@@ -1,0 +1,136 @@
+import ATHCore
+import Foundation
+import Testing
+
+/// The `ath` command as a user runs it: the binary SwiftPM built beside this test bundle, run
+/// as a process, its output and exit status read. The commands are thin over the SDKs, which
+/// other suites test; these check what only the command does: files, modes, output, refusals.
+@Suite struct CLITests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// The `ath` built with the tests (`swift build --build-tests`, which `swift test` runs).
+    static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ath")
+    }
+
+    /// Runs `ath` with `arguments`; fails the test past `seconds` (and stops the process).
+    static func ath(_ arguments: [String], seconds: Double = 60) async throws -> Run {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Drained while it runs: a full pipe would block the process.
+        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            if Date() > deadline {
+                process.terminate()
+                Issue.record("ath \(arguments.joined(separator: " ")) ran past \(seconds) s")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.waitUntilExit()
+        return Run(
+            status: process.terminationStatus, stdout: String(decoding: await stdout, as: UTF8.self),
+            stderr: String(decoding: await stderr, as: UTF8.self))
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test func theBinaryIsBuiltBesideTheTests() {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary.path), "no ath at \(Self.binary.path)")
+    }
+
+    @Test func keygenWritesAPrivateKeyOnlyItsOwnerReadsAndNeverOverwritesOne() async throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for alg in SignatureAlgorithm.allCases {
+            let file = dir.appendingPathComponent("\(alg.rawValue).pem")
+            let run = try await Self.ath(["keygen", "--alg", alg.rawValue, "--out", file.path])
+            #expect(run.status == 0, "\(run.stderr)")
+            let key = try PrivateKey(pem: String(contentsOf: file, encoding: .utf8))
+            #expect(key.algorithm == alg)
+            // What it prints is the same key: its public PEM, did:key and kid.
+            #expect(run.stdout.contains(key.publicKey.pem))
+            #expect(run.stdout.contains("did:key  \(DID.key(key.publicKey))"))
+            #expect(run.stdout.contains("kid      \(key.publicKey.thumbprint)"))
+            let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+            // A second run would replace the key: refused, the file unchanged.
+            let again = try await Self.ath(["keygen", "--alg", alg.rawValue, "--out", file.path])
+            #expect(again.status != 0)
+            #expect(again.stderr.contains("exists; not overwriting a key"))
+            #expect(try PrivateKey(pem: String(contentsOf: file, encoding: .utf8)).publicKey == key.publicKey)
+        }
+        let unknown = try await Self.ath(["keygen", "--alg", "RS256", "--out", dir.appendingPathComponent("rsa.pem").path])
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("--alg must be ES256 or EdDSA"))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("rsa.pem").path))
+    }
+
+    @Test func userAuthorizeIssuesACredentialThatVerifiesForItsAgentOnly() async throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keyFile = dir.appendingPathComponent("user.pem")
+        #expect(try await Self.ath(["keygen", "--out", keyFile.path]).status == 0)
+        let key = try PrivateKey(pem: String(contentsOf: keyFile, encoding: .utf8))
+        let user = DID.key(key.publicKey), agent = try DID("did:ath:assistant"), server = try DID("did:ath:shop")
+        let run = try await Self.ath([
+            "user", "authorize", "--user", user.value, "--key", keyFile.path, "--client", agent.value, "--scopes", "goods:read,order:create",
+            "--ttl", "600", "--audience", server.value,
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        let credential = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let claims = try await UserCredential.verify(credential, userKey: key.publicKey, client: agent, server: server, now: Date())
+        #expect(claims.scopes == ["goods:read", "order:create"])
+        #expect(claims.exp - claims.iat == 600)
+        await #expect(throws: ATHError.self) {
+            _ = try await UserCredential.verify(credential, userKey: key.publicKey, client: DID("did:ath:other"), server: server, now: Date())
+        }
+        await #expect(throws: ATHError.self) {
+            _ = try await UserCredential.verify(credential, userKey: key.publicKey, client: agent, server: DID("did:ath:elsewhere"), now: Date())
+        }
+        // A key file that is not there, and a user that is not a DID: an error, no credential.
+        let missing = try await Self.ath([
+            "user", "authorize", "--user", user.value, "--key", dir.appendingPathComponent("none.pem").path, "--client", agent.value,
+            "--scopes", "goods:read",
+        ])
+        #expect(missing.status != 0 && missing.stdout.isEmpty)
+        #expect(missing.stderr.contains("cannot read the key file"))
+        let notDID = try await Self.ath([
+            "user", "authorize", "--user", "alice", "--key", keyFile.path, "--client", agent.value, "--scopes", "goods:read",
+        ])
+        #expect(notDID.status != 0 && notDID.stdout.isEmpty)
+        #expect(notDID.stderr.contains("is not a DID"))
+    }
+
+    /// The README's first command, as JSON lines: every step of the scenario, then success.
+    @Test func demoRunsTheWholeScenario() async throws {
+        let run = try await Self.ath(["demo", "--json"], seconds: 120)
+        #expect(run.status == 0, "\(run.stderr)")
+        struct Line: Decodable {
+            var actor: String
+            var step: String
+            var text: String
+        }
+        let lines = try run.stdout.split(separator: "\n").map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+        let steps = Set(lines.map(\.step))
+        for step in (1...9).map(String.init) { #expect(steps.contains(step), "no step \(step)") }
+        #expect(lines.contains { $0.text.contains("AMOUNT_LIMIT_EXCEEDED") })
+        #expect(lines.contains { $0.text.contains("SCOPE_INSUFFICIENT") })
+        #expect(Set(lines.map(\.actor)).isSuperset(of: ["assistant", "platform", "user"]))
+    }
+}
