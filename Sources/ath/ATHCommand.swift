@@ -185,7 +185,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port (0 picks a free one).") var port: Int = 8080
     @Option(help: "Also serve the session layer's raw TCP transport on this loopback port (0: a free one).") var sessionTCPPort: Int?
     @Option(help: "Also serve the session layer's UDP transport on this loopback port (0: a free one).") var sessionUDPPort: Int?
-    @Option(help: "Register an account: kind:did:keyfile.pub.pem:name (repeatable; kind user or agent).") var register: [String] = []
+    @Option(help: "Register an account unless it exists: kind:did=keyfile.pub.pem=name (repeatable; kind user or agent).")
+    var register: [String] = []
     @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token")
     var adminTokenFile: String?
     @Option(help: "Also push each confirmation request to this URL (signed, retried); the user still answers through the API.")
@@ -228,8 +229,14 @@ struct Serve: AsyncParsableCommand {
             guard parts.count == 2, let kind = Account.Kind(rawValue: String(parts[0])) else { throw ValidationError("bad --register \(entry)") }
             let rest = parts[1].split(separator: "=")
             guard rest.count == 3 else { throw ValidationError("--register wants kind:did=publickey.pem=name") }
-            let pem = try String(contentsOfFile: String(rest[1]), encoding: .utf8)
-            try? await db.registerAccount(Account(did: String(rest[0]), kind: kind, name: String(rest[2])), key: PublicKey(pem: pem))
+            guard let pem = try? String(contentsOfFile: String(rest[1]), encoding: .utf8) else {
+                throw ValidationError("--register: cannot read the key file \(rest[1])")
+            }
+            let key = try PublicKey(pem: pem)
+            // Serving the same store again: the account is there already (its keys are managed
+            // with `ath account`, not replaced from here).
+            guard try await db.account(did: String(rest[0])) == nil else { continue }
+            try await db.registerAccount(Account(did: String(rest[0]), kind: kind, name: String(rest[2])), key: key)
         }
         var channel: any UserConfirmationChannel = PullConfirmationChannel()
         var webhook: WebhookConfirmationChannel?

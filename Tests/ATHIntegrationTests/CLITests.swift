@@ -1,5 +1,6 @@
 import ATHCore
 import Foundation
+import Synchronization
 import Testing
 
 /// The `ath` command as a user runs it: the binary SwiftPM built beside this test bundle, run
@@ -115,6 +116,129 @@ import Testing
         ])
         #expect(notDID.status != 0 && notDID.stdout.isEmpty)
         #expect(notDID.stderr.contains("is not a DID"))
+    }
+
+    /// A process left running (a server, a user watching): its output read as it comes.
+    final class Background: Sendable {
+        let process: Process
+        private final class Output: Sendable { let data = Mutex<Data>(Data()) }
+        private let output = Output()
+
+        init(_ arguments: [String]) throws {
+            process = Process()
+            process.executableURL = CLITests.binary
+            process.arguments = arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            let output = self.output
+            pipe.fileHandleForReading.readabilityHandler = { handle in
+                let data = handle.availableData
+                output.data.withLock { $0.append(data) }
+            }
+            try process.run()
+        }
+
+        var text: String { output.data.withLock { String(decoding: $0, as: UTF8.self) } }
+
+        /// The first line containing `needle`, once printed; fails past `seconds`.
+        func line(containing needle: String, seconds: Double = 60) async throws -> String {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if let line = text.split(separator: "\n").first(where: { $0.contains(needle) }) { return String(line) }
+                guard process.isRunning else { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw ATHError(.internalError, "no '\(needle)' from ath \(process.arguments?.first ?? ""); output: \(text.suffix(2000))")
+        }
+
+        /// Sends SIGINT and waits for the exit status; nil if it did not stop within `seconds`.
+        func interrupt(seconds: Double = 20) async throws -> Int32? {
+            if process.isRunning { process.interrupt() }
+            let deadline = Date().addingTimeInterval(seconds)
+            while process.isRunning {
+                guard Date() < deadline else {
+                    process.terminate()
+                    return nil
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return process.terminationStatus
+        }
+    }
+
+    /// The README's "by hand" walk-through: `ath serve` with registered accounts (on SwiftNIO's
+    /// event loops, as shipped), the user's credential and answers from the CLI, the agent's
+    /// handshake and a protected call, then the server stopped by Ctrl-C.
+    @Test func serveHandshakeAndCallAsTheREADMEShows() async throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func write(_ text: String, _ name: String) throws -> String {
+            let path = dir.appendingPathComponent(name).path
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let (serverKey, agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate())
+        let server = try write(serverKey.pem, "server.pem"), agent = try write(agentKey.pem, "agent.pem"), user = try write(userKey.pem, "user.pem")
+        let agentPub = try write(agentKey.publicKey.pem, "agent.pub.pem"), userPub = try write(userKey.publicKey.pem, "user.pub.pem")
+        let store = dir.appendingPathComponent("ath.sqlite").path
+        let serve = try Background([
+            "serve", "--key", server, "--store", store, "--port", "0", "--insecure-http", "--register", "agent:did:ath:bot=\(agentPub)=Bot",
+            "--register", "user:did:ath:alice=\(userPub)=Alice",
+        ])
+        var stopped: Int32?
+        do {
+            let listening = try await serve.line(containing: "listening on ")
+            let url = try #require(listening.split(separator: " ").first { $0.hasPrefix("http://127.0.0.1:") }.map(String.init))
+            let authorize = try await Self.ath([
+                "user", "authorize", "--user", "did:ath:alice", "--key", user, "--client", "did:ath:bot", "--scopes", "goods:read",
+            ])
+            #expect(authorize.status == 0, "\(authorize.stderr)")
+            let credential = try write(authorize.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "cred.jwt")
+            let watch = try Background([
+                "user", "watch", "--url", url, "--server", "did:ath:ecommerce_platform_001", "--user", "did:ath:alice", "--key", user,
+                "--approve-all",
+            ])
+            let handshake = try await Self.ath([
+                "handshake", "--url", url, "--did", "did:ath:bot", "--key", agent, "--credential", "@\(credential)", "--scopes", "goods:read",
+                "--json",
+            ])
+            #expect(handshake.status == 0, "\(handshake.stderr)")
+            let grant = try JSONValue.parse(Data(handshake.stdout.utf8))
+            #expect(grant["scopes_granted"] == ["goods:read"])
+            #expect(grant["server_did"] == "did:ath:ecommerce_platform_001")
+            #expect(try await watch.line(containing: "asks for: goods:read").contains("Bot"))
+            let call = try await Self.ath([
+                "agent", "call", "--url", url, "--did", "did:ath:bot", "--key", agent, "--credential", "@\(credential)", "--scopes",
+                "goods:read", "/api/goods?keyword=phone",
+            ])
+            #expect(call.status == 0, "\(call.stderr)")
+            #expect(call.stdout.hasPrefix("HTTP 200") && call.stdout.contains("Phone X"))
+            // A scope the credential does not hold: refused, with the protocol's code.
+            let beyond = try await Self.ath([
+                "handshake", "--url", url, "--did", "did:ath:bot", "--key", agent, "--credential", "@\(credential)", "--scopes",
+                "order:create",
+            ])
+            #expect(beyond.status != 0)
+            #expect(beyond.stderr.contains("SCOPE_EXCEEDS_CREDENTIAL"))
+            _ = try await watch.interrupt()
+        } catch {
+            _ = try await serve.interrupt()
+            throw error
+        }
+        stopped = try await serve.interrupt()
+        #expect(stopped == 0, "serve did not stop on SIGINT: \(serve.text.suffix(1000))")
+        #expect(serve.text.contains("stopping"))
+        // Served again on the same store: the accounts are there, not registered twice.
+        let again = try Background([
+            "serve", "--key", server, "--store", store, "--port", "0", "--insecure-http", "--register", "agent:did:ath:bot=\(agentPub)=Bot",
+        ])
+        _ = try await again.line(containing: "listening on ")
+        #expect(try await again.interrupt() == 0)
+        let badKey = try await Self.ath([
+            "serve", "--key", server, "--store", store, "--port", "0", "--insecure-http", "--register", "agent:did:ath:bot2=\(server)=Bot",
+        ])
+        #expect(badKey.status != 0)
     }
 
     /// The README's first command, as JSON lines: every step of the scenario, then success.
