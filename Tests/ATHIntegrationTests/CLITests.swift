@@ -6,7 +6,9 @@ import Testing
 /// The `ath` command as a user runs it: the binary SwiftPM built beside this test bundle, run
 /// as a process, its output and exit status read. The commands are thin over the SDKs, which
 /// other suites test; these check what only the command does: files, modes, output, refusals.
-@Suite struct CLITests {
+/// One test at a time: each starts debug builds of a large binary, and several at once load
+/// the machine enough to upset other suites' timing.
+@Suite(.serialized) struct CLITests {
     struct Run {
         var status: Int32
         var stdout: String
@@ -27,9 +29,11 @@ import Testing
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        // Drained while it runs: a full pipe would block the process.
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        // Drained while it runs (a full pipe would block the process), by blocking reads on
+        // Dispatch's threads: on a task they would hold one of the two threads every other
+        // suite's tasks run on, for as long as the process runs.
+        async let stdout = Self.readToEnd(out.fileHandleForReading)
+        async let stderr = Self.readToEnd(err.fileHandleForReading)
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning {
             if Date() > deadline {
@@ -43,6 +47,12 @@ import Testing
         return Run(
             status: process.terminationStatus, stdout: String(decoding: await stdout, as: UTF8.self),
             stderr: String(decoding: await stderr, as: UTF8.self))
+    }
+
+    static func readToEnd(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { done in
+            DispatchQueue.global().async { done.resume(returning: handle.readDataToEndOfFile()) }
+        }
     }
 
     static func temporaryDirectory() throws -> URL {

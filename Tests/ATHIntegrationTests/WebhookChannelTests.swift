@@ -49,7 +49,10 @@ import Testing
     }
 
     /// The channel with its outcomes as a stream.
-    static func channel(_ url: String, secret: SymmetricKey, maxAttempts: Int = 5, attemptTimeout: Duration = .seconds(2)) -> (
+    /// `attemptTimeout` is long by default: only the timeout test wants one to expire, and on a
+    /// loaded machine (the suites run in parallel, some starting processes) a loopback answer
+    /// took over 2 s and was retried.
+    static func channel(_ url: String, secret: SymmetricKey, maxAttempts: Int = 5, attemptTimeout: Duration = .seconds(20)) -> (
         WebhookConfirmationChannel, AsyncStream<WebhookConfirmationChannel.Outcome>
     ) {
         let (stream, continuation) = AsyncStream.makeStream(of: WebhookConfirmationChannel.Outcome.self)
