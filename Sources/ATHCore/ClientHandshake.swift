@@ -80,14 +80,16 @@ public struct ClientHandshake: Sendable {
                 throw ATHError(.keyMismatch, "server_pubkey is not the pinned key", step: 2)
             }
             let received = try SignedMessage(received: raw)
-            try SigningInput(.serverIdentity, client: did, server: m2.server_did, transcriptHash: transcript.hash(includingUnsigned: received))
-                .verify(m2.signature, with: serverKey, step: 2)
+            try SigningInput(
+                .serverIdentity, client: did, server: m2.server_did, transcriptHash: transcript.hash(includingUnsigned: received)
+            ).verify(m2.signature, with: serverKey, step: 2)
             transcript.append(received)
             handshakeID = m2.handshake_id
             serverDID = m2.server_did
             self.serverKey = serverKey
             let m3 = IdentityProof(handshake_id: m2.handshake_id, signature: "", credentials: credentials, timestamp: Freshness.unix(now))
-            let signed = try SignedMessage.sign(m3, .clientIdentity, client: did, server: m2.server_did, user: nil, after: transcript, key: key)
+            let signed = try SignedMessage.sign(
+                m3, .clientIdentity, client: did, server: m2.server_did, user: nil, after: transcript, key: key)
             transcript.append(signed)
             let value = signed.value
             state = .sentProof
@@ -163,8 +165,9 @@ public struct ClientHandshake: Sendable {
             try transcript.append(outcome.scope_result)
             let keyHash = try transcript.hash()
             let received = try SignedMessage(received: outcome.handshake_complete)
-            try SigningInput(.handshakeComplete, client: did, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
-                .verify(m9.signature, with: serverKey, step: 9)
+            try SigningInput(
+                .handshakeComplete, client: did, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received)
+            ).verify(m9.signature, with: serverKey, step: 9)
             guard m9.key_exchange_alg == ephemeral.algorithm.rawValue else {
                 throw ATHError(.downgradeDetected, "server answered the key exchange with \(m9.key_exchange_alg)", step: 9)
             }

@@ -261,7 +261,9 @@ enum JSONValueCoder {
         }
     }
 
-    fileprivate static func integer<I: FixedWidthInteger>(_ type: I.Type, _ value: JSONValue, at path: @autoclosure () -> Path) throws -> I {
+    fileprivate static func integer<I: FixedWidthInteger>(
+        _ type: I.Type, _ value: JSONValue, at path: @autoclosure () -> Path
+    ) throws -> I {
         let converted: I?
         switch value {
         case .integer(let i): converted = I(exactly: i)

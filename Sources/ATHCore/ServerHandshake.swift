@@ -138,8 +138,9 @@ public struct ServerHandshake: Codable, Sendable {
             try checkID(m3.handshake_id, step: 3)
             try Freshness.check(m3.timestamp, now: now, step: 3)
             let received = try SignedMessage(received: raw)
-            try SigningInput(.clientIdentity, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
-                .verify(m3.signature, with: clientKey, step: 3)
+            try SigningInput(
+                .clientIdentity, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received)
+            ).verify(m3.signature, with: clientKey, step: 3)
             if let credentials = m3.credentials, !credentials.isEmpty, !acceptsCredentials {
                 throw ATHError(.unsupportedAlgorithm, "identity credentials (certificates) are not accepted by this server", step: 3)
             }
@@ -169,8 +170,9 @@ public struct ServerHandshake: Codable, Sendable {
                 throw ATHError(.invalidSignature, "user_authorization.signature is missing", step: 5)
             }
             let received = try SignedMessage(received: raw)
-            try SigningInput(.scopeRequest, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received))
-                .verify(signature, with: clientKey, step: 5)
+            try SigningInput(
+                .scopeRequest, client: clientDID, server: serverDID, transcriptHash: transcript.hash(includingUnsigned: received)
+            ).verify(signature, with: clientKey, step: 5)
             guard !m5.scopes.isEmpty, Set(m5.scopes).count == m5.scopes.count else {
                 throw ATHError(.malformedMessage, "scopes must be a non-empty list without repeats", step: 5)
             }

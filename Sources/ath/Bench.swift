@@ -323,7 +323,9 @@ struct Bench: AsyncParsableCommand {
                 // verifier from the server's `DIDKeyVerifiers`, then the check.
                 var t0 = clock.now
                 let unverified = try UserCredential.read(credential)
-                guard let verifier = try await userKeys.entry(for: unverified.user)?.verifier else { throw ATHError(.internalError, "no key") }
+                guard let verifier = try await userKeys.entry(for: unverified.user)?.verifier else {
+                    throw ATHError(.internalError, "no key")
+                }
                 let claims = try await UserCredential.verify(unverified, verifier: verifier, client: agent, server: serverDID, now: now)
                 spent[3] += clock.now - t0
                 _ = try timed(4) {

@@ -115,15 +115,17 @@ import Testing
         let (client, server) = (DID.key(key.publicKey), try DID("did:ath:shop"))
         var transcript = Transcript()
         try transcript.append(["m": 1])
-        for (signed, context) in [
-            (try SignedMessage.sign(Message(), .clientIdentity, client: client, server: server, user: nil, after: transcript, key: key), SignatureContext.clientIdentity),
-            (try SignedMessage.sign(Nested(), .scopeRequest, client: client, server: server, user: nil, after: transcript, key: key), .scopeRequest),
-        ] {
+        let flat = try SignedMessage.sign(
+            Message(), .clientIdentity, client: client, server: server, user: nil, after: transcript, key: key)
+        let nested = try SignedMessage.sign(
+            Nested(), .scopeRequest, client: client, server: server, user: nil, after: transcript, key: key)
+        for (signed, context) in [(flat, SignatureContext.clientIdentity), (nested, .scopeRequest)] {
             #expect(signed.canonical == (try CanonicalJSON.bytes(signed.value)))
             #expect(signed.unsigned == (try CanonicalJSON.bytes(signed.value.withoutSignature())))
             let signature = context == .scopeRequest
                 ? signed.value["user_authorization"]?["signature"]?.stringValue : signed.value["signature"]?.stringValue
-            try SigningInput(context, client: client, server: server, transcriptHash: transcript.hash(including: signed.value.withoutSignature()))
+            let hash = try transcript.hash(including: signed.value.withoutSignature())
+            try SigningInput(context, client: client, server: server, transcriptHash: hash)
                 .verify(try #require(signature), with: key.publicKey, step: 3)
         }
     }
@@ -284,7 +286,8 @@ import Testing
         let stranger = PrivateKey.generate(.es256)
         let forged = try await UserCredential.issue(user: did, key: stranger, client: agent, scopes: ["goods:read"], validFor: 60)
         await #expect(throws: ATHError.self) {
-            _ = try await UserCredential.verify(UserCredential.read(forged), verifier: entry.verifier, client: agent, server: server, now: Date())
+            _ = try await UserCredential.verify(
+                UserCredential.read(forged), verifier: entry.verifier, client: agent, server: server, now: Date())
         }
         #expect(try UserCredential.issuer(of: credential).user == did)
         for _ in 0..<3 { _ = try await cache.entry(for: DID.key(PrivateKey.generate(.edDSA).publicKey)) }

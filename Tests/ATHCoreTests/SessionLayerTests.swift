@@ -137,8 +137,9 @@ struct SessionPair {
             let salt = Data((0..<[0, 7, 32, 65, 200][round % 5]).map { _ in UInt8.random(in: 0...255, using: &rng) })
             let ours = ikm.withUnsafeBytes { SessionSecrets(inputKeyMaterial: $0, salt: salt) }
             func hkdf(_ label: String, _ count: Int) -> Data {
-                HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: ikm), salt: salt, info: Data(label.utf8), outputByteCount: count)
-                    .bytes
+                HKDF<SHA256>.deriveKey(
+                    inputKeyMaterial: SymmetricKey(data: ikm), salt: salt, info: Data(label.utf8), outputByteCount: count
+                ).bytes
             }
             #expect(ours.sessionID == Base64URL.encode(hkdf("ath/0.1 sid", 16)))
             #expect(ours.proofKey.bytes == hkdf("ath/0.1 pop", 32))

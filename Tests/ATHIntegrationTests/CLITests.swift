@@ -100,8 +100,8 @@ import Testing
         let key = try PrivateKey(pem: String(contentsOf: keyFile, encoding: .utf8))
         let user = DID.key(key.publicKey), agent = try DID("did:ath:assistant"), server = try DID("did:ath:shop")
         let run = try await Self.ath([
-            "user", "authorize", "--user", user.value, "--key", keyFile.path, "--client", agent.value, "--scopes", "goods:read,order:create",
-            "--ttl", "600", "--audience", server.value,
+            "user", "authorize", "--user", user.value, "--key", keyFile.path, "--client", agent.value,
+            "--scopes", "goods:read,order:create", "--ttl", "600", "--audience", server.value,
         ])
         #expect(run.status == 0, "\(run.stderr)")
         let credential = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -109,10 +109,12 @@ import Testing
         #expect(claims.scopes == ["goods:read", "order:create"])
         #expect(claims.exp - claims.iat == 600)
         await #expect(throws: ATHError.self) {
-            _ = try await UserCredential.verify(credential, userKey: key.publicKey, client: DID("did:ath:other"), server: server, now: Date())
+            _ = try await UserCredential.verify(
+                credential, userKey: key.publicKey, client: DID("did:ath:other"), server: server, now: Date())
         }
         await #expect(throws: ATHError.self) {
-            _ = try await UserCredential.verify(credential, userKey: key.publicKey, client: agent, server: DID("did:ath:elsewhere"), now: Date())
+            _ = try await UserCredential.verify(
+                credential, userKey: key.publicKey, client: agent, server: DID("did:ath:elsewhere"), now: Date())
         }
         // A key file that is not there, and a user that is not a DID: an error, no credential.
         let missing = try await Self.ath([
@@ -189,7 +191,8 @@ import Testing
             return path
         }
         let (serverKey, agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate())
-        let server = try write(serverKey.pem, "server.pem"), agent = try write(agentKey.pem, "agent.pem"), user = try write(userKey.pem, "user.pem")
+        let server = try write(serverKey.pem, "server.pem"), agent = try write(agentKey.pem, "agent.pem")
+        let user = try write(userKey.pem, "user.pem")
         let agentPub = try write(agentKey.publicKey.pem, "agent.pub.pem"), userPub = try write(userKey.publicKey.pem, "user.pub.pem")
         let store = dir.appendingPathComponent("ath.sqlite").path
         let serve = try Background([
@@ -210,8 +213,8 @@ import Testing
                 "--approve-all",
             ])
             let handshake = try await Self.ath([
-                "handshake", "--url", url, "--did", "did:ath:bot", "--key", agent, "--credential", "@\(credential)", "--scopes", "goods:read",
-                "--json",
+                "handshake", "--url", url, "--did", "did:ath:bot", "--key", agent, "--credential", "@\(credential)",
+                "--scopes", "goods:read", "--json",
             ])
             #expect(handshake.status == 0, "\(handshake.stderr)")
             let grant = try JSONValue.parse(Data(handshake.stdout.utf8))
