@@ -60,7 +60,7 @@ public enum Base64URL {
     /// Each byte's 6-bit value, 0xFF outside the alphabet.
     private static let sextets: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
-        for (value, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8.enumerated() {
+        for (value, c) in UnsafeBufferPointer(start: alphabet.utf8Start, count: alphabet.utf8CodeUnitCount).enumerated() {
             table[Int(c)] = UInt8(value)
         }
         return table

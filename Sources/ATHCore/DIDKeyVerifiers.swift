@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// What the user-credential check derives from a did:key identifier, kept per identifier.
@@ -32,6 +33,18 @@ public final class DIDKeyVerifiers: Sendable {
             $0[did.value] = entry
         }
         return entry
+    }
+
+    /// Verifies `credential` with its issuer's did:key when the credential names that key (or
+    /// no key); nil when the issuer is not a did:key, or the credential names another key (one
+    /// registered for the same identifier, which the caller looks up in the registry).
+    public func verify(
+        _ credential: UserCredential.Unverified, client: DID, server: DID, now: Date
+    ) async throws -> UserCredentialClaims? {
+        guard let entry = try await entry(for: credential.user), credential.header.kid.map({ $0 == entry.thumbprint }) ?? true else {
+            return nil
+        }
+        return try await UserCredential.verify(credential, verifier: entry.verifier, client: client, server: server, now: now)
     }
 
     var count: Int { entries.withLock { $0.count } }

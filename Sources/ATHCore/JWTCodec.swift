@@ -70,13 +70,13 @@ public struct JWTCodec: Sendable {
     /// Read with our own base64url and JSON tree: jwt-kit's parser decodes the whole token and
     /// tries each JSON kind per header field, 27 µs where this takes a few.
     public static func header(of token: String, error code: ATHError.Code) throws -> JOSEHeader {
-        try header(try part(0, of: token, error: code), error: code)
+        try header(try decoded(parts(of: token, error: code).header, headerRefusal, error: code), error: code)
     }
 
-    static func header(_ value: JSONValue, error code: ATHError.Code) throws -> JOSEHeader {
-        guard case .object(let fields) = value else {
-            throw ATHError(code, "token header is not base64url JSON")
-        }
+    private static let headerRefusal = "token header is not base64url JSON"
+
+    private static func header(_ value: JSONValue, error code: ATHError.Code) throws -> JOSEHeader {
+        guard case .object(let fields) = value else { throw ATHError(code, headerRefusal) }
         func string(_ name: String) throws -> String? {
             guard let value = fields[name] else { return nil }
             guard case .string(let s) = value else { throw ATHError(code, "token header field '\(name)' is not a string") }
@@ -88,22 +88,25 @@ public struct JWTCodec: Sendable {
     /// The unverified header and claims as JSON trees, read with our own base64url and parser:
     /// only to find the issuer's key, never to trust.
     public static func unverifiedParts(of token: String, error code: ATHError.Code) throws -> (header: JOSEHeader, claims: JSONValue) {
-        (try header(try part(0, of: token, error: code), error: code), try part(1, of: token, error: code))
+        let parts = try parts(of: token, error: code)
+        let header = try header(try decoded(parts.header, headerRefusal, error: code), error: code)
+        return (header, try decoded(parts.claims, "token claims are not base64url JSON", error: code))
     }
 
-    /// Part `index` (0 header, 1 claims) of a compact JWS, base64url-decoded and parsed.
-    private static func part(_ index: Int, of token: String, error code: ATHError.Code) throws -> JSONValue {
+    /// The header and claims parts of a compact JWS: exactly two dots, found by scanning rather
+    /// than by splitting the token into an array of slices, which cost more than decoding a part.
+    private static func parts(of token: String, error code: ATHError.Code) throws -> (header: Substring, claims: Substring) {
         let utf8 = token.utf8
-        // Exactly two dots. Found by scanning, not by splitting the token into an array of
-        // slices, which cost more than decoding the part.
         guard utf8.count <= 16 * 1024, let first = utf8.firstIndex(of: UInt8(ascii: ".")),
             let last = utf8.lastIndex(of: UInt8(ascii: ".")), first != last,
             !utf8[utf8.index(after: first)..<last].contains(UInt8(ascii: "."))
         else { throw ATHError(code, "not a compact JWS") }
-        let range = index == 0 ? utf8.startIndex..<first : utf8.index(after: first)..<last
-        guard let bytes = Base64URL.decode(String(token[range])), let value = try? JSONValue.parse(bytes) else {
-            throw ATHError(code, index == 0 ? "token header is not base64url JSON" : "token claims are not base64url JSON")
-        }
+        return (token[utf8.startIndex..<first], token[utf8.index(after: first)..<last])
+    }
+
+    /// A part base64url-decoded and parsed; `refusal` is the error's message otherwise.
+    private static func decoded(_ part: Substring, _ refusal: String, error code: ATHError.Code) throws -> JSONValue {
+        guard let bytes = Base64URL.decode(String(part)), let value = try? JSONValue.parse(bytes) else { throw ATHError(code, refusal) }
         return value
     }
 

@@ -67,12 +67,6 @@ public enum UserCredential {
         return Unverified(token: credential, header: header, user: user)
     }
 
-    /// Who claims to have issued it and with which key: the server looks the key up with these.
-    public static func issuer(of credential: String) throws -> (user: DID, kid: String?) {
-        let read = try read(credential)
-        return (read.user, read.header.kid)
-    }
-
     /// Verifies a credential for one client and one server at `now`.
     public static func verify(
         _ credential: String, userKey: PublicKey, client: DID, server: DID, now: Date

@@ -338,19 +338,19 @@ public final class ATHService: Sendable {
     func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
         let unverified = try UserCredential.read(credential)
         let (user, kid) = (unverified.user, unverified.header.kid)
-        let verifier: JWTCodec
         // A did:key's own key first, kept with its verifier; then the keys registered for the
         // user (a browser enrolled for the console among them), looked up each time.
-        if let embedded = try await didKeys.entry(for: user), kid == nil || embedded.thumbprint == kid {
-            verifier = embedded.verifier
+        let claims: UserCredentialClaims
+        if let viaDIDKey = try await didKeys.verify(unverified, client: client, server: identity.did, now: now) {
+            claims = viaDIDKey
         } else {
             let keys = try await userKeys(user).filter { kid == nil || $0.thumbprint == kid }
             guard let key = keys.first else {
                 throw ATHError(.invalidUserCredential, "no active key of \(user) signs this credential", step: 5)
             }
-            verifier = try await JWTCodec(verifying: key)
+            claims = try await UserCredential.verify(
+                unverified, verifier: try await JWTCodec(verifying: key), client: client, server: identity.did, now: now)
         }
-        let claims = try await UserCredential.verify(unverified, verifier: verifier, client: client, server: identity.did, now: now)
         try await refuseIfRevoked(credential: claims.jti, user: user.value)
         try await refuseIfSuspended(user.value, step: 5)
         return claims

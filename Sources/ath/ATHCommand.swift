@@ -229,10 +229,7 @@ struct Serve: AsyncParsableCommand {
             guard parts.count == 2, let kind = Account.Kind(rawValue: String(parts[0])) else { throw ValidationError("bad --register \(entry)") }
             let rest = parts[1].split(separator: "=")
             guard rest.count == 3 else { throw ValidationError("--register wants kind:did=publickey.pem=name") }
-            guard let pem = try? String(contentsOfFile: String(rest[1]), encoding: .utf8) else {
-                throw ValidationError("--register: cannot read the key file \(rest[1])")
-            }
-            let key = try PublicKey(pem: pem)
+            let key = try PublicKey(pem: readText(String(rest[1]), "the key file"))
             // Serving the same store again: the account is there already (its keys are managed
             // with `ath account`, not replaced from here).
             guard try await db.account(did: String(rest[0])) == nil else { continue }
@@ -465,6 +462,5 @@ struct Agent: AsyncParsableCommand {
 }
 
 func loadKey(_ path: String) throws -> PrivateKey {
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read the key file \(path)") }
-    return try PrivateKey(pem: text)
+    try PrivateKey(pem: readText(path, "the key file"))
 }

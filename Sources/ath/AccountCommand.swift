@@ -27,7 +27,7 @@ struct AccountCommand: AsyncParsableCommand {
     }
 
     static func publicKey(_ path: String) throws -> PublicKey {
-        try PublicKey(pem: String(contentsOfFile: path, encoding: .utf8))
+        try PublicKey(pem: readText(path, "the public key file"))
     }
 
     struct Register: AsyncParsableCommand {

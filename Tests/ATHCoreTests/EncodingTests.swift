@@ -283,13 +283,14 @@ import Testing
         let claims = try await UserCredential.verify(
             UserCredential.read(credential), verifier: entry.verifier, client: agent, server: server, now: Date())
         #expect(claims.iss == did.value)
+        #expect(try await cache.verify(UserCredential.read(credential), client: agent, server: server, now: Date()) == claims)
         let stranger = PrivateKey.generate(.es256)
         let forged = try await UserCredential.issue(user: did, key: stranger, client: agent, scopes: ["goods:read"], validFor: 60)
         await #expect(throws: ATHError.self) {
             _ = try await UserCredential.verify(
                 UserCredential.read(forged), verifier: entry.verifier, client: agent, server: server, now: Date())
         }
-        #expect(try UserCredential.issuer(of: credential).user == did)
+        #expect(try UserCredential.read(credential).user == did)
         for _ in 0..<3 { _ = try await cache.entry(for: DID.key(PrivateKey.generate(.edDSA).publicKey)) }
         #expect(cache.count <= 3)
     }
