@@ -146,7 +146,7 @@ public struct ShoppingScenario: Sendable {
         let grant = await session.grant
         say(Line(
             actor: "assistant", step: "done",
-            text: "session established: scopes \(grant.scopesGranted.joined(separator: ", ")), grant \(grant.ttlGranted) s, token until \(grant.tokenExpiresAt), restrictions rate_limit \(grant.restrictions.rate_limit ?? "-"), order_amount_limit \(grant.restrictions.order_amount_limit.map { String(Int($0)) } ?? "-")"))
+            text: "session established: scopes \(grant.scopesGranted.joined(separator: ", ")), grant \(grant.ttlGranted) s, token until \(grant.tokenExpiresAt), restrictions rate_limit \(grant.restrictions.rate_limit ?? "-"), order_amount_limit \(grant.restrictions.order_amount_limit.map { (try? CanonicalJSON.number($0)) ?? "-" } ?? "-")"))
 
         let goods = try await session.get("/api/goods?keyword=phone")
         say(Line(actor: "assistant", step: "api", text: "GET /api/goods?keyword=phone -> \(goods.status)", message: try? goods.json()))

@@ -48,18 +48,35 @@ public actor ATHSession {
         return [("authorization", "Bearer \(grant.accessToken)"), (PossessionProof.header, proof.headerValue)]
     }
 
-    /// Gets a new access token within the grant (no user interaction).
+    /// Gets a new access token within the grant (no user interaction). Calls made while a
+    /// renewal is under way wait for it rather than renewing again: the server renews a token
+    /// once, and a second renewal with the same old token would be refused.
     public func renew() async throws {
+        if let renewal {
+            try await renewal.value
+            return
+        }
+        let task = Task { try await self.renewNow() }
+        renewal = task
+        defer { renewal = nil }
+        try await task.value
+    }
+
+    private var renewal: Task<Void, any Error>?
+
+    private func renewNow() async throws {
         let reply = try await transport.send(.POST, "/ath/token/renew", headers: authHeaders("POST", "/ath/token/renew", Data()))
         try HTTPTransport.throwIfError(reply)
-        let renewed = try JSONDecoder().decode(RenewedToken.self, from: reply.body)
+        let renewed = try JSONValue.parse(reply.body).decode(RenewedToken.self)
         grant.accessToken = renewed.access_token
         grant.tokenExpiresAt = renewed.token_expires_at
     }
 
     func renewIfDue() async throws {
         let now = Freshness.unix(clock())
-        if grant.tokenExpiresAt - now < renewalMargin && grant.tokenExpiresAt < grant.grantExpiresAt {
+        // The server's numbers are not trusted to keep the difference in range.
+        let (left, overflow) = grant.tokenExpiresAt.subtractingReportingOverflow(now)
+        if (overflow || left < renewalMargin) && grant.tokenExpiresAt < grant.grantExpiresAt {
             try await renew()
         }
     }

@@ -206,7 +206,7 @@ extension ATHSession {
         try await renewIfDue()
         let reply = try await transport.send(.POST, "/ath/session/channels", body: body, headers: authHeaders("POST", "/ath/session/channels", body))
         try HTTPTransport.throwIfError(reply)
-        let attached = try JSONDecoder().decode(SessionChannel.Attached.self, from: reply.body)
+        let attached = try JSONValue.parse(reply.body).decode(SessionChannel.Attached.self)
         guard attached.transport == route.transport else { throw SessionChannelError.transport("the server attached another transport") }
         let secrets = try SessionChannel.secrets(
             of: grant.secrets, channelID: try SessionChannel.bytes(attached.channel_id, count: SessionChannel.idSize, field: "channel_id"),

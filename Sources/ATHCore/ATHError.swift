@@ -8,6 +8,8 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         // Message level, any step.
         case malformedMessage = "MALFORMED_MESSAGE"
         case payloadTooLarge = "PAYLOAD_TOO_LARGE"
+        /// A body that is not `application/json` where JSON is expected (or the frames' type).
+        case unsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
         case unsupportedVersion = "UNSUPPORTED_VERSION"
         case unsupportedAlgorithm = "UNSUPPORTED_ALGORITHM"
         case timestampOutOfRange = "TIMESTAMP_OUT_OF_RANGE"
@@ -52,6 +54,8 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case adminAuthenticationRequired = "ADMIN_AUTHENTICATION_REQUIRED"
         case accountNotFound = "ACCOUNT_NOT_FOUND"
         case accountConflict = "ACCOUNT_CONFLICT"
+        /// The admin API's grant or token does not exist.
+        case notFound = "NOT_FOUND"
         /// The agent's or user's account is suspended by the platform: no handshake, no access.
         case accountSuspended = "ACCOUNT_SUSPENDED"
         /// A console request that changes something came without the session's CSRF token or from another origin.
@@ -88,6 +92,7 @@ extension ATHError.Code {
         switch self {
         case .malformedMessage, .unsupportedVersion, .unsupportedAlgorithm, .scopeNotSupported: 400
         case .payloadTooLarge: 413
+        case .unsupportedMediaType: 415
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
             .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
@@ -97,7 +102,7 @@ extension ATHError.Code {
             .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed,
             .agentIdentityMismatch:
             403
-        case .handshakeNotFound, .confirmationNotFound, .accountNotFound, .channelNotFound: 404
+        case .handshakeNotFound, .confirmationNotFound, .accountNotFound, .channelNotFound, .notFound: 404
         case .confirmationTimeout: 408
         case .unexpectedMessage, .accountConflict: 409
         case .handshakeExpired, .handshakeFailed: 410

@@ -72,7 +72,9 @@ public enum AccessToken {
             throw ATHError(.tokenInvalid, "token was issued for another server")
         }
         try checkExpiry(claims, now: now)
-        guard claims.iat <= t + Freshness.maxSkew, claims.exp - claims.iat <= maxLifetime else {
+        guard claims.iat <= t + Freshness.maxSkew,
+            let lifetime = Freshness.lifetime(issuedAt: claims.iat, expiresAt: claims.exp), lifetime <= maxLifetime
+        else {
             throw ATHError(.tokenInvalid, "token lifetime is invalid")
         }
     }

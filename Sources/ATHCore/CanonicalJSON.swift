@@ -22,8 +22,9 @@ public enum CanonicalJSON {
         case .null: out += "null".utf8
         case .bool(let b): out += (b ? "true" : "false").utf8
         case .integer(let i):
-            // I-JSON: integers beyond 2^53 lose precision in other languages' parsers.
-            guard abs(i) <= 9_007_199_254_740_991 else {
+            // I-JSON: integers beyond 2^53 lose precision in other languages' parsers. A range
+            // test, not `abs(i)`, which traps for Int64.min.
+            guard JSONValue.safeIntegers.contains(i) else {
                 throw ATHError(.malformedMessage, "integer outside the I-JSON range")
             }
             out += String(i).utf8

@@ -14,6 +14,12 @@ public enum JSONValue: Sendable, Hashable {
     case array([JSONValue])
     case object([String: JSONValue])
 
+    /// The integers every peer reads exactly (I-JSON, RFC 7493 section 2.2: ±(2^53 − 1)). The
+    /// canonical form refuses the rest, and so does decoding into a message's integer field:
+    /// every integer the protocol takes off the wire is within this range before any arithmetic
+    /// sees it, so that sums and differences with the clock cannot overflow.
+    public static let safeIntegers: ClosedRange<Int64> = -9_007_199_254_740_991...9_007_199_254_740_991
+
     public subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { return members[key] }
         return nil

@@ -264,14 +264,17 @@ enum JSONValueCoder {
     fileprivate static func integer<I: FixedWidthInteger>(
         _ type: I.Type, _ value: JSONValue, at path: @autoclosure () -> Path
     ) throws -> I {
+        // Only I-JSON's exact integers (`JSONValue.safeIntegers`): a field decoded here is then
+        // safe to add to or subtract from a clock reading without overflow.
         let converted: I?
         switch value {
-        case .integer(let i): converted = I(exactly: i)
-        case .number(let d): converted = I(exactly: d)
+        case .integer(let i): converted = JSONValue.safeIntegers.contains(i) ? I(exactly: i) : nil
+        case .number(let d): converted = Int64(exactly: d).flatMap { JSONValue.safeIntegers.contains($0) ? I(exactly: $0) : nil }
         default: throw mismatch(I.self, value, at: path())
         }
         guard let converted else {
-            throw DecodingError.dataCorrupted(.init(codingPath: path().keys, debugDescription: "number does not fit in \(I.self)"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: path().keys, debugDescription: "number is not an integer within ±(2^53 − 1) that fits in \(I.self)"))
         }
         return converted
     }

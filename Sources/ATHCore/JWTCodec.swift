@@ -59,7 +59,9 @@ public struct JWTCodec: Sendable {
         do {
             return try await keys.verify(token, as: P.self)
         } catch let e as ATHError {
-            throw e
+            // The claims did not decode (e.g. a number outside I-JSON's range): the token's own
+            // refusal, not a malformed protocol message.
+            throw e.code == code ? e : ATHError(code, "token claims are malformed: \(e.message)")
         } catch {
             throw ATHError(code, "token signature or encoding is invalid")
         }

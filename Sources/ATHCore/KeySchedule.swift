@@ -11,6 +11,27 @@ import Foundation
 public enum KeyExchangeAlgorithm: String, Sendable, Codable, CaseIterable {
     case ecdhP256 = "ECDH-P256"
     case x25519 = "X25519"
+
+    /// Refuses a step-5 key share that step 9 could not use, before the user is asked to approve
+    /// a handshake that cannot complete: a P-256 point must be on the curve (swift-crypto checks
+    /// it when reading the point), an X25519 key 32 bytes and not of small order (an agreement
+    /// with it gives the all-zero secret whatever the other key: a throwaway key tells).
+    public func validate(publicKey: String) throws {
+        let refusal = ATHError(.malformedMessage, "key_exchange.public_key is not a valid \(rawValue) public key", step: 5)
+        guard let raw = Base64URL.decode(publicKey) else { throw refusal }
+        do {
+            switch self {
+            case .ecdhP256: _ = try P256.KeyAgreement.PublicKey(x963Representation: raw)
+            case .x25519:
+                guard raw.count == 32 else { throw refusal }
+                let secret = try Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(
+                    with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw))
+                guard !EphemeralKey.isAllZero(secret) else { throw refusal }
+            }
+        } catch {
+            throw refusal
+        }
+    }
 }
 
 /// One side's ephemeral private key.
@@ -74,16 +95,25 @@ public enum EphemeralKey: Sendable {
         guard let raw = Base64URL.decode(peer) else {
             throw ATHError(.malformedMessage, "key share is not base64url")
         }
+        let refusal = ATHError(.malformedMessage, "key share is not a valid \(algorithm.rawValue) public key")
+        let secret: SharedSecret
         do {
             switch self {
             case .p256(let k):
-                return try k.sharedSecretFromKeyAgreement(with: P256.KeyAgreement.PublicKey(x963Representation: raw))
+                secret = try k.sharedSecretFromKeyAgreement(with: P256.KeyAgreement.PublicKey(x963Representation: raw))
             case .x25519(let k):
-                return try k.sharedSecretFromKeyAgreement(with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw))
+                secret = try k.sharedSecretFromKeyAgreement(with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw))
             }
         } catch {
-            throw ATHError(.malformedMessage, "key share is not a valid \(algorithm.rawValue) public key")
+            throw refusal
         }
+        // RFC 7748 §6.1: a peer's small-order X25519 key makes the secret all zeros, known to anyone.
+        guard !Self.isAllZero(secret) else { throw refusal }
+        return secret
+    }
+
+    static func isAllZero(_ secret: SharedSecret) -> Bool {
+        secret.withUnsafeBytes { $0.allSatisfy { $0 == 0 } }
     }
 }
 

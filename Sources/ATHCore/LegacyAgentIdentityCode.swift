@@ -35,10 +35,11 @@ public struct LegacyAgentIdentityCode: Sendable, Hashable, CustomStringConvertib
     }
 
     /// The two check digits of a 30-character body (ISO 7064 MOD 97-10 of its base-36 value).
+    /// A character outside 0-9 and A-Z counts as 0 (the initializer refuses such a body first).
     public static func checkDigits(of body: String) -> String {
         var remainder = 0
         for character in body.uppercased() {
-            remainder = (remainder * 36 + Int(String(character), radix: 36)!) % 97
+            remainder = (remainder * 36 + (Int(String(character), radix: 36) ?? 0)) % 97
         }
         let check = 98 - (remainder * 100) % 97
         return check < 10 ? "0\(check)" : "\(check)"

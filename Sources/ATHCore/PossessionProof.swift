@@ -162,7 +162,7 @@ public struct PossessionProof: Sendable, Equatable {
         guard valid else {
             throw ATHError(.proofInvalid, "ATH-Proof does not match this request and session")
         }
-        guard abs(Freshness.unix(now) - timestamp) <= Freshness.maxSkew else {
+        guard Freshness.within(Freshness.maxSkew, timestamp, of: Freshness.unix(now)) else {
             throw ATHError(.proofInvalid, "ATH-Proof timestamp is stale or in the future")
         }
     }

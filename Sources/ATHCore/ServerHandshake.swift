@@ -68,6 +68,11 @@ public struct ServerHandshake: Codable, Sendable {
         registeredKey: PublicKey?, now: Date, randomness: HandshakeRandomness = .system
     ) throws -> (ServerHandshake, JSONValue) {
         let m1 = try raw.message(HandshakeRequest.self, step: 1)
+        // A handshake with itself would let an attacker reflect the server's own signed
+        // messages back to it as the client's.
+        guard m1.client_did != identity.did else {
+            throw ATHError(.malformedMessage, "client_did is this server's own DID", step: 1)
+        }
         try Freshness.check(m1.timestamp, now: now, step: 1)
         try Nonce.validate(m1.nonce, step: 1)
         let (clientKey, compressed) = try PublicKey.read(pem: m1.client_pubkey)
@@ -181,9 +186,10 @@ public struct ServerHandshake: Codable, Sendable {
                 throw ATHError(.scopeNotSupported, "not offered by this server: \(unsupported.joined(separator: ", "))", step: 5)
             }
             guard m5.ttl > 0 else { throw ATHError(.malformedMessage, "ttl must be positive", step: 5) }
-            guard KeyExchangeAlgorithm(rawValue: m5.key_exchange.alg) != nil else {
+            guard let kex = KeyExchangeAlgorithm(rawValue: m5.key_exchange.alg) else {
                 throw ATHError(.unsupportedAlgorithm, "key exchange \(m5.key_exchange.alg) is not ECDH-P256 or X25519", step: 5)
             }
+            try kex.validate(publicKey: m5.key_exchange.public_key)
             guard m5.context.count <= 1000 else { throw ATHError(.malformedMessage, "context is over 1000 characters", step: 5) }
             transcript.append(received)
             return m5

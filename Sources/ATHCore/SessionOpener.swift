@@ -103,6 +103,9 @@ public struct SessionOpener: Sendable {
     }
 
     func sequenceRefusal(_ sequence: UInt64) -> SessionRefusal? {
+        // The last number has no successor to expect next (`accept` would trap on it). A sender
+        // updates keys long before; one that sends it anyway, even with valid keys, is refused.
+        if sequence == .max { return .malformed }
         switch ordering {
         case .stream:
             if sequence < next { return .replayed }

@@ -59,7 +59,8 @@ public enum SessionRPC {
         /// close) or a payload that does not fit its kind is malformed.
         public init(kind: SessionFrame.Kind, payload: some DataProtocol) throws {
             let bad = ATHError(.malformedMessage, "this \(kind) frame's payload is not its RPC message")
-            guard case .object(let fields) = try? JSONValue.parse(payload), case .integer(let raw)? = fields["id"], raw >= 0 else {
+            guard case .object(let fields) = try? JSONValue.parse(payload), case .integer(let raw)? = fields["id"], (0...JSONValue.safeIntegers.upperBound).contains(raw)
+        else {
                 throw bad
             }
             let id = UInt64(raw)

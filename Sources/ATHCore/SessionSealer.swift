@@ -22,7 +22,8 @@ public struct SessionSealer: Sendable {
     public let sessionID: [UInt8]
     public var policy: KeyUpdatePolicy
     public private(set) var keys: SessionTrafficKeys
-    public private(set) var nextSequence: UInt64 = 0
+    /// Settable inside the module (and by tests) to reach the end of the number space.
+    public internal(set) var nextSequence: UInt64 = 0
     public private(set) var closed = false
     var messagesInEpoch: UInt64 = 0
     var bytesInEpoch: UInt64 = 0
@@ -46,6 +47,8 @@ public struct SessionSealer: Sendable {
     /// current one is used up; the receiver follows on the first frame of the new epoch.
     public mutating func seal(_ kind: SessionFrame.Kind, _ payload: [UInt8], now: Date) throws -> [UInt8] {
         guard !closed else { throw SessionRefusal.closed }
+        // The last number is never sent: receivers refuse it (it has no successor).
+        guard nextSequence < .max else { throw SessionRefusal.closed }
         guard payload.count <= Self.maxPayload else {
             throw ATHError(.payloadTooLarge, "a session frame carries at most \(Self.maxPayload) bytes")
         }

@@ -35,7 +35,9 @@ public enum UserRequestToken {
             token, as: UserRequestClaims.self, typ: typ, error: .userAuthenticationFailed)
         let t = Freshness.unix(now)
         guard claims.aud == server.value else { throw ATHError(.userAuthenticationFailed, "user request is for another server") }
-        guard claims.exp > t, claims.iat <= t + Freshness.maxSkew, claims.exp - claims.iat <= maxLifetime else {
+        guard claims.exp > t, claims.iat <= t + Freshness.maxSkew,
+            let lifetime = Freshness.lifetime(issuedAt: claims.iat, expiresAt: claims.exp), lifetime <= maxLifetime
+        else {
             throw ATHError(.userAuthenticationFailed, "user request token is expired or too long-lived")
         }
         return claims

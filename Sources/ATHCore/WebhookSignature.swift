@@ -55,7 +55,7 @@ public struct WebhookSignature: Sendable, Equatable {
         guard let raw = Base64URL.decode(mac),
             HMAC<SHA256>.isValidAuthenticationCode(raw, authenticating: Self.input(timestamp, body), using: secret)
         else { throw ATHError(.invalidSignature, "the webhook signature does not match this body and secret") }
-        guard abs(Freshness.unix(now) - timestamp) <= Self.tolerance else {
+        guard Freshness.within(Self.tolerance, timestamp, of: Freshness.unix(now)) else {
             throw ATHError(.timestampOutOfRange, "the webhook was signed at \(timestamp), too far from now")
         }
     }

@@ -25,6 +25,16 @@ public struct CertificateAuthority: Sendable {
         self.intermediateKey = intermediateKey
     }
 
+    /// 159 random bits as a positive integer of exactly 20 octets. RFC 5280 §4.1.2.2 allows at
+    /// most 20; swift-certificates' default draws 20 random bytes, and when the first has its
+    /// high bit set DER needs a 21st (a leading zero) to keep the integer positive, about half
+    /// the time. Here the first byte's high bit is clear and the next one set.
+    public static func newSerialNumber() -> Certificate.SerialNumber {
+        var bytes = SymmetricKey(size: .init(bitCount: 160)).withUnsafeBytes { Array($0) }
+        bytes[0] = (bytes[0] & 0x7F) | 0x40
+        return Certificate.SerialNumber(bytes: bytes)
+    }
+
     /// A new root (10 years) and intermediate (5 years, path length 0), both P-256.
     public static func create(name: String, now: Date) throws -> CertificateAuthority {
         let rootKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -39,7 +49,7 @@ public struct CertificateAuthority: Sendable {
         }
         let start = now.addingTimeInterval(-300)
         let root = try Certificate(
-            version: .v3, serialNumber: .init(), publicKey: rootKey.publicKey, notValidBefore: start,
+            version: .v3, serialNumber: Self.newSerialNumber(), publicKey: rootKey.publicKey, notValidBefore: start,
             notValidAfter: now.addingTimeInterval(10 * 365 * 86_400), issuer: rootName, subject: rootName,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
@@ -48,7 +58,7 @@ public struct CertificateAuthority: Sendable {
                 SubjectKeyIdentifier(hash: rootKey.publicKey)
             }, issuerPrivateKey: rootKey)
         let intermediate = try Certificate(
-            version: .v3, serialNumber: .init(), publicKey: intermediateKey.publicKey, notValidBefore: start,
+            version: .v3, serialNumber: Self.newSerialNumber(), publicKey: intermediateKey.publicKey, notValidBefore: start,
             notValidAfter: now.addingTimeInterval(5 * 365 * 86_400), issuer: rootName, subject: intermediateName,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
@@ -105,7 +115,7 @@ public struct CertificateAuthority: Sendable {
 
     /// Issues a leaf under the intermediate with the CAI profile. A client certificate must name
     /// an AIC; a server certificate may instead carry only DNS names and addresses.
-    public func issue(_ request: Request, serialNumber: Certificate.SerialNumber = .init(), crlURL: String?, now: Date) throws
+    public func issue(_ request: Request, serialNumber: Certificate.SerialNumber = newSerialNumber(), crlURL: String?, now: Date) throws
         -> Certificate
     {
         if request.role == .client, request.aic == nil {

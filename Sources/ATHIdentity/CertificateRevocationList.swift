@@ -94,11 +94,15 @@ public struct CertificateRevocationList: Sendable, Hashable {
                         try coder.appendConstructedNode(identifier: .sequence) { coder in
                             try coder.serialize(entry.serialNumber.bytes)
                             try Self.serializeTime(entry.revocationDate, into: &coder)
-                            try coder.appendConstructedNode(identifier: .sequence) { coder in
-                                var value = DER.Serializer()
-                                try entry.reason.rawValue.serialize(into: &value, withIdentifier: .enumerated)
-                                try coder.serialize(
-                                    Certificate.Extension(oid: .reasonCode, critical: false, value: value.serializedBytes[...]))
+                            // RFC 5280 §5.3.1: the reason code "unspecified" SHOULD NOT be used;
+                            // the extension is left out instead (and read back as unspecified).
+                            if entry.reason != .unspecified {
+                                try coder.appendConstructedNode(identifier: .sequence) { coder in
+                                    var value = DER.Serializer()
+                                    try entry.reason.rawValue.serialize(into: &value, withIdentifier: .enumerated)
+                                    try coder.serialize(
+                                        Certificate.Extension(oid: .reasonCode, critical: false, value: value.serializedBytes[...]))
+                                }
                             }
                         }
                     }

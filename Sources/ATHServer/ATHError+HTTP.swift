@@ -58,6 +58,7 @@ enum JSONResponse {
 extension Request {
     /// The body as JSON, refused with PAYLOAD_TOO_LARGE over `limit` bytes.
     mutating func json(limit: Int) async throws -> JSONValue {
+        try requireContentType("application/json")
         let buffer: ByteBuffer
         do {
             buffer = try await collectBody(upTo: limit)
@@ -65,5 +66,18 @@ extension Request {
             throw ATHError(.payloadTooLarge, "request body is over \(limit) bytes")
         }
         return try JSONValue.parse(buffer.readableBytesView)
+    }
+}
+
+extension Request {
+    /// Refuses a body of another media type before reading it: a form or a text body posted
+    /// across origins by a browser is never taken for the JSON an API call would send.
+    /// Parameters (`; charset=utf-8`) are allowed; the type compares case-insensitively.
+    func requireContentType(_ expected: String) throws {
+        let given = headers[.contentType] ?? ""
+        let type = given.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        guard type == expected else {
+            throw ATHError(.unsupportedMediaType, "the body must be \(expected)\(given.isEmpty ? "" : ", not \(given.prefix(64))")")
+        }
     }
 }

@@ -281,28 +281,37 @@ extension ATHService {
         claims.jti = Nonce.generate()
         guard claims.exp > t else { throw ATHError(.grantExpired, "the grant expired; run a new handshake") }
         let token = try await tokenCodec.sign(claims, typ: AccessToken.typ)
-        try await store.recordToken(StoredToken(jti: claims.jti, grantID: claims.gid, sessionID: claims.sid, issuedAt: t, expiresAt: claims.exp))
-        try await store.revokeToken(jti: old.jti, now: t)
+        // Check-and-set: of two renewals of one token (two requests, two instances), one wins.
+        let renewed = try await store.renewToken(
+            revoking: old.jti,
+            with: StoredToken(jti: claims.jti, grantID: claims.gid, sessionID: claims.sid, issuedAt: t, expiresAt: claims.exp), now: t,
+            audit: [
+                AuditEvent(
+                    at: t, event: "token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", detail: "old=\(old.jti) new=\(claims.jti)")
+            ])
         sessions.withLock { $0[old.sid] }?.tokenRevoked.withLock { $0[old.jti] = true }
-        try await audit("token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", at: now)
+        guard renewed else { throw ATHError(.tokenRevoked, "this access token was already renewed or revoked") }
         return RenewedToken(access_token: token, token_expires_at: claims.exp)
     }
 
     /// Revokes a grant and every token of it; this instance refuses them at once.
     public func revokeGrant(_ id: String, by actor: String) async throws {
-        let now = clock()
-        try await store.revokeGrant(id: id, now: Freshness.unix(now))
+        let t = Freshness.unix(clock())
+        let found = try await store.revokeGrant(
+            id: id, now: t, audit: [AuditEvent(at: t, event: "grant.revoke", actor: actor, subject: id, outcome: "ok")])
+        guard found else { throw ATHError(.notFound, "no grant \(id.prefix(64))") }
         forget(grants: [id])
-        try await audit("grant.revoke", actor: actor, subject: id, outcome: "ok", at: now)
     }
 
     /// Revokes one access token; its grant stays, but renewal needs a valid token, so the agent
     /// runs a new handshake. This instance refuses the token at once, others within the status cache.
     public func revokeToken(_ jti: String, by actor: String) async throws {
-        let now = clock()
-        guard let token = try await store.token(jti: jti) else { throw ATHError(.tokenInvalid, "no token \(jti.prefix(64))") }
-        try await store.revokeToken(jti: jti, now: Freshness.unix(now))
+        let t = Freshness.unix(clock())
+        guard
+            let token = try await store.revokeToken(
+                jti: jti, now: t,
+                audit: { [AuditEvent(at: t, event: "token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\($0.grantID)")] })
+        else { throw ATHError(.notFound, "no token \(jti.prefix(64))") }
         sessions.withLock { $0[token.sessionID] }?.tokenRevoked.withLock { $0[jti] = true }
-        try await audit("token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\(token.grantID)", at: now)
     }
 }

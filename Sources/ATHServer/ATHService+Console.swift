@@ -30,14 +30,16 @@ extension ATHService {
             throw ATHError(.malformedMessage, "public_key must be a P-256 key in SPKI DER (base64url)")
         }
         let key = PublicKey.p256(p256)
+        let record = AuditEvent(
+            at: Freshness.unix(now), event: "console.enroll", actor: user.value, subject: user.value, outcome: "ok", detail: "kid=\(key.thumbprint)")
         do {
-            try await store.addKey(did: user.value, key: key)
+            try await store.addKey(did: user.value, key: key, audit: [record])
         } catch StoreError.notFound {
             throw ATHError(.accountNotFound, "the console needs a registered account; \(user) has none")
         } catch StoreError.duplicate {
-            // Enrolling the same key twice changes nothing.
+            // Enrolling the same key twice changes nothing; the enrollment is still recorded.
+            try await store.appendAudit([record])
         }
-        try await audit("console.enroll", actor: user.value, subject: user.value, outcome: "ok", detail: "kid=\(key.thumbprint)", at: now)
         return (user, key.thumbprint)
     }
 
@@ -80,10 +82,22 @@ extension ATHService {
         guard let sealed = Base64URL.decode(cookie), let opened = sealer.openBytes(sealed, for: "ath console session"),
             let session = try? JSONValue.parse(opened).decode(ConsoleSession.self), session.exp > now,
             try await store.activeKeys(did: session.did).contains(where: { $0.thumbprint == session.kid }),
-            try await !store.isSuspended(did: session.did)
+            try await !store.isSuspended(did: session.did),
+            try await !store.isNonceRecorded(Self.signedOutKey(session), now: now)
         else { throw ATHError(.userAuthenticationFailed, "sign in to the console first") }
         return session
     }
+
+    /// Ends a console session before its cookie expires: the cookie is sealed, so the browser
+    /// deleting it is not enough (a copy would still work); the session's CSRF token, random
+    /// per sign-in, names it in the store's list of single-use values until it would expire.
+    public func consoleLogout(_ session: ConsoleSession) async throws {
+        let now = Freshness.unix(clock())
+        _ = try await store.consumeNonce(Self.signedOutKey(session), expiresAt: session.exp, now: now)
+        try await audit("console.logout", actor: session.did, subject: session.did, outcome: "ok", detail: "kid=\(session.kid)", at: clock())
+    }
+
+    static func signedOutKey(_ session: ConsoleSession) -> String { "console-signed-out:\(session.csrf)" }
 
     /// What the console shows for a pending request: the step-6 message and each scope in words.
     public struct ConsoleRequest: Codable, Sendable {
@@ -123,7 +137,7 @@ extension ATHService {
     /// Revokes one of the signed-in user's own grants; someone else's is "not found".
     public func consoleRevokeGrant(_ id: String, session: ConsoleSession) async throws {
         guard let grant = try await store.grant(id: id), grant.userDID.value == session.did else {
-            throw ATHError(.accountNotFound, "no grant \(id.prefix(64)) of yours")
+            throw ATHError(.notFound, "no grant \(id.prefix(64)) of yours")
         }
         try await revokeGrant(id, by: session.did)
     }

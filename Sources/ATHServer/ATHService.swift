@@ -133,7 +133,7 @@ public final class ATHService: Sendable {
                 now: now)
             return reply
         } catch let error as ATHError {
-            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.identity", now: now)
+            try await saveFailure(&h, error, from: stored, event: "handshake.identity", now: now)
             throw error
         }
     }
@@ -151,20 +151,27 @@ public final class ATHService: Sendable {
         var h = stored.handshake
         do {
             let m5 = try h.receiveScopeRequest(raw, policy: policy, now: now)
-            let claims = try await verifyCredential(m5.user_authorization.credential, client: h.clientDID, now: now)
-            let client = try await store.account(did: h.clientDID.value)
-            let info = client.map { ClientInfo(name: $0.name, developer: $0.developer ?? "unknown developer") }
-                ?? ClientInfo(name: h.clientDID.value, developer: "unregistered agent")
-            let denied = try await accountTypeDenials(m5.scopes, client: client, user: claims.iss)
-            if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, alsoDenied: denied, now: now) {
-                try await save(h, revision: stored.revision, event: "handshake.scope_request", outcome: "awaiting_user", now: now)
-                await channel.deliver(confirmation)
-                return .pending(pending(confirmation))
+            do {
+                let claims = try await verifyCredential(m5.user_authorization.credential, client: h.clientDID, now: now)
+                let client = try await store.account(did: h.clientDID.value)
+                let info = client.map { ClientInfo(name: $0.name, developer: $0.developer ?? "unknown developer") }
+                    ?? ClientInfo(name: h.clientDID.value, developer: "unregistered agent")
+                let denied = try await accountTypeDenials(m5.scopes, client: client, user: claims.iss)
+                if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, alsoDenied: denied, now: now) {
+                    try await save(h, revision: stored.revision, event: "handshake.scope_request", outcome: "awaiting_user", now: now)
+                    await channel.deliver(confirmation)
+                    return .pending(pending(confirmation))
+                }
+                stored.handshake = h
+                return .complete(try await complete(stored, now: now, event: "handshake.scope_request"))
+            } catch let error as ATHError {
+                // A refused credential (or any refusal after a valid step 5) ends the handshake
+                // like every other refusal after step 1, and is audited with it.
+                if h.state != .failed { h.fail(error) }
+                throw error
             }
-            stored.handshake = h
-            return .complete(try await complete(stored, now: now, event: "handshake.scope_request"))
         } catch let error as ATHError {
-            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.scope_request", now: now)
+            try await saveFailure(&h, error, from: stored, event: "handshake.scope_request", now: now)
             throw error
         }
     }
@@ -172,7 +179,8 @@ public final class ATHService: Sendable {
     /// The agent's wait for steps 6-7: answers at once when decided, else polls the store
     /// (so that a confirmation taken by another instance is seen) for up to `wait` seconds.
     public func result(handshakeID: String, wait: Double) async throws -> ScopeAnswer {
-        let deadline = clock().addingTimeInterval(min(max(wait, 0), 30))
+        // NaN would compare false with every deadline and hold the request until the handshake ends.
+        let deadline = clock().addingTimeInterval(wait.isFinite ? min(max(wait, 0), 30) : 0)
         while true {
             let now = clock()
             var stored = try await load(handshakeID)
@@ -246,7 +254,7 @@ public final class ATHService: Sendable {
         } catch let error as ATHError {
             if error.code == .unexpectedMessage || error.code == .confirmationNotFound { throw error }
             if h.state != .failed { h.fail(error) }
-            try await saveFailure(&h, error, revision: stored.revision, event: "handshake.user_decision", now: now)
+            try await saveFailure(&h, error, from: stored, event: "handshake.user_decision", now: now)
             if error.code == .userDenied {
                 return ConfirmationReceipt(request_id: requestID, status: "denied", grant_id: nil)
             }
@@ -300,11 +308,23 @@ public final class ATHService: Sendable {
             ])
     }
 
-    /// Persists a refusal that ended the handshake; an out-of-order message changes nothing.
-    private func saveFailure(_ h: inout ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async throws {
-        if h.state != .failed { return }
+    /// Persists a refusal that ended the handshake in this call. An out-of-order message changes
+    /// nothing, and neither does a message to a handshake that had already ended: its row and its
+    /// audit record were written when it ended, and a repeated post is queued with the other
+    /// refusals (`refusals`), so that posting to an ended handshake costs no write of its own.
+    private func saveFailure(_ h: inout ServerHandshake, _ error: ATHError, from stored: StoredHandshake, event: String, now: Date)
+        async throws
+    {
+        guard h.state == .failed else { return }
+        guard stored.handshake.state != .failed else {
+            refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
+                    detail: "the handshake had already ended"))
+            return
+        }
         try? await store.updateHandshake(
-            h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
+            h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
             audit: [
                 AuditEvent(
                     at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
@@ -383,10 +403,11 @@ public final class ATHService: Sendable {
         let now = clock()
         let user = try await authenticateUser(authorization, now: now)
         guard (1...256).contains(jti.utf8.count) else { throw ATHError(.malformedMessage, "bad credential id") }
-        let grants = try await store.revokeCredential(jti: jti, userDID: user.value, now: Freshness.unix(now))
+        let t = Freshness.unix(now)
+        let grants = try await store.revokeCredential(
+            jti: jti, userDID: user.value, now: t,
+            audit: { [AuditEvent(at: t, event: "credential.revoke", actor: user.value, subject: jti, outcome: "ok", detail: "grants=\($0.joined(separator: " "))")] })
         forget(grants: grants)
-        try await audit(
-            "credential.revoke", actor: user.value, subject: jti, outcome: "ok", detail: "grants=\(grants.joined(separator: " "))", at: now)
         return grants
     }
 
@@ -396,18 +417,18 @@ public final class ATHService: Sendable {
     /// it is the agent or the user ends with its tokens (on this instance at once, on others
     /// within the status cache). Returns the ended grants.
     public func suspendAccount(_ did: String, by actor: String) async throws -> [String] {
-        let now = clock()
-        let grants = try await store.suspendAccount(did: did, now: Freshness.unix(now))
+        let t = Freshness.unix(clock())
+        let grants = try await store.suspendAccount(
+            did: did, now: t,
+            audit: { [AuditEvent(at: t, event: "account.suspend", actor: actor, subject: did, outcome: "ok", detail: "grants=\($0.joined(separator: " "))")] })
         forget(grants: grants)
-        try await audit(
-            "account.suspend", actor: actor, subject: did, outcome: "ok", detail: "grants=\(grants.joined(separator: " "))", at: now)
         return grants
     }
 
     public func reinstateAccount(_ did: String, by actor: String) async throws {
-        let now = clock()
-        try await store.reinstateAccount(did: did)
-        try await audit("account.reinstate", actor: actor, subject: did, outcome: "ok", at: now)
+        let t = Freshness.unix(clock())
+        try await store.reinstateAccount(
+            did: did, audit: [AuditEvent(at: t, event: "account.reinstate", actor: actor, subject: did, outcome: "ok")])
     }
 
     /// Drops cached session state of ended grants, so that this instance refuses them at once.
@@ -474,19 +495,22 @@ public final class ATHService: Sendable {
     /// Gives an account its type on this service (nil: none). Grants in force that hold a scope
     /// the new type does not allow end at once: a type is a limit, and lowering it must bite.
     public func setAccountType(_ did: String, to type: String?, by actor: String) async throws -> [String] {
-        let now = clock()
+        let t = Freshness.unix(clock())
         try policy.validateAccountType(type)
-        guard let party = try await store.account(did: did) else { throw StoreError.notFound("account \(did)") }
-        let names = Set([party.did] + party.externalIDs)
-        let ended = try await store.activeGrants(did: did, now: Freshness.unix(now)).filter { grant in
-            let role = names.contains(grant.clientDID.value) ? "agent" : "user"
-            return grant.scopes.contains { policy.accountTypeDenial(of: $0, type: type, party: role) != nil }
-        }.map(\.id)
-        try await store.setAccountType(did: did, to: type, revoking: ended, now: Freshness.unix(now))
+        let policy = self.policy
+        let ended = try await store.setAccountType(
+            did: did, to: type, now: t,
+            ending: { grant, asAgent in
+                grant.scopes.contains { policy.accountTypeDenial(of: $0, type: type, party: asAgent ? "agent" : "user") != nil }
+            },
+            audit: {
+                [
+                    AuditEvent(
+                        at: t, event: "account.set_type", actor: actor, subject: did, outcome: "ok",
+                        detail: "type=\(type ?? "-") grants=\($0.joined(separator: " "))")
+                ]
+            })
         forget(grants: ended)
-        try await audit(
-            "account.set_type", actor: actor, subject: did, outcome: "ok",
-            detail: "type=\(type ?? "-") grants=\(ended.joined(separator: " "))", at: now)
         return ended
     }
 }

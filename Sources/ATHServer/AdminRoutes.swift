@@ -64,8 +64,9 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             case .string(let pem)?: key = try PublicKey(pem: pem)
             default: throw ATHError(.malformedMessage, "public_key must be a PEM string")
             }
-            try await Self.mapped { try await store.registerAccount(account, key: key) }
-            try await self.audit("account.register", account.did, "kind=\(account.kind.rawValue)")
+            try await Self.mapped {
+                try await store.registerAccount(account, key: key, audit: self.record("account.register", account.did, "kind=\(account.kind.rawValue)"))
+            }
             return try JSONResponse.make(try await self.account(account.did), status: .created)
         }
         group.get("accounts/:id") { request, context in
@@ -81,34 +82,27 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         }
         // An alias or an external id: both name the account; both answer with the account.
         func addName<Body: Decodable & Sendable>(
-            _ path: String, _ type: Body.Type, _ add: @escaping @Sendable (Body, String) async throws -> String
+            _ path: String, _ type: Body.Type, _ add: @escaping @Sendable (Body, String, [AuditEvent]) async throws -> Void,
+            _ name: @escaping @Sendable (Body) -> String
         ) {
             group.post("accounts/:id/\(path)") { request, context in
                 try self.authenticate(request)
                 var request = request
                 let id = try Self.parameter("id", context)
                 let body = try await request.json(limit: limit).decode(Body.self)
-                var added = ""
-                try await Self.mapped { added = try await add(body, id) }
-                try await self.audit("account.add_\(path == "aliases" ? "alias" : "external_id")", id, added)
+                let event = "account.add_\(path == "aliases" ? "alias" : "external_id")"
+                try await Self.mapped { try await add(body, id, self.record(event, id, name(body))) }
                 return try JSONResponse.make(try await self.account(id), status: .created)
             }
         }
-        addName("aliases", AliasBody.self) {
-            try await store.addAlias($0.alias, to: $1)
-            return $0.alias
-        }
-        addName("external-ids", ExternalIDBody.self) {
-            try await store.addExternalID($0.external_id, to: $1)
-            return $0.external_id
-        }
+        addName("aliases", AliasBody.self, { try await store.addAlias($0.alias, to: $1, audit: $2) }, \.alias)
+        addName("external-ids", ExternalIDBody.self, { try await store.addExternalID($0.external_id, to: $1, audit: $2) }, \.external_id)
         group.post("accounts/:id/keys") { request, context in
             try self.authenticate(request)
             var request = request
             let id = try Self.parameter("id", context)
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
-            try await Self.mapped { try await store.addKey(did: id, key: key) }
-            try await self.audit("key.add", id, "kid=\(key.thumbprint)")
+            try await Self.mapped { try await store.addKey(did: id, key: key, audit: self.record("key.add", id, "kid=\(key.thumbprint)")) }
             return try JSONResponse.make(KidBody(kid: key.thumbprint), status: .created)
         }
         group.post("accounts/:id/keys/:kid/rotate") { request, context in
@@ -116,15 +110,16 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             var request = request
             let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
             let key = try PublicKey(pem: try await request.json(limit: limit).decode(KeyBody.self).public_key)
-            try await Self.mapped { try await store.rotateKey(did: id, revoking: kid, to: key) }
-            try await self.audit("key.rotate", id, "revoked=\(kid) kid=\(key.thumbprint)")
+            try await Self.mapped {
+                try await store.rotateKey(
+                    did: id, revoking: kid, to: key, audit: self.record("key.rotate", id, "revoked=\(kid) kid=\(key.thumbprint)"))
+            }
             return try JSONResponse.make(KidBody(kid: key.thumbprint))
         }
         group.delete("accounts/:id/keys/:kid") { request, context in
             try self.authenticate(request)
             let (id, kid) = (try Self.parameter("id", context), try Self.parameter("kid", context))
-            try await Self.mapped { try await store.revokeKey(did: id, kid: kid) }
-            try await self.audit("key.revoke", id, "kid=\(kid)")
+            try await Self.mapped { try await store.revokeKey(did: id, kid: kid, audit: self.record("key.revoke", id, "kid=\(kid)")) }
             return try JSONResponse.make(KidBody(kid: kid))
         }
         group.post("accounts/:id/suspend") { request, context in
@@ -146,7 +141,6 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("grants/:id/revoke") { request, context in
             try self.authenticate(request)
             let id = try Self.parameter("id", context)
-            guard try await store.grant(id: id) != nil else { throw ATHError(.accountNotFound, "no grant \(id.prefix(64))") }
             try await self.service.revokeGrant(id, by: "admin")
             return try JSONResponse.make(["grant_id": id])
         }
@@ -164,8 +158,9 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
         }
     }
 
-    func audit(_ event: String, _ subject: String, _ detail: String) async throws {
-        try await service.audit(event, actor: "admin", subject: subject, outcome: "ok", detail: detail, at: service.clock())
+    /// The audit record of an admin change, written by the store in the change's transaction.
+    func record(_ event: String, _ subject: String, _ detail: String) -> [AuditEvent] {
+        [AuditEvent(at: Freshness.unix(service.clock()), event: event, actor: "admin", subject: subject, outcome: "ok", detail: detail)]
     }
 
     /// A path parameter, percent-decoded: identifiers carry characters ('+', '/', ' ') that a
@@ -177,8 +172,8 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
     }
 
     func authenticate(_ request: Request) throws {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-            SHA256.hash(data: Data(header.utf8.dropFirst("Bearer ".utf8.count))) == tokenDigest
+        guard let header = request.headers[.authorization], let token = Self.bearerToken(header),
+            SHA256.hash(data: Data(token.utf8)) == tokenDigest
         else {
             service.refusals.record(
                 AuditEvent(
@@ -186,6 +181,14 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
                     subject: "\(request.method.rawValue) \(request.uri.path.prefix(512))", outcome: ATHError.Code.adminAuthenticationRequired.rawValue))
             throw ATHError(.adminAuthenticationRequired, "the admin API needs Authorization: Bearer <admin token>")
         }
+    }
+
+    /// The credentials of `Bearer <token>`: the scheme is case-insensitive (RFC 9110 section
+    /// 11.1), and one or more spaces may follow it.
+    static func bearerToken(_ header: String) -> Substring? {
+        guard let space = header.firstIndex(of: " "), header[..<space].lowercased() == "bearer" else { return nil }
+        let token = header[space...].drop { $0 == " " }
+        return token.isEmpty ? nil : token
     }
 
     func account(_ id: String) async throws -> Account {

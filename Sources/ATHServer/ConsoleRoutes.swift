@@ -128,7 +128,7 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
             return try JSONResponse.make(Revoked(grant_id: id))
         }
         api.post("logout") { request, _ in
-            _ = try await self.session(request, mutating: true)
+            try await service.consoleLogout(try await self.session(request, mutating: true))
             var response = try JSONResponse.make(["status": "signed out"])
             response.headers[.setCookie] = self.cookie("", maxAge: 0)
             return response

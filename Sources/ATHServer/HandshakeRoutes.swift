@@ -43,7 +43,13 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         }
         group.get("handshake/:id/result") { request, context in
             let id = try context.parameters.require("id")
-            let wait = request.uri.queryParameters["wait"].flatMap { Double(String($0)) } ?? 0
+            var wait = 0.0
+            if let text = request.uri.queryParameters["wait"] {
+                guard let seconds = Double(String(text)), seconds.isFinite, seconds >= 0 else {
+                    throw ATHError(.malformedMessage, "wait must be a number of seconds (0-30)")
+                }
+                wait = seconds
+            }
             return try Self.render(try await service.result(handshakeID: id, wait: wait))
         }
         group.get("confirmations") { request, _ in

@@ -25,6 +25,7 @@ public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("channels") { request, context -> Response in
             var (access, request) = try await service.admit(
                 request, remoteAddress: context.remoteAddress, scope: nil, bodyLimit: 4096)
+            try request.requireContentType("application/json")
             let body = try await request.collectBody(upTo: 4096)  // already read by the access check
             let attach: SessionChannel.AttachRequest
             do {
@@ -38,6 +39,7 @@ public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("frames") { request, context -> Response in
             let limit = configuration.maxFramesPerRequest * 64 * 1024 + SessionFrameStream.maxFrameSize
             var request = request
+            try request.requireContentType(Self.framesContentType)
             let body: ByteBuffer
             do {
                 body = try await request.collectBody(upTo: limit)

@@ -10,32 +10,44 @@ public protocol ATHStore: Sendable {
     // Accounts (Act Auth): one internal id each, never leaving the store; one or more external
     // ids (the account's DID first); unique aliases; public keys. Lookups take any external id.
     // A duplicate id or alias throws `StoreError.duplicate` and writes nothing.
-    func registerAccount(_ account: Account, key: PublicKey?) async throws
+    //
+    // Every change takes its audit records and appends them in the transaction that makes it:
+    // a crash between the two can neither lose the record of a change nor record one that was
+    // not made. Where the record names what the change found (the grants it ended, the token it
+    // revoked), it is built by a closure called inside the transaction.
+    func registerAccount(_ account: Account, key: PublicKey?, audit: [AuditEvent]) async throws
     func account(did: String) async throws -> Account?
     func account(alias: String) async throws -> Account?
-    func addExternalID(_ externalID: String, to did: String) async throws
-    func addAlias(_ alias: String, to did: String) async throws
-    func addKey(did: String, key: PublicKey) async throws
-    func revokeKey(did: String, kid: String) async throws
+    func addExternalID(_ externalID: String, to did: String, audit: [AuditEvent]) async throws
+    func addAlias(_ alias: String, to did: String, audit: [AuditEvent]) async throws
+    func addKey(did: String, key: PublicKey, audit: [AuditEvent]) async throws
+    func revokeKey(did: String, kid: String, audit: [AuditEvent]) async throws
     /// Adds `newKey` and revokes `kid` in one transaction.
-    func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws
+    func rotateKey(did: String, revoking kid: String, to newKey: PublicKey, audit: [AuditEvent]) async throws
     func activeKeys(did: String) async throws -> [PublicKey]
     /// Marks the account suspended (keeping the first time) and revokes, with their tokens, the
     /// grants in force in which any of its external ids is the agent or the user; returns their ids.
-    func suspendAccount(did: String, now: Int64) async throws -> [String]
+    func suspendAccount(did: String, now: Int64, audit: @Sendable (_ ended: [String]) -> [AuditEvent]) async throws -> [String]
     /// Sets (nil: clears) the account's type on this service and, in the same transaction,
-    /// revokes the grants it no longer allows (with their tokens).
-    func setAccountType(did: String, to type: String?, revoking grants: [String], now: Int64) async throws
+    /// revokes (with their tokens) the grants in force of the account for which `ends(grant,
+    /// asAgent)` holds; returns their ids. Read and revoked in one transaction, so a grant made
+    /// while the type changes is either seen here or made under the new type.
+    func setAccountType(
+        did: String, to type: String?, now: Int64, ending ends: @Sendable (_ grant: Grant, _ asAgent: Bool) -> Bool,
+        audit: @Sendable (_ ended: [String]) -> [AuditEvent]
+    ) async throws -> [String]
     /// The grants in force in which the account with external id `did` (under any of its
     /// external ids, or `did` itself when no account has it) is the agent or the user, oldest first.
     func activeGrants(did: String, now: Int64) async throws -> [Grant]
     /// Lifts a suspension; the grants it ended stay revoked.
-    func reinstateAccount(did: String) async throws
+    func reinstateAccount(did: String, audit: [AuditEvent]) async throws
     /// False for an id no account has.
     func isSuspended(did: String) async throws -> Bool
 
     /// Records a single-use value; false when it was already recorded and not yet expired.
     func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool
+    /// Whether a single-use value is recorded and not yet expired, without recording it.
+    func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool
 
     // Handshakes in progress.
     func insertHandshake(_ handshake: ServerHandshake) async throws
@@ -56,18 +68,25 @@ public protocol ATHStore: Sendable {
     func grant(id: String) async throws -> Grant?
     func session(id: String) async throws -> StoredSession?
     func token(jti: String) async throws -> StoredToken?
-    func recordToken(_ token: StoredToken) async throws
-    func revokeGrant(id: String, now: Int64) async throws
+    /// Renewal as a check-and-set: revokes token `old` and records `new` if `old` was still
+    /// unrevoked, in one transaction with the audit records; false (nothing written) when `old`
+    /// was revoked already, by another renewal among others. One old token yields at most one new.
+    func renewToken(revoking old: String, with new: StoredToken, now: Int64, audit: [AuditEvent]) async throws -> Bool
+    /// Revokes the grant and every token of it; false (nothing written) when no grant has this id.
+    func revokeGrant(id: String, now: Int64, audit: [AuditEvent]) async throws -> Bool
 
     // The user's pre-authorization credentials.
     /// Records that `userDID` revoked credential `jti` and revokes every grant made with it, in one
     /// transaction; returns the ids of those that were still in force. Revoking twice keeps the
     /// first time.
-    func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String]
+    func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable (_ ended: [String]) -> [AuditEvent]) async throws
+        -> [String]
     func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool
     /// The credentials of `userDID` that made grants or were revoked, newest first.
     func credentials(userDID: String, now: Int64) async throws -> [CredentialUse]
-    func revokeToken(jti: String, now: Int64) async throws
+    /// Revokes one token; nil (nothing written) when no token has this id. The audit records are
+    /// built from the token found.
+    func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken?
 
     // Audit.
     /// Appends in order, each record numbered one past the last and chained to it (`AuditChain`).
@@ -76,6 +95,19 @@ public protocol ATHStore: Sendable {
     func auditEvents(limit: Int) async throws -> [AuditRecord]
     /// Up to `limit` records numbered above `sequence`, in order: the way to read the whole log.
     func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord]
+}
+
+extension ATHStore {
+    // The registry's changes without an audit record, for setting a store up (tests, `ath serve
+    // --register`, the example), where no one's action is being recorded.
+    public func registerAccount(_ account: Account, key: PublicKey?) async throws { try await registerAccount(account, key: key, audit: []) }
+    public func addExternalID(_ externalID: String, to did: String) async throws { try await addExternalID(externalID, to: did, audit: []) }
+    public func addAlias(_ alias: String, to did: String) async throws { try await addAlias(alias, to: did, audit: []) }
+    public func addKey(did: String, key: PublicKey) async throws { try await addKey(did: did, key: key, audit: []) }
+    public func revokeKey(did: String, kid: String) async throws { try await revokeKey(did: did, kid: kid, audit: []) }
+    public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws {
+        try await rotateKey(did: did, revoking: kid, to: newKey, audit: [])
+    }
 }
 
 public struct StoredHandshake: Sendable {

@@ -129,7 +129,7 @@ public final class SQLiteStore: ATHStore {
 
     // MARK: Accounts
 
-    public func registerAccount(_ account: Account, key: PublicKey?) async throws {
+    public func registerAccount(_ account: Account, key: PublicKey?, audit: [AuditEvent]) async throws {
         try Account.validateExternalID(account.did)
         for id in account.externalIDs { try Account.validateExternalID(id) }
         for alias in account.aliases { try Account.validateAlias(alias) }
@@ -148,6 +148,7 @@ public final class SQLiteStore: ATHStore {
                     sql: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
                     arguments: [internalID, key.thumbprint, key.pem, now])
             }
+            try Self.append(audit, in: db)
         }
     }
 
@@ -204,22 +205,36 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func suspendAccount(did: String, now: Int64) async throws -> [String] {
+    public func suspendAccount(did: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(
                 sql: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
             let ended = try Self.liveGrants(of: did, now: now, in: db).map(\.id).sorted()
             for id in ended { try Self.revokeGrant(id, now: now, in: db) }
+            try Self.append(audit(ended), in: db)
             return ended
         }
     }
 
-    public func setAccountType(did: String, to type: String?, revoking grants: [String], now: Int64) async throws {
+    public func setAccountType(
+        did: String, to type: String?, now: Int64, ending ends: @Sendable (Grant, Bool) -> Bool, audit: @Sendable ([String]) -> [AuditEvent]
+    ) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(sql: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
-            for id in grants { try Self.revokeGrant(id, now: now, in: db) }
+            // The grants are read under the write lock that the type change holds: a handshake
+            // completing meanwhile writes its grant before (seen here) or after (and its step 8
+            // read the new type).
+            let names = Set(try String.fetchAll(db, sql: "SELECT value FROM external_id WHERE internal_id = ?", arguments: [internalID]))
+            var ended: [String] = []
+            for row in try Self.liveGrants(of: did, now: now, in: db) {
+                let grant = try Self.decode(Grant.self, row.data)
+                if ends(grant, names.contains(grant.clientDID.value)) { ended.append(row.id) }
+            }
+            for id in ended { try Self.revokeGrant(id, now: now, in: db) }
+            try Self.append(audit(ended), in: db)
+            return ended
         }
     }
 
@@ -243,10 +258,11 @@ public final class SQLiteStore: ATHStore {
         ).map { (id: $0["id"], data: $0["data"]) }
     }
 
-    public func reinstateAccount(did: String) async throws {
+    public func reinstateAccount(did: String, audit: [AuditEvent]) async throws {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(sql: "UPDATE account SET suspended_at = NULL WHERE internal_id = ?", arguments: [internalID])
+            try Self.append(audit, in: db)
         }
     }
 
@@ -263,22 +279,29 @@ public final class SQLiteStore: ATHStore {
                 """, arguments: [did]) ?? false
     }
 
-    public func addExternalID(_ externalID: String, to did: String) async throws {
+    public func addExternalID(_ externalID: String, to did: String, audit: [AuditEvent]) async throws {
         try Account.validateExternalID(externalID)
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             let position = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM external_id WHERE internal_id = ?", arguments: [internalID]) ?? 0
             try Self.insertExternalID(externalID, internalID: internalID, position: position, in: db)
+            try Self.append(audit, in: db)
         }
     }
 
-    public func addAlias(_ alias: String, to did: String) async throws {
+    public func addAlias(_ alias: String, to did: String, audit: [AuditEvent]) async throws {
         try Account.validateAlias(alias)
-        try await db.write { db in try Self.insertAlias(alias, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
+        try await db.write { db in
+            try Self.insertAlias(alias, internalID: try Self.requireInternalID(of: did, in: db), in: db)
+            try Self.append(audit, in: db)
+        }
     }
 
-    public func addKey(did: String, key: PublicKey) async throws {
-        try await db.write { db in try Self.insertKey(key, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
+    public func addKey(did: String, key: PublicKey, audit: [AuditEvent]) async throws {
+        try await db.write { db in
+            try Self.insertKey(key, internalID: try Self.requireInternalID(of: did, in: db), in: db)
+            try Self.append(audit, in: db)
+        }
     }
 
     static func insertKey(_ key: PublicKey, internalID: String, in db: Database) throws {
@@ -291,8 +314,11 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func revokeKey(did: String, kid: String) async throws {
-        try await db.write { db in try Self.revoke(kid, internalID: try Self.requireInternalID(of: did, in: db), in: db) }
+    public func revokeKey(did: String, kid: String, audit: [AuditEvent]) async throws {
+        try await db.write { db in
+            try Self.revoke(kid, internalID: try Self.requireInternalID(of: did, in: db), in: db)
+            try Self.append(audit, in: db)
+        }
     }
 
     static func revoke(_ kid: String, internalID: String, in db: Database) throws {
@@ -302,11 +328,12 @@ public final class SQLiteStore: ATHStore {
         guard db.changesCount == 1 else { throw StoreError.notFound("active key \(kid)") }
     }
 
-    public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws {
+    public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey, audit: [AuditEvent]) async throws {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try Self.insertKey(newKey, internalID: internalID, in: db)
             try Self.revoke(kid, internalID: internalID, in: db)
+            try Self.append(audit, in: db)
         }
     }
 
@@ -324,6 +351,12 @@ public final class SQLiteStore: ATHStore {
     }
 
     // MARK: Nonces
+
+    public func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool {
+        try await db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM nonce WHERE key = ? AND expires_at >= ?", arguments: [key, now]) ?? false
+        }
+    }
 
     public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
         try await db.write { db in
@@ -449,25 +482,36 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func token(jti: String) async throws -> StoredToken? {
-        try await db.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM token WHERE jti = ?", arguments: [jti]).map {
-                StoredToken(
-                    jti: $0["jti"], grantID: $0["grant_id"], sessionID: $0["session_id"], issuedAt: $0["issued_at"],
-                    expiresAt: $0["expires_at"], revokedAt: $0["revoked_at"])
-            }
+        try await db.read { db in try Self.token(jti: jti, in: db) }
+    }
+
+    static func token(jti: String, in db: Database) throws -> StoredToken? {
+        try Row.fetchOne(db, sql: "SELECT * FROM token WHERE jti = ?", arguments: [jti]).map {
+            StoredToken(
+                jti: $0["jti"], grantID: $0["grant_id"], sessionID: $0["session_id"], issuedAt: $0["issued_at"],
+                expiresAt: $0["expires_at"], revokedAt: $0["revoked_at"])
         }
     }
 
-    public func recordToken(_ token: StoredToken) async throws {
+    public func renewToken(revoking old: String, with new: StoredToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         try await db.write { db in
+            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, old])
+            guard db.changesCount == 1 else { return false }
             try db.execute(
                 sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [token.jti, token.grantID, token.sessionID, token.issuedAt, token.expiresAt])
+                arguments: [new.jti, new.grantID, new.sessionID, new.issuedAt, new.expiresAt])
+            try Self.append(audit, in: db)
+            return true
         }
     }
 
-    public func revokeGrant(id: String, now: Int64) async throws {
-        try await db.write { db in try Self.revokeGrant(id, now: now, in: db) }
+    public func revokeGrant(id: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
+        try await db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM grant_record WHERE id = ?", arguments: [id]) != nil else { return false }
+            try Self.revokeGrant(id, now: now, in: db)
+            try Self.append(audit, in: db)
+            return true
+        }
     }
 
     /// The grant and every token of it.
@@ -476,7 +520,9 @@ public final class SQLiteStore: ATHStore {
         try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
     }
 
-    public func revokeCredential(jti: String, userDID: String, now: Int64) async throws -> [String] {
+    public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws
+        -> [String]
+    {
         try await db.write { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
@@ -485,7 +531,9 @@ public final class SQLiteStore: ATHStore {
                 arguments: [jti, userDID])
             for row in rows { try Self.revokeGrant(row["id"], now: now, in: db) }
             // Expired grants are marked too, but only those still in force are reported as ended.
-            return rows.filter { ($0["expires_at"] as Int64) > now }.map { $0["id"] }
+            let ended: [String] = rows.filter { ($0["expires_at"] as Int64) > now }.map { $0["id"] }
+            try Self.append(audit(ended), in: db)
+            return ended
         }
     }
 
@@ -523,9 +571,12 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func revokeToken(jti: String, now: Int64) async throws {
+    public func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
         try await db.write { db in
+            guard let token = try Self.token(jti: jti, in: db) else { return nil }
             try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])
+            try Self.append(audit(token), in: db)
+            return token
         }
     }
 

@@ -91,6 +91,42 @@ import X509
         #expect(text.1.contains("X509v3 CRL Number"), "\(text.1)")
     }
 
+    /// RFC 5280: serial numbers of at most 20 octets (§4.1.2.2), and no `unspecified` reason
+    /// code in a CRL (§5.3.1: leave the extension out), both read back by OpenSSL.
+    @Test func serialsAndReasonCodesFollowRFC5280() throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let now = Date()
+        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Serial CASP", crlURL: nil, now: now)
+        let pki = try PKI()
+        var leaves: [Certificate] = []
+        // With one random byte first, half of all serials needed a 21st octet: 64 draws make
+        // passing by luck a 1-in-2^64 event.
+        for _ in 0..<64 {
+            leaves.append(try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now))
+        }
+        let ca = try folder.load()
+        for certificate in leaves + [ca.root, ca.intermediate] {
+            let bytes = Array(certificate.serialNumber.bytes)
+            #expect(bytes.count == 20 && bytes[0] & 0x80 == 0 && bytes[0] != 0, "\(certificate.serialNumber)")
+        }
+        let leafFile = dir.appendingPathComponent("leaf.pem")
+        try leaves[0].serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        let printed = try run("/usr/bin/openssl", ["x509", "-in", leafFile.path, "-noout", "-serial"])
+        let hex = printed.1.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "=").last ?? ""
+        #expect(printed.0 == 0 && hex.count == 40, "\(printed.1)")
+
+        _ = try folder.revoke(serial: leaves[0].serialNumber.description, reason: .unspecified, now: now)
+        _ = try folder.revoke(serial: leaves[1].serialNumber.description, reason: .keyCompromise, now: now)
+        let text = try run("/usr/bin/openssl", ["crl", "-in", dir.appendingPathComponent("crl.pem").path, "-noout", "-text"])
+        #expect(text.0 == 0 && !text.1.contains("Unspecified") && text.1.contains("Key Compromise"), "\(text.1)")
+        #expect(text.1.components(separatedBy: "CRL Reason Code").count == 2, "\(text.1)")
+        // Read back, the entry without the extension is unspecified.
+        let crl = try folder.currentCRL()
+        #expect(crl.revocation(of: leaves[0].serialNumber)?.reason == .unspecified)
+        #expect(crl.revocation(of: leaves[1].serialNumber)?.reason == .keyCompromise)
+    }
+
     func run(_ tool: String, _ arguments: [String]) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tool)

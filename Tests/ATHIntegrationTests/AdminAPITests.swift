@@ -19,11 +19,16 @@ import Testing
         var json: JSONValue?
     }
 
-    func call(_ base: String, _ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, token: String? = Self.token) async throws -> Reply {
+    func call(
+        _ base: String, _ method: HTTPMethod, _ path: String, _ body: JSONValue? = nil, token: String? = Self.token, scheme: String = "Bearer"
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
-        if let token { request.headers.add(name: "authorization", value: "Bearer \(token)") }
-        if let body { request.body = .bytes(ByteBuffer(bytes: try CanonicalJSON.bytes(body))) }
+        if let token { request.headers.add(name: "authorization", value: "\(scheme) \(token)") }
+        if let body {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try CanonicalJSON.bytes(body)))
+        }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return Reply(status: Int(response.status.code), headers: response.headers, json: try? JSONValue.parse(bytes.readableBytesView))
@@ -44,6 +49,33 @@ import Testing
             #expect(r.headers.first(name: "www-authenticate")?.hasPrefix("ATH realm=") == true)
         }
         #expect(try await h.store.account(did: "did:ath:eve") == nil)
+        await admin.stop()
+        await h.stop()
+    }
+
+    /// RFC 9110 §11.1: the scheme is case-insensitive. An unknown grant or token is 404, and
+    /// each admin change is audited in its own transaction.
+    @Test func schemeCaseAndUnknownIDs() async throws {
+        let h = try await Harness.start()
+        let admin = try await startAdmin(h)
+        for scheme in ["bearer", "BEARER", "Bearer  "] {
+            let r = try await call(admin.baseURL, .GET, "/ath/admin/accounts/did:ath:nobody", scheme: scheme)
+            #expect(r.status == 404 && r.json?["code"] == "ACCOUNT_NOT_FOUND", "\(scheme)")
+        }
+        for scheme in ["Basic", "Bearer" + Self.token] {
+            let r = try await call(admin.baseURL, .GET, "/ath/admin/accounts/did:ath:nobody", scheme: scheme)
+            #expect(r.status == 401, "\(scheme)")
+        }
+        let before = try await h.store.auditRecords(after: 0, limit: 1_000).count
+        for path in ["/ath/admin/grants/no-such-grant/revoke", "/ath/admin/tokens/no-such-token/revoke"] {
+            let r = try await call(admin.baseURL, .POST, path)
+            #expect(r.status == 404 && r.json?["code"] == "NOT_FOUND", "\(path)")
+        }
+        #expect(try await h.store.auditRecords(after: 0, limit: 1_000).count == before)
+        let r = try await call(admin.baseURL, .POST, "/ath/admin/accounts", ["did": "did:ath:zoe", "kind": "user", "name": "Zoe"])
+        #expect(r.status == 201)
+        let records = try await h.store.auditRecords(after: 0, limit: 1_000)
+        #expect(records.count == before + 1 && records.last?.event.event == "account.register" && records.last?.event.subject == "did:ath:zoe")
         await admin.stop()
         await h.stop()
     }

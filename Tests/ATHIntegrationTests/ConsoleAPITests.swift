@@ -130,6 +130,27 @@ import Testing
         await h.stop()
     }
 
+    /// Signing out ends the session on the server: the cookie is sealed, so a copy of it kept by
+    /// anyone (another tab, a proxy log) must stop working too, not only the browser's.
+    @Test func signingOutEndsTheCookie() async throws {
+        let (h, browser) = try await Self.signedIn()
+        let cookie = try #require(browser.cookie)
+        #expect(try await browser.call(.GET, "/api/pending").status == 200)
+        #expect(try await browser.call(.POST, "/api/logout", csrf: false).status == 403)  // CSRF applies to sign-out too
+        browser.origin = h.server.baseURL
+        let out = try await browser.call(.POST, "/api/logout")
+        #expect(out.status == 200 && out.headers.first(name: "set-cookie")?.contains("Max-Age=0") == true)
+        browser.cookie = cookie
+        let after = try await browser.call(.GET, "/api/pending")
+        #expect(after.status == 401 && after.json?["code"] == "USER_AUTHENTICATION_FAILED")
+        // Signing in again gives a new session that works.
+        #expect(try await browser.signIn(h).status == 200 && browser.cookie != cookie)
+        #expect(try await browser.call(.GET, "/api/pending").status == 200)
+        let records = try await h.store.auditRecords(after: 0, limit: 1_000)
+        #expect(records.contains { $0.event.event == "console.logout" && $0.event.actor == h.user.value })
+        await h.stop()
+    }
+
     @Test func answeringAPendingRequestAndRevokingTheGrant() async throws {
         let (h, browser) = try await Self.signedIn()
         let credential = try await h.credential()

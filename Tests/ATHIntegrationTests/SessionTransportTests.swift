@@ -224,6 +224,7 @@ import Testing
             var request = HTTPClientRequest(url: p.h.server.baseURL + path)
             request.method = .POST
             for (name, value) in headers { request.headers.add(name: name, value: value) }
+            request.headers.add(name: "content-type", value: path.hasSuffix("frames") ? SessionRoutes<ATHRequestContext>.framesContentType : "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
             let response = try await client.execute(request, timeout: .seconds(10))
             let bytes = try await response.body.collect(upTo: 1 << 20)

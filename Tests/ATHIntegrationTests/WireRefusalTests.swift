@@ -13,7 +13,10 @@ import Testing
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         for (n, v) in headers { request.headers.add(name: n, value: v) }
-        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        if let body {
+            if !headers.contains(where: { $0.0.lowercased() == "content-type" }) { request.headers.add(name: "content-type", value: "application/json") }
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), try? JSONDecoder().decode(ATHErrorBody.self, from: Data(bytes.readableBytesView)))
