@@ -16,7 +16,7 @@ public struct ATHAccessMiddleware<Context: ATHRequestContextProtocol>: RouterMid
     /// Bodies of protected requests are hashed for the proof; larger ones are refused.
     @usableFromInline let bodyLimit: Int
 
-    public init(_ service: ATHService, scope: String, bodyLimit: Int = 1024 * 1024) {
+    public init(_ service: ATHService, scope: String, bodyLimit: Int = ATHService.defaultBodyLimit) {
         self.service = service
         self.scope = scope
         self.bodyLimit = bodyLimit
@@ -35,7 +35,7 @@ extension ATHService {
     /// The access check of one HTTP request: its body is read (up to `bodyLimit`, for the
     /// proof's digest) and the request returned with the body still readable by the handler.
     public func admit(
-        _ request: Request, remoteAddress: SocketAddress?, scope: String?, bodyLimit: Int = 1024 * 1024
+        _ request: Request, remoteAddress: SocketAddress?, scope: String?, bodyLimit: Int = ATHService.defaultBodyLimit
     ) async throws -> (VerifiedAccess, Request) {
         // One pass over the fields: HTTPFields' subscript joins every field of a name into a new
         // string, a copy of the 700-byte token on every request. A second Authorization or
@@ -57,19 +57,32 @@ extension ATHService {
             default: break
             }
         }
+        // The token is checked before a byte of the body is read: a client without a valid
+        // token makes the server buffer nothing (the body is needed only for the proof).
+        let now = clock()
+        let known: Known
+        do {
+            known = try await knownAccess(authorization: authorization, now: now)
+        } catch let error as ATHError {
+            throw refused(request, remoteAddress, error)
+        }
         var request = request
         var body = ByteBuffer()
         if hasBody {
             do {
                 body = try await request.collectBody(upTo: bodyLimit)
             } catch {
-                throw ATHError(.payloadTooLarge, "request body is over \(bodyLimit) bytes")
+                throw refused(request, remoteAddress, ATHError(.payloadTooLarge, "request body is over \(bodyLimit) bytes"))
             }
         }
         let facts = RequestFacts(
             method: request.method.rawValue, target: request.uri.description, authorization: authorization, proof: proof,
             body: Array(body.readableBytesView), remoteSocket: remoteAddress)
-        return (try await authorize(facts, scope: scope), request)
+        do {
+            return (try decide(facts, known, scope: scope, now: now), request)
+        } catch let error as ATHError {
+            throw refused(request, remoteAddress, error)
+        }
     }
 
     private func refused(_ request: Request, _ remoteAddress: SocketAddress?, _ error: ATHError) -> ATHError {

@@ -37,24 +37,29 @@ extension ATHService {
         }
     }
 
+    /// Protected routes' bodies, hashed for the proof: larger ones are refused (per route:
+    /// `ATHAccessMiddleware(bodyLimit:)`).
+    public static let defaultBodyLimit = 64 * 1024
+
     /// Admits a request needing `scope` (nil: any valid access, as token renewal needs).
     public func authorize(_ facts: RequestFacts, scope: String?) async throws -> VerifiedAccess {
         let now = clock()
         do {
-            guard let authorization = facts.authorization, authorization.hasPrefix("Bearer ") else {
-                throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
-            }
-            let known: Known
-            if let cached = try remembered(authorization: authorization, now: now) {
-                known = cached
-            } else {
-                known = try await load(authorization: authorization, now: now)
-            }
-            return try decide(facts, known, scope: scope, now: now)
+            return try decide(facts, try await knownAccess(authorization: facts.authorization, now: now), scope: scope, now: now)
         } catch let error as ATHError {
             recordRefusal(error, method: facts.method, target: facts.target, remoteAddress: facts.remoteAddress, now: now)
             throw error
         }
+    }
+
+    /// The part of the check that needs only the Authorization value: the token verified and its
+    /// session known. An HTTP request's body is read after it.
+    func knownAccess(authorization: String?, now: Date) async throws -> Known {
+        guard let authorization, authorization.hasPrefix("Bearer ") else {
+            throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
+        }
+        if let cached = try remembered(authorization: authorization, now: now) { return cached }
+        return try await load(authorization: authorization, now: now)
     }
 
     /// Every refused request is audited (in batches, see `RefusalAudit`).

@@ -105,6 +105,20 @@ public actor SessionChannels {
             expires_at: access.grant.expiresAt, idle_timeout: configuration.idleTimeout)
     }
 
+    /// Whether `channelID` names an open channel attached for `transport` (counted among the
+    /// refusals when it does not, like a frame dropped for it).
+    public func isOpen(_ channelID: [UInt8], via transport: SessionChannel.Transport) -> Bool {
+        guard let attached = channels[channelID]?.transport else {
+            tally("unknown_channel")
+            return false
+        }
+        guard attached == transport else {
+            tally("wrong_transport")
+            return false
+        }
+        return true
+    }
+
     /// One frame from a transport. Returns the calls it started (HTTP waits for them), or nil
     /// when the frame was dropped. `outlet` nil: answers wait in the channel's outbox.
     @discardableResult

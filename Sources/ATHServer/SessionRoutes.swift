@@ -11,6 +11,9 @@ import NIOCore
 /// GET  /ath/session/ws         the WebSocket transport (`SessionChannels.webSocketUpgrade`)
 public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
     public static var framesContentType: String { "application/vnd.ath.frames" }
+    /// Where the first frame's channel id ends in a request body: its 4-byte length, then the
+    /// frame header's version, kind, direction and epoch, then the 16-byte id.
+    static var channelIDEnd: Int { 4 + 4 + SessionChannel.idSize }
     let channels: SessionChannels
 
     public init(channels: SessionChannels) {
@@ -38,13 +41,24 @@ public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
         }
         group.post("frames") { request, context -> Response in
             let limit = configuration.maxFramesPerRequest * 64 * 1024 + SessionFrameStream.maxFrameSize
-            var request = request
             try request.requireContentType(Self.framesContentType)
-            let body: ByteBuffer
-            do {
-                body = try await request.collectBody(upTo: limit)
-            } catch {
-                throw ATHError(.payloadTooLarge, "at most \(limit) bytes of frames per request")
+            // Frames carry their own authentication (the AEAD tag), checked once a frame is
+            // whole. Before buffering more than the first read, the first frame must name an open
+            // HTTP channel: a client with none gets its refusal after 24 bytes, not 5 MB.
+            var body = ByteBuffer()
+            var named = false
+            for try await chunk in request.body {
+                guard body.readableBytes + chunk.readableBytes <= limit else {
+                    throw ATHError(.payloadTooLarge, "at most \(limit) bytes of frames per request")
+                }
+                body.writeImmutableBuffer(chunk)
+                if !named, body.readableBytes >= Self.channelIDEnd {
+                    let id = Array(body.readableBytesView.dropFirst(Self.channelIDEnd - SessionChannel.idSize).prefix(SessionChannel.idSize))
+                    guard await channels.isOpen(id, via: .http) else {
+                        throw ATHError(.channelNotFound, "the first frame names no open HTTP session channel")
+                    }
+                    named = true
+                }
             }
             let frames = try SessionFrameStream.decode(Array(body.readableBytesView), maxFrames: configuration.maxFramesPerRequest)
             let address = context.remoteAddress?.ipAddress
