@@ -8,6 +8,8 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         // Message level, any step.
         case malformedMessage = "MALFORMED_MESSAGE"
         case payloadTooLarge = "PAYLOAD_TOO_LARGE"
+        /// A request head over the server's header size or count limits (answered before routing).
+        case headersTooLarge = "HEADERS_TOO_LARGE"
         /// A body that is not `application/json` where JSON is expected (or the frames' type).
         case unsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
         case unsupportedVersion = "UNSUPPORTED_VERSION"
@@ -92,6 +94,7 @@ extension ATHError.Code {
         switch self {
         case .malformedMessage, .unsupportedVersion, .unsupportedAlgorithm, .scopeNotSupported: 400
         case .payloadTooLarge: 413
+        case .headersTooLarge: 431
         case .unsupportedMediaType: 415
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,

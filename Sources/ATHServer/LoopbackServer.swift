@@ -32,17 +32,17 @@ public final class RunningServer: Sendable {
 
     public static func start<Context: RequestContext>(
         _ router: Router<Context>, host: String = "127.0.0.1", port: Int = 0, tls: ServerTLS? = nil,
-        sessionChannels: SessionChannels? = nil, logger: Logger = Logger(label: "ath.http")
+        sessionChannels: SessionChannels? = nil, limits: ConnectionLimits = .init(), logger: Logger = Logger(label: "ath.http")
     ) async throws -> RunningServer where Context.Source == ApplicationRequestContextSource {
         let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
         var quiet = logger
         quiet.logLevel = .warning
         // With session channels, GET /ath/session/ws upgrades to their WebSocket transport.
-        let http: HTTPServerBuilder = sessionChannels?.webSocketServer() ?? .http1()
-        let server: HTTPServerBuilder =
-            if let tls { try .tls(http, configuration: tls.channelConfiguration(logger: quiet)) } else { http }
         let app = Application(
-            router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: "swift-ath"),
+            router: router, server: .limited(limits, tls: try tls?.channelConfiguration(logger: quiet), sessions: sessionChannels),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "swift-ath", backlog: limits.backlog,
+                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections)),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
                 continuation.finish()

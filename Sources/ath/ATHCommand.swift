@@ -200,6 +200,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the client secret for --oidc-client-id.") var oidcClientSecretFile: String?
     @Option(help: "The base URL browsers reach this server at (for the OpenID redirect). Default: https://127.0.0.1:<port>")
     var publicURL: String?
+    @OptionGroup var connections: ConnectionLimitOptions
     @OptionGroup var executor: ExecutorOptions
 
     func openID() throws -> OpenIDProvider? {
@@ -223,6 +224,7 @@ struct Serve: AsyncParsableCommand {
         let openID = try openID()
         let trust = try tls.trust()
         executor.apply()
+        connections.raiseDescriptorLimit()
         let db = try SQLiteStore(path: store)
         for entry in register {
             let parts = entry.split(separator: ":", maxSplits: 1)
@@ -262,7 +264,7 @@ struct Serve: AsyncParsableCommand {
                 AuditEvent(at: Int64(Date().timeIntervalSince1970), event: "tls.client_certificate", actor: "-", subject: "-",
                     outcome: reason.kind.rawValue, detail: reason.message))
         }
-        let server = try await RunningServer.start(router, port: port, tls: serverTLS, sessionChannels: sessions)
+        let server = try await RunningServer.start(router, port: port, tls: serverTLS, sessionChannels: sessions, limits: connections.limits)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         var tcp: SessionTCPListener?
         var udp: SessionUDPListener?

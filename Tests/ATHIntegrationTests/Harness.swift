@@ -25,7 +25,8 @@ struct Harness {
         policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
-        sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods
+        sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods,
+        limits: ConnectionLimits = .init()
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -35,7 +36,7 @@ struct Harness {
             agentCertificates: agentCertificates, openID: openID)
         let channels = SessionChannels(service: service, methods: methods, configuration: sessions)
         let server = try await RunningServer.start(
-            ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels)
+            ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels, limits: limits)
         return Harness(dir: dir, store: store, service: service, server: server, channels: channels)
     }
 
