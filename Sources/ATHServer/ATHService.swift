@@ -31,6 +31,22 @@ public final class ATHService: Sendable {
     let verifiedTokens = Mutex<[TokenKey: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
+    /// Wakes agents waiting on a handshake this instance changed.
+    let signals = HandshakeSignals()
+    public let retention: Retention
+    private let sweeper = Mutex<Task<Void, Never>?>(nil)
+
+    /// How long what no grant needs is kept, and how often it is looked for.
+    public struct Retention: Sendable {
+        /// A handshake that ended without a grant (refused, abandoned, timed out) is deleted
+        /// this long after its deadline; its audit records stay.
+        public var handshakes: Duration = .seconds(24 * 3600)
+        public var sweepInterval: Duration = .seconds(600)
+        /// How often an agent's long poll looks at the store for a change made by another
+        /// instance (a change made by this one wakes it at once).
+        public var pollInterval: Duration = .seconds(5)
+        public init() {}
+    }
 
     /// How long a grant/token status read from the store is trusted before it is read again.
     /// Revocation through this instance is seen at once; through another, within this time.
@@ -64,7 +80,7 @@ public final class ATHService: Sendable {
         identity: ServerIdentity, policy: ServerPolicy, store: any ATHStore,
         channel: any UserConfirmationChannel = PullConfirmationChannel(), logger: Logger = Logger(label: "ath.server"),
         sealer: SecretSealer? = nil, agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil,
-        clock: @escaping @Sendable () -> Date = { Date() }
+        retention: Retention = .init(), clock: @escaping @Sendable () -> Date = { Date() }
     ) async throws {
         self.agentCertificates = agentCertificates
         self.openID = openID
@@ -79,6 +95,35 @@ public final class ATHService: Sendable {
         self.sealer = sealer ?? SecretSealer(derivedFrom: identity.tokenKey)
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
         tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
+        self.retention = retention
+        startSweeping()
+    }
+
+    deinit { sweeper.withLock { $0?.cancel() } }
+
+    private func startSweeping() {
+        let interval = retention.sweepInterval
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self, !Task.isCancelled else { return }
+                _ = try? await self.purgeEnded()
+            }
+        }
+        sweeper.withLock { $0 = task }
+    }
+
+    /// Deletes what `retention` no longer keeps: handshakes that ended without a grant before
+    /// the retention period, and expired single-use values. Runs every `sweepInterval`.
+    @discardableResult
+    public func purgeEnded() async throws -> (handshakes: Int, nonces: Int) {
+        let now = Freshness.unix(clock())
+        let (seconds, _) = retention.handshakes.components
+        let purged = try await store.purge(handshakesEndedBefore: now - seconds, now: now)
+        if purged.handshakes + purged.nonces > 0 {
+            logger.info("retention: deleted \(purged.handshakes) ended handshakes and \(purged.nonces) expired single-use values")
+        }
+        return purged
     }
 
     // MARK: Handshake, steps 1-4
@@ -97,15 +142,18 @@ public final class ATHService: Sendable {
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
             try await refuseIfSuspended(handshake.clientDID.value, step: 1)
             if let peerAIC { try await bind(peerAIC, to: &handshake, step: 1) }
-            // Step-1 nonces are single-use for as long as their timestamp could pass the check.
-            let fresh = try await store.consumeNonce(
-                "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", expiresAt: Freshness.unix(now) + 2 * Freshness.maxSkew,
-                now: Freshness.unix(now))
+            // Step-1 nonces are single-use for as long as their timestamp could pass the check;
+            // nonce, handshake and audit record are one write.
+            let t = Freshness.unix(now)
+            let fresh = try await store.beginHandshake(
+                handshake, nonce: "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", nonceExpiresAt: t + 2 * Freshness.maxSkew,
+                now: t,
+                audit: [
+                    AuditEvent(
+                        at: t, event: "handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok",
+                        detail: handshake.clientAIC.map { "aic=\($0)" } ?? "")
+                ])
             guard fresh else { throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 1) }
-            try await store.insertHandshake(handshake)
-            try await audit(
-                "handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok",
-                detail: handshake.clientAIC.map { "aic=\($0)" } ?? "", at: now)
             return response
         } catch let error as ATHError {
             refusals.record(
@@ -176,18 +224,20 @@ public final class ATHService: Sendable {
         }
     }
 
-    /// The agent's wait for steps 6-7: answers at once when decided, else polls the store
-    /// (so that a confirmation taken by another instance is seen) for up to `wait` seconds.
+    /// The agent's wait for steps 6-7: answers at once when decided, else waits up to `wait`
+    /// seconds for the change: woken at once by this instance's change (`signals`), at the
+    /// handshake's deadline, and every `retention.pollInterval` to see another instance's.
     public func result(handshakeID: String, wait: Double) async throws -> ScopeAnswer {
         // NaN would compare false with every deadline and hold the request until the handshake ends.
         let deadline = clock().addingTimeInterval(wait.isFinite ? min(max(wait, 0), 30) : 0)
+        var stored = try await load(handshakeID)
         while true {
             let now = clock()
-            var stored = try await load(handshakeID)
             if stored.handshake.expireIfDue(now: now) {
-                try await store.updateHandshake(
+                try? await store.updateHandshake(
                     stored.handshake, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
                     audit: [AuditEvent(at: Freshness.unix(now), event: "handshake.timeout", actor: "server", subject: handshakeID, outcome: stored.handshake.failure?.code ?? "")])
+                signals.signal(handshakeID)
                 stored = try await load(handshakeID)
             }
             let h = stored.handshake
@@ -201,7 +251,14 @@ public final class ATHService: Sendable {
             default:
                 throw ATHError(.unexpectedMessage, "the scope request has not been sent", step: 8)
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Until the wait ends, the handshake's own deadline (then it times out), or the next look.
+            let untilExpiry = Double(h.deadline + 1) - now.timeIntervalSince1970
+            let seconds = max(0.01, min(deadline.timeIntervalSince(now), untilExpiry))
+            await signals.wait(for: handshakeID, timeout: min(.milliseconds(Int64(seconds * 1000)), retention.pollInterval))
+            try Task.checkCancellation()
+            // The revision alone tells whether anything changed: the whole document (its
+            // transcript) is read again only then.
+            if try await store.handshakeRevision(id: handshakeID) != stored.revision { stored = try await load(handshakeID) }
         }
     }
 
@@ -285,6 +342,7 @@ public final class ATHService: Sendable {
                         at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
                         detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
                 ])
+            signals.signal(h.id)
             return completion.outcome
         } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
             h = stored.handshake
@@ -296,6 +354,7 @@ public final class ATHService: Sendable {
                         at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
                         detail: error.message)
                 ])
+            signals.signal(h.id)
             throw error
         }
     }
@@ -306,6 +365,7 @@ public final class ATHService: Sendable {
             audit: [
                 AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome, detail: detail)
             ])
+        signals.signal(h.id)
     }
 
     /// Persists a refusal that ended the handshake in this call. An out-of-order message changes
@@ -330,6 +390,7 @@ public final class ATHService: Sendable {
                     at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
                     detail: error.message)
             ])
+        signals.signal(h.id)
     }
 
     private func load(_ id: String) async throws -> StoredHandshake {

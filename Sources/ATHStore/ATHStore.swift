@@ -50,9 +50,19 @@ public protocol ATHStore: Sendable {
     func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool
 
     // Handshakes in progress.
-    func insertHandshake(_ handshake: ServerHandshake) async throws
+    /// Step 1 in one transaction: records the step-1 nonce `nonce` (single use until
+    /// `nonceExpiresAt`), the new handshake and its audit records. False, with nothing written,
+    /// when the nonce was used already. One write per step 1, however many arrive.
+    func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws
+        -> Bool
+    /// Deletes the handshakes that ended without a grant (refused, or past their deadline)
+    /// before `endedBefore`, and single-use values expired by `now`; returns how many of each.
+    /// Completed handshakes stay with their grants.
+    func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int)
     func handshake(id: String) async throws -> StoredHandshake?
     func handshake(requestID: String) async throws -> StoredHandshake?
+    /// The revision alone (nil: no such handshake): what a waiter reads to learn whether to load.
+    func handshakeRevision(id: String) async throws -> Int?
     func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake]
     /// Saves a changed handshake if nobody else changed it since `revision` was read;
     /// throws UNEXPECTED_MESSAGE otherwise. With a completion, also creates grant, session and

@@ -119,6 +119,10 @@ public final class SQLiteStore: ATHStore {
         m.registerMigration("v6-account-types") { db in
             try db.execute(sql: "ALTER TABLE account ADD COLUMN account_type TEXT")
         }
+        // The retention sweep finds ended handshakes by deadline.
+        m.registerMigration("v7-handshake-retention") { db in
+            try db.execute(sql: "CREATE INDEX handshake_deadline ON handshake(deadline)")
+        }
         return m
     }
 
@@ -359,33 +363,57 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
-        try await db.write { db in
-            try db.execute(sql: "DELETE FROM nonce WHERE key = ? AND expires_at < ?", arguments: [key, now])
-            try db.execute(sql: "INSERT OR IGNORE INTO nonce (key, expires_at) VALUES (?, ?)", arguments: [key, expiresAt])
-            let fresh = db.changesCount == 1
-            // Sweep a few expired entries on every write so the table stays bounded.
-            try db.execute(
-                sql: "DELETE FROM nonce WHERE key IN (SELECT key FROM nonce WHERE expires_at < ? LIMIT 16)", arguments: [now])
-            return fresh
-        }
+        try await db.write { db in try Self.consume(key, expiresAt: expiresAt, now: now, in: db) }
+    }
+
+    static func consume(_ key: String, expiresAt: Int64, now: Int64, in db: Database) throws -> Bool {
+        try db.execute(sql: "DELETE FROM nonce WHERE key = ? AND expires_at < ?", arguments: [key, now])
+        try db.execute(sql: "INSERT OR IGNORE INTO nonce (key, expires_at) VALUES (?, ?)", arguments: [key, expiresAt])
+        let fresh = db.changesCount == 1
+        // Sweep a few expired entries on every write so the table stays bounded.
+        try db.execute(sql: "DELETE FROM nonce WHERE key IN (SELECT key FROM nonce WHERE expires_at < ? LIMIT 16)", arguments: [now])
+        return fresh
     }
 
     // MARK: Handshakes
 
-    public func insertHandshake(_ handshake: ServerHandshake) async throws {
+    public func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent])
+        async throws -> Bool
+    {
         let data = try Self.encode(handshake)
-        try await db.write { db in
+        return try await db.write { db in
+            guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(
                 sql: """
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
                     VALUES (?, ?, ?, NULL, NULL, ?, 0, ?)
                     """,
                 arguments: [handshake.id, handshake.state.rawValue, handshake.clientDID.value, handshake.deadline, data])
+            try Self.append(audit, in: db)
+            return true
+        }
+    }
+
+    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int) {
+        try await db.write { db in
+            // A handshake's deadline is when it ended at the latest: a refusal ends it earlier.
+            try db.execute(
+                sql: """
+                    DELETE FROM handshake WHERE state != 'completed' AND deadline < ?
+                    AND NOT EXISTS (SELECT 1 FROM grant_record WHERE grant_record.handshake_id = handshake.id)
+                    """, arguments: [endedBefore])
+            let handshakes = db.changesCount
+            try db.execute(sql: "DELETE FROM nonce WHERE expires_at < ?", arguments: [now])
+            return (handshakes, db.changesCount)
         }
     }
 
     public func handshake(id: String) async throws -> StoredHandshake? {
         try await loadHandshake(sql: "SELECT data, revision FROM handshake WHERE id = ?", id)
+    }
+
+    public func handshakeRevision(id: String) async throws -> Int? {
+        try await db.read { db in try Int.fetchOne(db, sql: "SELECT revision FROM handshake WHERE id = ?", arguments: [id]) }
     }
 
     public func handshake(requestID: String) async throws -> StoredHandshake? {

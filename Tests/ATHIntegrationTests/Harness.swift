@@ -26,14 +26,14 @@ struct Harness {
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
         sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods,
-        limits: ConnectionLimits = .init()
+        limits: ConnectionLimits = .init(), retention: ATHService.Retention = .init()
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
-            agentCertificates: agentCertificates, openID: openID)
+            agentCertificates: agentCertificates, openID: openID, retention: retention)
         let channels = SessionChannels(service: service, methods: methods, configuration: sessions)
         let server = try await RunningServer.start(
             ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels, limits: limits)

@@ -1,0 +1,132 @@
+import ATHAgent
+import ATHCore
+import ATHServer
+import ATHStore
+import Foundation
+import ShoppingExample
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the server keeps is bounded: a step 1 is one write, ended handshakes go after the
+/// retention period, and agents waiting on a handshake cost nothing until it changes.
+@Suite struct BoundedStateTests {
+    let now = Date()
+
+    func begun(_ store: SQLiteStore, nonce: String) async throws -> (ServerHandshake, Bool) {
+        let key = PrivateKey.generate()
+        var client = ClientHandshake(did: DID.key(key.publicKey), key: key)
+        let identity = ServerIdentity(did: ShoppingPlatform.did, keys: [PrivateKey.generate()])
+        let (handshake, _) = try ServerHandshake.begin(
+            request: try client.makeRequest(now: now), id: Nonce.generate(), identity: identity, policy: ShoppingPlatform.policy,
+            registeredKey: nil, now: now)
+        let t = Freshness.unix(now)
+        let fresh = try await store.beginHandshake(
+            handshake, nonce: nonce, nonceExpiresAt: t + 600, now: t,
+            audit: [AuditEvent(at: t, event: "handshake.start", actor: "a", subject: handshake.id, outcome: "ok")])
+        return (handshake, fresh)
+    }
+
+    @Test func stepOneIsOneTransactionAndAReplayWritesNothing() async throws {
+        let h = try await Harness.start()
+        let (first, fresh) = try await begun(h.store, nonce: "hs1:n")
+        #expect(fresh)
+        #expect(try await h.store.handshake(id: first.id) != nil)
+        let (second, replayed) = try await begun(h.store, nonce: "hs1:n")
+        #expect(!replayed)
+        #expect(try await h.store.handshake(id: second.id) == nil)
+        let records = try await h.store.auditRecords(after: 0, limit: 100)
+        #expect(records.count == 1 && records[0].event.subject == first.id)
+        await h.stop()
+    }
+
+    /// Handshakes that ended without a grant are deleted after the retention period, with the
+    /// expired single-use values; a completed one stays with its grant, and so does the audit.
+    @Test func endedHandshakesArePurgedAfterRetention() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let session = try await h.handshake(scopes: ["goods:read"])
+        let completed = await session.grant.handshakeID
+        var (failed, _) = try await begun(h.store, nonce: "hs1:failed")
+        failed.fail(ATHError(.invalidSignature, "x", step: 3))
+        let stored = try #require(try await h.store.handshake(id: failed.id))
+        try await h.store.updateHandshake(failed, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil, audit: [])
+        let (abandoned, _) = try await begun(h.store, nonce: "hs1:abandoned")
+        _ = try await h.store.consumeNonce("user-req:old", expiresAt: Freshness.unix(now) - 10, now: Freshness.unix(now) - 20)
+        let auditBefore = try await h.store.auditRecords(after: 0, limit: 1_000).count
+
+        // Within the retention period nothing goes.
+        let early = try await h.store.purge(handshakesEndedBefore: Freshness.unix(now) - 3600, now: Freshness.unix(now))
+        #expect(early.handshakes == 0)
+        #expect(try await h.store.handshake(id: failed.id) != nil)
+        // Past it (deadlines are at most 600 s ahead), both ended ones go; the completed one stays.
+        let later = Freshness.unix(now) + 7200
+        let purged = try await h.store.purge(handshakesEndedBefore: later - 3600, now: later)
+        #expect(purged.handshakes == 2)
+        #expect(try await h.store.handshake(id: failed.id) == nil)
+        #expect(try await h.store.handshake(id: abandoned.id) == nil)
+        #expect(try await h.store.handshake(id: completed) != nil)
+        #expect(purged.nonces >= 3)  // the step-1 nonces and the expired user-request one
+        #expect(try await session.get("/api/goods").status == 200)
+        #expect(try await h.store.auditRecords(after: 0, limit: 1_000).count == auditBefore)
+        await h.stop()
+    }
+
+    /// An agent's long poll is woken by the user's answer, not by reading the store on a
+    /// timer: with the look at the store set to once a minute, the answer still arrives at once.
+    @Test func aLongPollIsWokenByTheAnswer() async throws {
+        var retention = ATHService.Retention()
+        retention.pollInterval = .seconds(60)
+        let h = try await Harness.start(retention: retention)
+        try await h.registerParties()
+        var (client, id) = try await HardeningTests.identified(h)
+        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await h.credential(), context: "x", now: Date())
+        #expect(try await HardeningTests.post(h.server.baseURL, "/ath/handshake/\(id)/scope", m5).status == 202)
+        let waiting = Task { try await HardeningTests.send(h.server.baseURL, .GET, "/ath/handshake/\(id)/result?wait=25") }
+        try await Task.sleep(for: .milliseconds(300))
+        let request = try #require(try await h.userClient.pending().first)
+        let answered = ContinuousClock.now
+        _ = try await h.userClient.answer(request, approve: ["goods:read"])
+        let reply = try await waiting.value
+        #expect(reply.status == 200 && reply.json?["handshake_complete"] != nil)
+        #expect(ContinuousClock.now - answered < .seconds(5), "woken \(ContinuousClock.now - answered) after the answer")
+        await h.stop()
+    }
+
+    /// 500 agents waiting on handshakes: the CPU they cost while nothing happens is printed
+    /// (docs/RELIABILITY.md), and every one of them is answered when the user decides.
+    @Test func fiveHundredWaitersCostLittleAndAreAllAnswered() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        var (client, id) = try await HardeningTests.identified(h)
+        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await h.credential(), context: "x", now: Date())
+        #expect(try await HardeningTests.post(h.server.baseURL, "/ath/handshake/\(id)/scope", m5).status == 202)
+        let (service, handshakeID) = (h.service, id)
+        let waiters = (0..<500).map { _ in Task { try await service.result(handshakeID: handshakeID, wait: 25) } }
+        try await Task.sleep(for: .seconds(1))
+        let cpuBefore = Self.processCPU()
+        let wallBefore = ContinuousClock.now
+        // Longer than the look at the store every `pollInterval` (5 s), so that one round is in it.
+        try await Task.sleep(for: .seconds(6))
+        let cpu = Self.processCPU() - cpuBefore
+        let wall = ContinuousClock.now - wallBefore
+        let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        print("500 waiting long polls: \(String(format: "%.1f", cpu / seconds * 100)) % of one core (whole test process)")
+        let request = try #require(try await h.userClient.pending().first)
+        _ = try await h.userClient.answer(request, approve: ["goods:read"])
+        var complete = 0
+        for waiter in waiters {
+            if case .complete = try await waiter.value { complete += 1 }
+        }
+        #expect(complete == 500)
+        await h.stop()
+    }
+
+    static func processCPU() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+}
