@@ -108,6 +108,9 @@ extension ATHService {
         try proof.verify(
             keyedMAC: known.state.proofMAC, method: facts.method, target: facts.target, body: facts.body, tokenDigest: known.token.digest,
             now: now)
+        guard proof.timestamp >= startedAt else {
+            throw ATHError(.proofInvalid, "this ATH-Proof is dated before the server started; make a new one")
+        }
         guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         try checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)

@@ -31,6 +31,10 @@ public final class ATHService: Sendable {
     let verifiedTokens = Mutex<[TokenKey: VerifiedToken]>([:])
     let sessions = Mutex<[String: SessionState]>([:])
     let logger: Logger
+    /// When this instance started (Unix seconds). Proofs of possession dated earlier are refused:
+    /// the replay cache is in memory, so a proof used before a restart could otherwise be used
+    /// again after it (docs/PROTOCOL.md §6).
+    public let startedAt: Int64
     /// Wakes agents waiting on a handshake this instance changed.
     let signals = HandshakeSignals()
     public let retention: Retention
@@ -96,6 +100,7 @@ public final class ATHService: Sendable {
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
         tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
         self.retention = retention
+        startedAt = Freshness.unix(clock())
         startSweeping()
     }
 

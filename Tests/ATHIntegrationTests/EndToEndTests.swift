@@ -214,6 +214,32 @@ import Testing
         await server.stop()
     }
 
+    /// A proof used before a restart is not accepted again after it: the replay cache is in
+    /// memory, so the new instance refuses proofs dated before it started.
+    @Test func aProofDoesNotReplayAcrossARestart() async throws {
+        let key = PrivateKey.generate()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        try await h.registerParties()
+        let session = try await h.handshake(scopes: ["goods:read"])
+        let captured = await session.authHeaders("GET", "/api/goods", Data())
+        #expect(try await HardeningTests.send(h.server.baseURL, .GET, "/api/goods", headers: captured).status == 200)
+        await h.server.stop()
+        try await Task.sleep(for: .milliseconds(1100))  // proofs carry whole seconds
+
+        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let restarted = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store)
+        let server = try await RunningServer.start(ShoppingPlatform.router(service: restarted))
+        let replay = try await HardeningTests.send(server.baseURL, .GET, "/api/goods", headers: captured)
+        #expect(replay.status == 401 && replay.code == "PROOF_INVALID", "\(replay.status) \(replay.code ?? "-")")
+        // A new proof for the same token works.
+        let fresh = await session.authHeaders("GET", "/api/goods", Data())
+        #expect(try await HardeningTests.send(server.baseURL, .GET, "/api/goods", headers: fresh).status == 200)
+        await server.stop()
+    }
+
     /// A handshake whose user did not answer before its deadline, while the server was down,
     /// ends with CONFIRMATION_TIMEOUT on the next instance, and no grant exists for it.
     @Test func deadlinePassedDuringARestartTimesOut() async throws {
