@@ -57,6 +57,9 @@ public enum Base64URL {
         return text.withUTF8 { decode(utf8: $0) }
     }
 
+    /// Whether `byte` is one of the 64 characters (no padding).
+    public static func isAlphabet(_ byte: UInt8) -> Bool { sextets[Int(byte)] != 0xFF }
+
     /// Each byte's 6-bit value, 0xFF outside the alphabet.
     private static let sextets: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)

@@ -112,8 +112,10 @@ public struct PossessionProof: Sendable, Equatable {
         func slice(_ range: Range<Int>?) -> Substring? {
             range.map { Substring(utf8[utf8.index(utf8.startIndex, offsetBy: $0.lowerBound)..<utf8.index(utf8.startIndex, offsetBy: $0.upperBound)]) }
         }
-        guard let t = slice(fields.t).map({ Int64($0) ?? -1 }), t >= 0, let n = slice(fields.n), let mac = slice(fields.mac),
-            (16...64).contains(n.utf8.count)
+        // The grammar of docs/PROTOCOL.md §6: t 1-19 digits (no sign), n 16-64 base64url characters.
+        guard let digits = slice(fields.t), (1...19).contains(digits.utf8.count), digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
+            let t = Int64(digits), let n = slice(fields.n), let mac = slice(fields.mac),
+            (16...64).contains(n.utf8.count), n.utf8.allSatisfy(Base64URL.isAlphabet)
         else {
             throw ATHError(.proofInvalid, "ATH-Proof needs t, n and mac")
         }

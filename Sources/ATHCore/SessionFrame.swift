@@ -10,7 +10,7 @@ import Foundation
 ///     1       1     kind
 ///     2       1     direction: 0 client→server, 1 server→client
 ///     3       1     key epoch (0-255, advanced by key updates)
-///     4       16    session id (the handshake's `sid`)
+///     4       16    channel id (the seed calls it the session id; each channel has its own keys)
 ///     20      8     sequence, big-endian, per direction, never reused
 ///     28      n+16  AEAD(payload length u32 | payload | zero padding) and its tag
 public enum SessionFrame {

@@ -157,8 +157,17 @@ struct SessionPair {
     static let frames: [(SessionFrame.Kind, String)] = [
         (.call, #"{"id":1,"method":"goods.search","params":{"keyword":"phone"}}"#), (.reply, #"{"id":1,"result":[]}"#),
         (.ack, #"{"id":1}"#), (.status, #"{"id":1}"#), (.statusReply, #"{"id":1,"status":"processed"}"#),
-        (.error, #"{"id":2,"code":"SCOPE_INSUFFICIENT"}"#), (.keyUpdate, ""), (.close, ""),
+        (.error, #"{"code":"SCOPE_INSUFFICIENT","id":2,"message":"this call needs scope user:profile"}"#), (.keyUpdate, ""), (.close, ""),
     ]
+
+    /// Each vector's payload is the canonical form of an RPC message of its kind, as the table
+    /// in §11 says payloads are.
+    @Test func vectorPayloadsAreCanonicalRPCMessages() throws {
+        for (kind, text) in Self.frames where kind != .keyUpdate && kind != .close {
+            let message = try SessionRPC.Message(kind: kind, payload: Array(text.utf8))
+            #expect(try message.payload() == Array(text.utf8), "\(kind)")
+        }
+    }
 
     static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 

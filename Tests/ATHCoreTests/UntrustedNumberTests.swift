@@ -98,6 +98,12 @@ import Testing
         #expect { try PossessionProof(headerValue: "t=-9223372036854775808,n=\(Nonce.generate()),mac=AAAA") } throws: {
             ATHError.code($0) == .proofInvalid
         }
+        // The grammar: digits only for t (no sign, at most 19), base64url only for n.
+        let n = Nonce.generate(bytes: 16)
+        for header in ["t=+5,n=\(n),mac=AAAA", "t=99999999999999999999,n=\(n),mac=AAAA", "t=1,n=\(n)!,mac=AAAA", "t=1,n=\(n),mac=AAAA,x=1"] {
+            #expect(throws: ATHError.self, "\(header)") { try PossessionProof(headerValue: header) }
+        }
+        #expect(try PossessionProof(headerValue: "t=1, n=\(n), mac=AAAA").timestamp == 1)
         let proof = PossessionProof.make(
             key: key, method: "GET", target: "/x", body: Data(), token: "t", now: Date(timeIntervalSince1970: 9.2e18))
         #expect(proof.timestamp > 9_000_000_000_000_000_000)
