@@ -131,6 +131,20 @@ let package = Package(
             exclude: ["corpus"],
             swiftSettings: strict
         ),
+        // Every other decoder of untrusted bytes, one target each (docs/RELIABILITY.md).
+        .executableTarget(
+            name: "FuzzDecoders",
+            dependencies: [
+                "ATHCore", "ATHIdentity",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            path: "Fuzz/Decoders",
+            exclude: ["corpus"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ATHCoreTests",
             dependencies: [

@@ -13,6 +13,10 @@ public struct UserRequestClaims: JWTPayload, Equatable {
     public var exp: Int64
     public var jti: String
 
+    public init(iss: String, aud: String, iat: Int64, exp: Int64, jti: String) {
+        (self.iss, self.aud, self.iat, self.exp, self.jti) = (iss, aud, iat, exp, jti)
+    }
+
     public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
