@@ -84,6 +84,15 @@ import Testing
         await h.stop()
     }
 
+    /// An answer to a confirmation request that does not exist: 404, nothing written.
+    @Test func anAnswerToNoRequest() async throws {
+        let h = try await Harness.start()
+        let reply = try await Self.post(h.server.baseURL, "/ath/confirmations/no-such-request", ["type": "authorization_confirmation_response"])
+        #expect(reply.status == 404 && reply.code == "CONFIRMATION_NOT_FOUND")
+        #expect(try await h.store.auditRecords(after: 0, limit: 10).isEmpty)
+        await h.stop()
+    }
+
     /// Steps 1-4 by hand; returns the client (ready for step 5) and the handshake id.
     static func identified(_ h: Harness) async throws -> (ClientHandshake, String) {
         var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
