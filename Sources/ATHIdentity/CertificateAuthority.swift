@@ -145,6 +145,15 @@ public struct CertificateAuthority: Sendable {
             nextUpdate: now.addingTimeInterval(validity))
     }
 
+    /// The root's CRL: the intermediates it revoked (normally none). Without it an intermediate
+    /// whose key leaked could not be withdrawn short of replacing the root everywhere.
+    public func rootRevocationList(entries: [CertificateRevocationList.Entry], number: Int, now: Date, validity: TimeInterval = 7 * 86_400)
+        throws -> CertificateRevocationList
+    {
+        try CertificateRevocationList.sign(
+            issuer: root, key: rootKey, entries: entries, crlNumber: number, thisUpdate: now, nextUpdate: now.addingTimeInterval(validity))
+    }
+
     /// The chain a leaf's owner presents after its own certificate: the intermediate.
     public var issuingChain: [Certificate] { [intermediate] }
 }

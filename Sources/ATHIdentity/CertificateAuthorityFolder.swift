@@ -15,6 +15,7 @@ import X509
 ///     root-key.pem, intermediate-key.pem   PKCS#8 keys, mode 0600
 ///     state.json                     CRL URL and number, and every certificate issued and revoked
 ///     crl.pem, crl.der               the intermediate's current CRL (published)
+///     root-crl.pem, root-crl.der     the root's current CRL: the intermediate, once revoked
 ///
 /// Every change takes an exclusive lock, writes whole files next to their target and renames
 /// them over it, so a crash or a refused request leaves the previous state intact. The CRL is
@@ -49,12 +50,20 @@ public struct CertificateAuthorityFolder: Sendable {
         var crlNumber: Int
         var crlValidity: Int
         var issued: [Issued]
+        /// The root's CRL number (absent in folders made before the root published one).
+        var rootCRLNumber: Int?
+        /// When the intermediate was revoked, and why.
+        var intermediateRevokedAt: Int64?
+        var intermediateReason: CertificateRevocationList.Reason?
 
         enum CodingKeys: String, CodingKey {
             case crlURL = "crl_url"
             case crlNumber = "crl_number"
             case crlValidity = "crl_validity_seconds"
             case issued
+            case rootCRLNumber = "root_crl_number"
+            case intermediateRevokedAt = "intermediate_revoked_at"
+            case intermediateReason = "intermediate_reason"
         }
     }
 
@@ -104,6 +113,9 @@ public struct CertificateAuthorityFolder: Sendable {
 
     public func currentCRL() throws -> CertificateRevocationList { try CertificateRevocationList(pemEncoded: read("crl.pem")) }
 
+    /// The root's current CRL.
+    public func currentRootCRL() throws -> CertificateRevocationList { try CertificateRevocationList(pemEncoded: read("root-crl.pem")) }
+
     // MARK: Changing
 
     /// Issues and records a certificate; returns it.
@@ -122,12 +134,22 @@ public struct CertificateAuthorityFolder: Sendable {
     }
 
     /// Revokes a certificate this CA issued (by serial, as `ath ca list` prints it) and publishes
-    /// the new CRL. Revoking twice is refused so the first date and reason stay.
+    /// the new CRL; the intermediate's own serial revokes the intermediate, in the root's CRL
+    /// (every certificate it signed then fails where the root's CRL is checked). Revoking twice is
+    /// refused so the first date and reason stay. Returns the list that carries the revocation.
     public func revoke(serial: String, reason: CertificateRevocationList.Reason, now: Date) throws -> CertificateRevocationList {
         try locked {
             let ca = try load()
             var state = try loadState()
             let wanted = try Self.serial(serial)
+            // The intermediate itself: the root's CRL lists it, and everything it signed falls with it.
+            if wanted == ca.intermediate.serialNumber {
+                guard state.intermediateRevokedAt == nil else { throw IdentityError(.authority, "the intermediate is already revoked") }
+                state.intermediateRevokedAt = Int64(now.timeIntervalSince1970)
+                state.intermediateReason = reason
+                let published = try commit(state, ca: ca, now: now)
+                return published.root ?? published.intermediate
+            }
             guard let index = state.issued.firstIndex(where: { (try? Self.serial($0.serial)) == wanted })
             else { throw IdentityError(.authority, "this CA issued no certificate with serial \(serial)") }
             guard state.issued[index].revokedAt == nil else {
@@ -135,14 +157,14 @@ public struct CertificateAuthorityFolder: Sendable {
             }
             state.issued[index].revokedAt = Int64(now.timeIntervalSince1970)
             state.issued[index].reason = reason
-            return try commit(state, ca: ca, now: now)
+            return try commit(state, ca: ca, now: now).intermediate
         }
     }
 
     /// Publishes a fresh CRL (a new number, the same entries): run before the current one's
     /// nextUpdate, from cron or a timer.
     public func publishCRL(now: Date) throws -> CertificateRevocationList {
-        try locked { try commit(try loadState(), ca: try load(), now: now) }
+        try locked { try commit(try loadState(), ca: try load(), now: now).intermediate }
     }
 
     // MARK: Files
@@ -150,11 +172,11 @@ public struct CertificateAuthorityFolder: Sendable {
     /// Writes the state, and when `ca` is given a new CRL numbered one higher, in the order the
     /// type's comment describes.
     @discardableResult
-    private func commit(_ state: State, ca: CertificateAuthority?, now: Date) throws -> CertificateRevocationList {
+    private func commit(_ state: State, ca: CertificateAuthority?, now: Date) throws -> (intermediate: CertificateRevocationList, root: CertificateRevocationList?) {
         var state = state
         guard let ca else {
             try write(String(decoding: try Self.encoder.encode(state), as: UTF8.self), to: "state.json")
-            return try currentCRL()
+            return (try currentCRL(), nil)
         }
         state.crlNumber += 1
         let entries = try state.issued.compactMap { issued -> CertificateRevocationList.Entry? in
@@ -164,12 +186,25 @@ public struct CertificateAuthorityFolder: Sendable {
                 reason: issued.reason ?? .unspecified)
         }
         let crl = try ca.revocationList(entries: entries, number: state.crlNumber, now: now, validity: TimeInterval(state.crlValidity))
-        let pemTemp = try stage(crl.pemString, name: "crl.pem")
-        let derTemp = try stage(Data(crl.derBytes), name: "crl.der")
+        state.rootCRLNumber = (state.rootCRLNumber ?? 0) + 1
+        let intermediateEntries = state.intermediateRevokedAt.map {
+            [
+                CertificateRevocationList.Entry(
+                    serialNumber: ca.intermediate.serialNumber, revocationDate: Date(timeIntervalSince1970: TimeInterval($0)),
+                    reason: state.intermediateReason ?? .unspecified)
+            ]
+        } ?? []
+        let rootCRL = try ca.rootRevocationList(
+            entries: intermediateEntries, number: state.rootCRLNumber!, now: now, validity: TimeInterval(state.crlValidity))
+        let staged = [
+            // PEM files end with a newline, so that they can be concatenated into one bundle.
+            (try stage(crl.pemString + "\n", name: "crl.pem"), "crl.pem"), (try stage(Data(crl.derBytes), name: "crl.der"), "crl.der"),
+            (try stage(rootCRL.pemString + "\n", name: "root-crl.pem"), "root-crl.pem"),
+            (try stage(Data(rootCRL.derBytes), name: "root-crl.der"), "root-crl.der"),
+        ]
         try write(String(decoding: try Self.encoder.encode(state), as: UTF8.self), to: "state.json")
-        try place(pemTemp, as: "crl.pem")
-        try place(derTemp, as: "crl.der")
-        return crl
+        for (temp, name) in staged { try place(temp, as: name) }
+        return (crl, rootCRL)
     }
 
     static let encoder: JSONEncoder = {

@@ -29,7 +29,8 @@ struct CACommand: AsyncParsableCommand {
             let dir = URL(fileURLWithPath: folder.dir)
             try CertificateAuthorityFolder.initialize(
                 at: dir, name: name, crlURL: crlURL, crlValidity: TimeInterval(crlDays * 86_400), now: Date())
-            print("CA created in \(dir.path): trust chain.pem (or root.pem); keys are *-key.pem (0600); CRL in crl.pem")
+            print(
+                "CA created in \(dir.path): trust chain.pem (or root.pem); keys are *-key.pem (0600); CRLs in crl.pem (the intermediate's) and root-crl.pem (the root's)")
         }
     }
 
@@ -105,7 +106,8 @@ struct CACommand: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a certificate and publish the new CRL.")
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a certificate and publish the new CRL; the intermediate's serial (or --cert intermediate.pem) revokes the intermediate in the root's CRL.")
         @OptionGroup var folder: Folder
         @Option(help: "The certificate's serial (as `ath ca list` prints it).") var serial: String?
         @Option(help: "Or the certificate file (PEM; its first certificate).") var cert: String?
@@ -123,7 +125,8 @@ struct CACommand: AsyncParsableCommand {
             default: throw ValidationError("give --serial or --cert")
             }
             let crl = try folder.folder.revoke(serial: target, reason: why, now: Date())
-            print("revoked \(target) (\(why.name)); CRL \(crl.crlNumber) published in \(folder.dir)/crl.pem, valid until \(crl.nextUpdate)")
+            let file = crl.issuer == (try folder.folder.load().root.subject) ? "root-crl.pem" : "crl.pem"
+            print("revoked \(target) (\(why.name)); CRL \(crl.crlNumber) published in \(folder.dir)/\(file), valid until \(crl.nextUpdate)")
         }
     }
 
@@ -144,6 +147,7 @@ struct CACommand: AsyncParsableCommand {
 
         func run() async throws {
             let issued = try folder.folder.issued()
+            if !json { print("\(CertificateAuthorityFolder.hex(try folder.folder.load().intermediate.serialNumber))  intermediate") }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]

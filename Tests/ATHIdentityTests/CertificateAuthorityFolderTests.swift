@@ -127,6 +127,51 @@ import X509
         #expect(crl.revocation(of: leaves[1].serialNumber)?.reason == .keyCompromise)
     }
 
+    /// The root publishes a CRL too, so that the intermediate can be revoked: OpenSSL checking
+    /// every level (`-crl_check_all`) accepts the chain before and refuses it after, and so does
+    /// `AgentTrust` with both lists.
+    @Test func theIntermediateCanBeRevokedInTheRootsCRL() async throws {
+        let dir = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let now = Date()
+        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Root CRL CASP", crlURL: nil, now: now)
+        let pki = try PKI()
+        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now)
+        let leafFile = dir.appendingPathComponent("leaf.pem")
+        try leaf.serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        let crls = try String(contentsOf: dir.appendingPathComponent("crl.pem"), encoding: .utf8)
+            + (try String(contentsOf: dir.appendingPathComponent("root-crl.pem"), encoding: .utf8))
+        func verify() throws -> (Int32, String) {
+            let both = dir.appendingPathComponent("crls.pem")
+            try (try String(contentsOf: dir.appendingPathComponent("crl.pem"), encoding: .utf8)
+                + (try String(contentsOf: dir.appendingPathComponent("root-crl.pem"), encoding: .utf8))).write(to: both, atomically: true, encoding: .utf8)
+            return try run(
+                "/usr/bin/openssl",
+                [
+                    "verify", "-crl_check_all", "-purpose", "sslclient", "-CAfile", dir.appendingPathComponent("root.pem").path,
+                    "-untrusted", dir.appendingPathComponent("intermediate.pem").path, "-CRLfile", both.path, leafFile.path,
+                ])
+        }
+        #expect(!crls.isEmpty)
+        let good = try verify()
+        #expect(good.0 == 0, "\(good.1)")
+        let trust = AgentTrust(
+            roots: [try folder.load().root], revocation: .files([dir.appendingPathComponent("crl.pem"), dir.appendingPathComponent("root-crl.pem")]))
+        _ = try await trust.verify([leaf, try folder.load().intermediate], role: .client, now: now)
+
+        let intermediate = try folder.load().intermediate
+        let rootCRL = try folder.revoke(serial: intermediate.serialNumber.hex, reason: .caCompromise, now: now)
+        #expect(rootCRL.issuer == (try folder.load().root.subject))
+        #expect(rootCRL.revocation(of: intermediate.serialNumber)?.reason == .caCompromise)
+        #expect(try folder.currentCRL().entries.isEmpty)
+        let bad = try verify()
+        #expect(bad.0 != 0 && bad.1.contains("revoked"), "\(bad.1)")
+        await #expect { try await trust.verify([leaf, intermediate], role: .client, now: now) } throws: {
+            ($0 as? IdentityError)?.kind == .revoked
+        }
+        #expect(throws: IdentityError.self) { try folder.revoke(serial: intermediate.serialNumber.hex, reason: .caCompromise, now: now) }
+    }
+
     func run(_ tool: String, _ arguments: [String]) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tool)
