@@ -122,16 +122,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The session layer's receive side for libFuzzer (docs/FUZZING.md); an ordinary build
-        // replays a corpus.
-        .executableTarget(
-            name: "FuzzSessionFrames",
-            dependencies: ["ATHCore", .product(name: "Crypto", package: "swift-crypto")],
-            path: "Fuzz/SessionFrames",
-            exclude: ["corpus"],
-            swiftSettings: strict
-        ),
-        // Every other decoder of untrusted bytes, one target each (docs/RELIABILITY.md).
+        // Every decoder of untrusted bytes for libFuzzer, one target each (docs/RELIABILITY.md,
+        // docs/FUZZING.md); an ordinary build replays a corpus.
         .executableTarget(
             name: "FuzzDecoders",
             dependencies: [

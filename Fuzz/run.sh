@@ -2,7 +2,7 @@
 # Builds the fuzz targets with libFuzzer and runs each for the given seconds (default 30),
 # starting from its committed corpus (docs/RELIABILITY.md). Exits non-zero at the first finding;
 # libFuzzer writes the input that found it (crash-*, timeout-*, oom-*) to the working folder.
-#   Fuzz/run.sh [seconds] [target ...]      targets: the FuzzDecoders ones and session-frames
+#   Fuzz/run.sh [seconds] [target ...]      targets: those of FuzzDecoders (docs/RELIABILITY.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -13,22 +13,15 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 swift build --build-path .build-fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING \
     --product FuzzDecoders >/dev/null
-swift build --build-path .build-fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING \
-    --product FuzzSessionFrames >/dev/null
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for target in "${targets[@]}"; do
     corpus="$work/$target"
     mkdir -p "$corpus"
-    if [ "$target" = session-frames ]; then
-        cp Fuzz/SessionFrames/corpus/* "$corpus/"
-        binary=.build-fuzz/debug/FuzzSessionFrames
-        length=4096
-    else
-        cp Fuzz/Decoders/corpus/"$target"/* "$corpus/"
-        binary=.build-fuzz/debug/FuzzDecoders
-        length=16384
-    fi
+    cp Fuzz/Decoders/corpus/"$target"/* "$corpus/"
+    binary=.build-fuzz/debug/FuzzDecoders
+    length=16384
+    if [ "$target" = session-frames ]; then length=4096; fi
     log="$work/$target.log"
     if ! ATH_FUZZ_TARGET="$target" "$binary" "$corpus" -max_total_time="$seconds" -max_len="$length" \
         -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1; then
@@ -41,7 +34,6 @@ for target in "${targets[@]}"; do
     echo "fuzz: $target: ${runs} executions in ${seconds} s, ${edges} coverage edges, no finding"
     if [ -n "${ATH_FUZZ_KEEP:-}" ]; then
         dest=Fuzz/Decoders/corpus/"$target"
-        [ "$target" = session-frames ] && dest=Fuzz/SessionFrames/corpus
         ATH_FUZZ_TARGET="$target" "$binary" -merge=1 "$dest" "$corpus" >/dev/null 2>&1 || true
     fi
 done

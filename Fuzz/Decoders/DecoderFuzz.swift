@@ -33,6 +33,9 @@ enum DecoderFuzz: String, CaseIterable {
     case aic
     /// The webhook signature header, checked against a body: only the genuine one verifies.
     case webhook
+    /// The session layer's receive side (`SessionFrameFuzz`): nothing opens that was not sealed
+    /// with the receiver's key or was altered.
+    case sessionFrames = "session-frames"
 
     func run(_ input: [UInt8]) {
         switch self {
@@ -45,6 +48,7 @@ enum DecoderFuzz: String, CaseIterable {
         case .der: Self.der(input)
         case .aic: Self.aic(input)
         case .webhook: Self.webhook(input)
+        case .sessionFrames: SessionFrameFuzz.run(input)
         }
     }
 

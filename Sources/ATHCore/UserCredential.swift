@@ -32,11 +32,18 @@ public struct UserCredentialClaims: JWTPayload, Equatable {
 public enum UserCredential {
     public static let typ = "ath-user-auth+jwt"
 
+    /// The longest a credential may be issued for: ten years.
+    public static let maxValidity = 10 * 366 * 86_400
+
     /// Issues a pre-authorization (what `ath user authorize` does).
     public static func issue(
         user: DID, key: PrivateKey, client: DID, scopes: [String], validFor seconds: Int, audience: DID? = nil,
         now: Date = Date(), jti: String = Nonce.generate()
     ) async throws -> String {
+        // A lifetime the claims can hold (and that `exp` can be computed from without overflow).
+        guard (1...Self.maxValidity).contains(seconds) else {
+            throw ATHError(.malformedMessage, "a credential is valid for 1 s to \(Self.maxValidity / 86_400) days, not \(seconds) s")
+        }
         let iat = Int64(now.timeIntervalSince1970)
         let claims = UserCredentialClaims(
             iss: user.value, sub: client.value, aud: audience?.value, scopes: scopes, iat: iat, exp: iat + Int64(seconds),

@@ -130,14 +130,7 @@ public actor SessionChannels {
             return nil
         }
         let id = header.sessionID
-        guard let attached = channels[id]?.transport else {
-            tally("unknown_channel")
-            return nil
-        }
-        guard attached == transport else {
-            tally("wrong_transport")
-            return nil
-        }
+        guard isOpen(id, via: transport) else { return nil }
         let now = Date()
         // Mutated where it lies: a copy of the channel would copy its call ledger on every frame.
         let effects = channels[id]!.endpoint.receive(frame, now: now)

@@ -81,9 +81,7 @@ import Glibc
         retention.pollInterval = .seconds(60)
         let h = try await Harness.start(retention: retention)
         try await h.registerParties()
-        var (client, id) = try await HardeningTests.identified(h)
-        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await h.credential(), context: "x", now: Date())
-        #expect(try await HardeningTests.post(h.server.baseURL, "/ath/handshake/\(id)/scope", m5).status == 202)
+        let (_, id) = try await HardeningTests.awaitingConfirmation(h)
         let waiting = Task { try await HardeningTests.send(h.server.baseURL, .GET, "/ath/handshake/\(id)/result?wait=25") }
         try await Task.sleep(for: .milliseconds(300))
         let request = try #require(try await h.userClient.pending().first)
@@ -100,9 +98,7 @@ import Glibc
     @Test func fiveHundredWaitersCostLittleAndAreAllAnswered() async throws {
         let h = try await Harness.start()
         try await h.registerParties()
-        var (client, id) = try await HardeningTests.identified(h)
-        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await h.credential(), context: "x", now: Date())
-        #expect(try await HardeningTests.post(h.server.baseURL, "/ath/handshake/\(id)/scope", m5).status == 202)
+        let (_, id) = try await HardeningTests.awaitingConfirmation(h)
         let (service, handshakeID) = (h.service, id)
         let waiters = (0..<500).map { _ in Task { try await service.result(handshakeID: handshakeID, wait: 25) } }
         try await Task.sleep(for: .seconds(1))

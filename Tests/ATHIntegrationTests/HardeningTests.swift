@@ -104,6 +104,16 @@ import Testing
         return (client, id)
     }
 
+    /// Steps 1-5 by hand, the user not yet answering; returns the client (waiting for the
+    /// outcome) and the handshake id.
+    static func awaitingConfirmation(_ h: Harness) async throws -> (ClientHandshake, String) {
+        var (client, id) = try await identified(h)
+        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await h.credential(), context: "x", now: Date())
+        let reply = try await post(h.server.baseURL, "/ath/handshake/\(id)/scope", m5)
+        guard reply.status == 202 else { throw ATHError(.internalError, "step 5 answered \(reply.status) \(reply.code ?? "-")") }
+        return (client, id)
+    }
+
     /// A credential refused at step 5 ends the handshake, with its audit record, like any other
     /// refusal after step 1; a later step 5 on it changes nothing and writes nothing of its own.
     @Test func refusedCredentialEndsTheHandshake() async throws {
