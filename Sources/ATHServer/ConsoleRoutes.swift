@@ -49,7 +49,8 @@ public struct ConsoleRoutes<Context: ATHRequestContextProtocol>: Sendable {
         let service = self.service
         let console = router.group("ath/console").add(middleware: ConsoleHeadersMiddleware<Context>())
             .add(middleware: ErrorShapeMiddleware<Context>())
-        let limit = 64 * 1024
+        // Enrollment, sign-in and a step-7 answer are each a few hundred bytes.
+        let limit = HandshakeRoutes<Context>.decisionLimit
         console.get { _, _ in Self.asset(ConsoleAssets.page, type: "text/html; charset=utf-8") }
         console.get("console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
         console.get("console.css") { _, _ in Self.asset(ConsoleAssets.style, type: "text/css; charset=utf-8") }

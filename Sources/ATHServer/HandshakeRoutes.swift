@@ -16,7 +16,13 @@ import Hummingbird
 /// GET  /ath/oidc/nonce                      a nonce for an ID token the user API will take (Authorization: OIDC)
 public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: ATHService
+    /// The largest body of any handshake route: step 3 with a certificate chain.
     public static var bodyLimit: Int { 64 * 1024 }
+    /// Step 1 holds a PEM key and a few short fields; a larger one is stored in the transcript for
+    /// nothing, so it is refused before it is read.
+    public static var stepOneLimit: Int { 8 * 1024 }
+    /// Steps 5 and 7: a credential, a context of at most 1000 characters, a key share; a decision.
+    public static var decisionLimit: Int { 16 * 1024 }
 
     public init(service: ATHService) {
         self.service = service
@@ -29,7 +35,7 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("handshake") { request, context in
             var request = request
             let peer = try await context.peerAgentIdentity()
-            return try JSONResponse.make(try await service.begin(request.json(limit: limit), peerAIC: peer))
+            return try JSONResponse.make(try await service.begin(request.json(limit: Self.stepOneLimit), peerAIC: peer))
         }
         group.post("handshake/:id/identity") { request, context in
             var request = request
@@ -39,7 +45,7 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("handshake/:id/scope") { request, context in
             var request = request
             let id = try context.parameters.require("id")
-            return try Self.render(try await service.scopeRequest(handshakeID: id, request.json(limit: limit)))
+            return try Self.render(try await service.scopeRequest(handshakeID: id, request.json(limit: Self.decisionLimit)))
         }
         group.get("handshake/:id/result") { request, context in
             let id = try context.parameters.require("id")
@@ -59,7 +65,7 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("confirmations/:request_id") { request, context in
             var request = request
             let id = try context.parameters.require("request_id")
-            return try JSONResponse.make(try await service.confirm(requestID: id, request.json(limit: limit)))
+            return try JSONResponse.make(try await service.confirm(requestID: id, request.json(limit: Self.decisionLimit)))
         }
         group.get("credentials") { request, _ in
             try JSONResponse.make(["credentials": try await service.credentials(authorization: request.headers[.authorization] ?? "")])

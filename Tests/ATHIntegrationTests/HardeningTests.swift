@@ -84,6 +84,20 @@ import Testing
         await h.stop()
     }
 
+    /// Each route takes the body it needs: a step 1 padded past 8 KiB with an extra member (which
+    /// would be stored in the transcript) is refused, while step 3 may carry a certificate chain.
+    @Test func stepOneIsSmall() async throws {
+        let h = try await Harness.start()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey)
+        guard case .object(var members) = try client.makeRequest(now: Date()) else { Issue.record("step 1 is an object"); return }
+        members["padding"] = .string(String(repeating: "x", count: 9 * 1024))
+        let reply = try await Self.post(h.server.baseURL, "/ath/handshake", .object(members))
+        #expect(reply.status == 413 && reply.code == "PAYLOAD_TOO_LARGE")
+        members["padding"] = .string(String(repeating: "x", count: 6 * 1024))
+        #expect(try await Self.post(h.server.baseURL, "/ath/handshake", .object(members)).status == 200)
+        await h.stop()
+    }
+
     /// An answer to a confirmation request that does not exist: 404, nothing written.
     @Test func anAnswerToNoRequest() async throws {
         let h = try await Harness.start()
