@@ -121,7 +121,7 @@ public final class SQLiteStore: ATHStore {
         }
         // The retention sweep finds ended handshakes by deadline.
         m.registerMigration("v7-handshake-retention") { db in
-            try db.execute(sql: "CREATE INDEX handshake_deadline ON handshake(deadline)")
+            if try db.tableExists("handshake") { try db.execute(sql: "CREATE INDEX handshake_deadline ON handshake(deadline)") }
         }
         return m
     }
