@@ -63,14 +63,9 @@ import X509
 
     /// OpenSSL, an implementation we did not write, accepts our chain and CRL and sees the revocation.
     @Test func openSSLVerifiesTheChainAndHonoursTheCRL() throws {
-        let dir = temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
         let now = Date()
-        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Interop CASP", crlURL: nil, now: now)
-        let pki = try PKI()
-        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now)
-        let leafFile = dir.appendingPathComponent("leaf.pem")
-        try leaf.serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        let (dir, folder, leaf, leafFile) = try folderWithLeaf("Interop CASP", now: now)
+        defer { try? FileManager.default.removeItem(at: dir) }
         func verify() throws -> (Int32, String) {
             try run(
                 "/usr/bin/openssl",
@@ -131,14 +126,9 @@ import X509
     /// every level (`-crl_check_all`) accepts the chain before and refuses it after, and so does
     /// `AgentTrust` with both lists.
     @Test func theIntermediateCanBeRevokedInTheRootsCRL() async throws {
-        let dir = temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
         let now = Date()
-        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: "Root CRL CASP", crlURL: nil, now: now)
-        let pki = try PKI()
-        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now)
-        let leafFile = dir.appendingPathComponent("leaf.pem")
-        try leaf.serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        let (dir, folder, leaf, leafFile) = try folderWithLeaf("Root CRL CASP", now: now)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let crls = try String(contentsOf: dir.appendingPathComponent("crl.pem"), encoding: .utf8)
             + (try String(contentsOf: dir.appendingPathComponent("root-crl.pem"), encoding: .utf8))
         func verify() throws -> (Int32, String) {
@@ -170,6 +160,17 @@ import X509
             ($0 as? IdentityError)?.kind == .revoked
         }
         #expect(throws: IdentityError.self) { try folder.revoke(serial: intermediate.serialNumber.hex, reason: .caCompromise, now: now) }
+    }
+
+    /// A new CA folder and one client leaf it issued, written to `leaf.pem` beside it.
+    func folderWithLeaf(_ name: String, now: Date) throws -> (URL, CertificateAuthorityFolder, Certificate, URL) {
+        let dir = temporaryFolder()
+        let folder = try CertificateAuthorityFolder.initialize(at: dir, name: name, crlURL: nil, now: now)
+        let pki = try PKI()
+        let leaf = try folder.issue(.init(aic: pki.aic, role: .client, publicKey: .init(pki.agentKey.publicKey)), now: now)
+        let leafFile = dir.appendingPathComponent("leaf.pem")
+        try leaf.serializeAsPEM().pemString.write(to: leafFile, atomically: true, encoding: .utf8)
+        return (dir, folder, leaf, leafFile)
     }
 
     func run(_ tool: String, _ arguments: [String]) throws -> (Int32, String) {
