@@ -170,8 +170,6 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
     func enter(_ next: Phase) {
         guard phase != .disarmed, !(phase == .closing && next != .disarmed) else { return }
         phase = next
-        timer?.cancel()
-        timer = nil
         let limit: Duration? =
             switch next {
             case .idle: limits.idleTimeout
@@ -180,14 +178,30 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
             case .closing: .seconds(2)
             case .serving, .disarmed: nil
             }
-        guard let limit, let context else { return }
-        let channel = context.channel
-        let phase = next
-        let logger = logger
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: limits.timeout(limit)) {
-            logger.debug("closing a connection whose \(phase) deadline passed", metadata: ["peer": "\(channel.remoteAddress?.description ?? "-")"])
-            channel.close(promise: nil)
-        }
+        deadline = limit.map { .now() + limits.timeout($0) }
+        // One timer serves every phase: a request's phases each start later than the last, so
+        // usually only `deadline` moves and the timer, when it fires, sets itself again for it.
+        if let deadline, timer == nil || deadline < scheduledFor { schedule(at: deadline) }
+    }
+
+    /// When the phase in force must end (nil: the server is answering, or the connection upgraded).
+    private var deadline: NIODeadline?
+    private var scheduledFor = NIODeadline.distantFuture
+
+    private func schedule(at when: NIODeadline) {
+        guard let context else { return }
+        timer?.cancel()
+        scheduledFor = when
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [weak self] in self?.expired() }
+    }
+
+    private func expired() {
+        timer = nil
+        scheduledFor = .distantFuture
+        guard let deadline, let context else { return }
+        if deadline > .now() { return schedule(at: deadline) }
+        logger.debug("closing a connection whose \(phase) deadline passed", metadata: ["peer": "\(context.channel.remoteAddress?.description ?? "-")"])
+        context.close(promise: nil)
     }
 }
 
