@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import ArgumentParser
+import AsyncHTTPClient
 import Crypto
 import Foundation
 import Hummingbird
@@ -14,7 +15,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure handshakes per second and the cost of the access check (loopback only).",
-        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self, RPC.self])
+        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self, RPC.self, Waiters.self])
 
     /// Runs `body` from `concurrency` tasks until `seconds` pass; returns completed operations.
     static func load(seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> (Int, Double) {
@@ -367,6 +368,61 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    /// Agents waiting on the user (steps 6-7) in long polls: what they cost the server while
+    /// nothing happens, and that every one of them is answered when the user decides.
+    struct Waiters: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Agents waiting in long polls for the user's answer: the CPU they cost.")
+        @Option(help: "Agents waiting, each on its own handshake.") var count: Int = 500
+        @Option(help: "Seconds to measure while they wait.") var seconds: Double = 10
+        @OptionGroup var executor: ExecutorOptions
+
+        func run() async throws {
+            executor.apply()
+            let dir = try Bench.tempDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let store = try SQLiteStore(path: dir.appendingPathComponent("bench.sqlite").path)
+            var policy = ShoppingPlatform.policy
+            policy.restrictions.rate_limit = nil
+            let service = try await ATHService(
+                identity: ServerIdentity(did: ShoppingPlatform.did, keys: [.generate(.es256)]), policy: policy, store: store)
+            let server = try await RunningServer.start(ShoppingPlatform.router(service: service))
+            var configuration = HTTPClient.Configuration()
+            configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = count + 16
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            let userKey = PrivateKey.generate(.es256)
+            let user = DID.key(userKey.publicKey)
+            let agents = try await (0..<count).asyncMap { _ in
+                let key = PrivateKey.generate(.es256)
+                let agent = DID.key(key.publicKey)
+                let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
+                return (ATHClient(baseURL: server.baseURL, did: agent, key: key, httpClient: http), credential)
+            }
+            let waiting = agents.map { client, credential in
+                Task { try await client.handshake(credential: credential, scopes: ["goods:read"], ttl: 600, context: "bench", confirmationWait: .seconds(100)) }
+            }
+            let userClient = ATHUserClient(baseURL: server.baseURL, did: user, key: userKey, server: ShoppingPlatform.did, httpClient: http)
+            var pending: [AuthorizationConfirmationRequest] = []
+            while pending.count < count {
+                try await Task.sleep(for: .milliseconds(200))
+                pending = try await userClient.pending()
+            }
+            try await Task.sleep(for: .seconds(1))
+            let cpu0 = Bench.cpuSeconds()
+            let start = ContinuousClock.now
+            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            let cpu = Bench.cpuSeconds() - cpu0
+            let elapsed = ContinuousClock.now - start
+            let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print(String(format: "%d agents waiting in long polls: %.2f %% of one core over %.1f s (server and idle agents in one process)", count, cpu / wall * 100, wall))
+            for request in pending { _ = try await userClient.answer(request, approve: ["goods:read"]) }
+            var completed = 0
+            for task in waiting where (try? await task.value) != nil { completed += 1 }
+            print("answered: \(completed) of \(count) handshakes completed")
+            try await http.shutdown()
+            await server.stop()
+        }
+    }
+
     struct Middleware: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Throughput of GET /api/goods with the ATH check against the same route unprotected.")
         @Option(help: "Seconds per round (the routes share them in slices).") var seconds: Double = 9
@@ -587,5 +643,14 @@ extension Bench {
             await platform.channels.shutdown()
             await platform.server.stop()
         }
+    }
+}
+
+extension Sequence where Element: Sendable {
+    /// The elements mapped in order, one await at a time.
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }
