@@ -59,7 +59,11 @@ public struct ATHClient: Sendable {
             guard ContinuousClock.now < giveUp else {
                 throw ATHError(.confirmationTimeout, "the user did not answer within the agent's wait", step: 7)
             }
-            (status, answer) = try await transport.json(.GET, "/ath/handshake/\(id)/result?wait=20")
+            // The longest wait the server grants (30 s), or what is left of the agent's own: each
+            // poll costs the server a request, so fewer, longer ones (the request's own timeout,
+            // 40 s by default, leaves room for it).
+            let left = (giveUp - ContinuousClock.now).components.seconds
+            (status, answer) = try await transport.json(.GET, "/ath/handshake/\(id)/result?wait=\(max(1, min(30, left)))")
         }
         let outcome = try answer.decode(HandshakeOutcome.self)
         onEvent(.received(step: 8, outcome.scope_result))
