@@ -352,14 +352,7 @@ public final class ATHService: Sendable {
         } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
             h = stored.handshake
             h.fail(error)
-            try? await store.updateHandshake(
-                h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
-                audit: [
-                    AuditEvent(
-                        at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
-                        detail: error.message)
-                ])
-            signals.signal(h.id)
+            await writeFailure(h, error, revision: stored.revision, event: event, now: now)
             throw error
         }
     }
@@ -388,8 +381,14 @@ public final class ATHService: Sendable {
                     detail: "the handshake had already ended"))
             return
         }
+        await writeFailure(h, error, revision: stored.revision, event: event, now: now)
+    }
+
+    /// The ended handshake with its audit record, one transaction; agents waiting on it are woken.
+    /// A conflict (another message changed it first) writes nothing: that change stands.
+    private func writeFailure(_ h: ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async {
         try? await store.updateHandshake(
-            h, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
+            h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
             audit: [
                 AuditEvent(
                     at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
