@@ -103,14 +103,21 @@ final class RawConnection: Sendable {
         let (_, id) = try await HardeningTests.awaitingConfirmation(h)
         let connection = try await RawConnection.open(port: h.server.port)
         try await connection.send("GET /ath/handshake/\(id)/result?wait=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-        try await Task.sleep(for: .milliseconds(1700))
+        // The answer comes after 1.5 s, past every deadline; a cut connection would get none.
+        try await Self.until(10) { !connection.text.isEmpty || !connection.channel.isActive }
         #expect(connection.text.hasPrefix("HTTP/1.1 202"), "\(connection.text)")
         try await connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        try await Task.sleep(for: .milliseconds(300))
+        try await Self.until(10) { connection.text.contains("HTTP/1.1 200") || !connection.channel.isActive }
         #expect(connection.text.components(separatedBy: "HTTP/1.1 200").count == 2, "\(connection.text)")
         // Then idle: closed by its own deadline.
         #expect(await connection.closed(within: .seconds(5)) != nil)
         await h.stop()
+    }
+
+    /// Waits until `done` holds, at most `seconds`.
+    static func until(_ seconds: Double, _ done: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while !done(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
     }
 
     @Test(arguments: [
@@ -187,14 +194,14 @@ final class RawConnection: Sendable {
         let second = try await RawConnection.open(port: h.server.port)
         try await first.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         try await second.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        try await Task.sleep(for: .milliseconds(300))
+        try await Self.until(10) { first.text.hasPrefix("HTTP/1.1 200") && second.text.hasPrefix("HTTP/1.1 200") }
         #expect(first.text.hasPrefix("HTTP/1.1 200") && second.text.hasPrefix("HTTP/1.1 200"))
         let third = try await RawConnection.open(port: h.server.port)
         try await third.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         try await Task.sleep(for: .milliseconds(500))
         #expect(third.text.isEmpty, "answered while two connections were open: \(third.text)")
         try await first.channel.close()
-        for _ in 0..<50 where third.text.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        try await Self.until(10) { !third.text.isEmpty }
         #expect(third.text.hasPrefix("HTTP/1.1 200"))
         await h.stop()
     }
