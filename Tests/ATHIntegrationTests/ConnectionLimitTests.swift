@@ -84,13 +84,14 @@ final class RawConnection: Sendable {
             }
         }
         defer { trickle.cancel() }
-        // Not before the deadline; after it by no more than a loaded machine's scheduling delay.
-        let idleClosed = await idle.closed(within: .seconds(10))
-        let headClosed = await slowHead.closed(within: .seconds(10))
-        let bodyClosed = await slowBody.closed(within: .seconds(10))
-        #expect(idleClosed.map { $0 >= .milliseconds(700) && $0 < .seconds(6) } == true, "idle: \(String(describing: idleClosed))")
-        #expect(headClosed.map { $0 >= .milliseconds(500) && $0 < .seconds(6) } == true, "head: \(String(describing: headClosed))")
-        #expect(bodyClosed.map { $0 >= .milliseconds(500) && $0 < .seconds(6) } == true, "body: \(String(describing: bodyClosed))")
+        // Not before the deadline, and closed by the server (without the deadlines the trickling
+        // clients would stay open past the test); how long after it depends on the machine's load.
+        let idleClosed = await idle.closed(within: .seconds(15))
+        let headClosed = await slowHead.closed(within: .seconds(15))
+        let bodyClosed = await slowBody.closed(within: .seconds(15))
+        #expect(idleClosed.map { $0 >= .milliseconds(700) } == true, "idle: \(String(describing: idleClosed))")
+        #expect(headClosed.map { $0 >= .milliseconds(500) } == true, "head: \(String(describing: headClosed))")
+        #expect(bodyClosed.map { $0 >= .milliseconds(500) } == true, "body: \(String(describing: bodyClosed))")
         #expect(slowHead.text.isEmpty && slowBody.text.isEmpty)
         await h.stop()
     }
@@ -180,8 +181,8 @@ final class RawConnection: Sendable {
         let h = try await Harness.start(tls: fixture.serverTLS { _ in .none }, limits: Self.tight)
         let connection = try await RawConnection.open(port: h.server.port)
         try await connection.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])  // a ClientHello's first bytes
-        let closed = await connection.closed(within: .seconds(10))
-        #expect(closed.map { $0 >= .milliseconds(500) && $0 < .seconds(6) } == true, "\(String(describing: closed))")
+        let closed = await connection.closed(within: .seconds(15))
+        #expect(closed.map { $0 >= .milliseconds(500) } == true, "\(String(describing: closed))")
         await h.stop()
     }
 
