@@ -13,11 +13,14 @@ import Testing
 final class RawConnection: Sendable {
     let channel: any Channel
     let received: NIOLockedValueBox<[UInt8]>
-    let opened = ContinuousClock.now
+    /// When the connection was asked for: the server's deadlines start when it accepts, which a
+    /// loaded machine can report to this side later, so durations are counted from before that.
+    let opened: ContinuousClock.Instant
 
-    private init(channel: any Channel, received: NIOLockedValueBox<[UInt8]>) {
+    private init(channel: any Channel, received: NIOLockedValueBox<[UInt8]>, opened: ContinuousClock.Instant) {
         self.channel = channel
         self.received = received
+        self.opened = opened
     }
 
     final class Collector: ChannelInboundHandler, Sendable {
@@ -32,10 +35,11 @@ final class RawConnection: Sendable {
 
     static func open(port: Int) async throws -> RawConnection {
         let received = NIOLockedValueBox<[UInt8]>([])
+        let opened = ContinuousClock.now
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(received)) } }
             .connect(host: "127.0.0.1", port: port).get()
-        return RawConnection(channel: channel, received: received)
+        return RawConnection(channel: channel, received: received, opened: opened)
     }
 
     func send(_ text: String) async throws { try await send(Array(text.utf8)) }
