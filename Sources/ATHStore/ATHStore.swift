@@ -44,8 +44,9 @@ public protocol ATHStore: Sendable {
     /// False for an id no account has.
     func isSuspended(did: String) async throws -> Bool
 
-    /// Records a single-use value; false when it was already recorded and not yet expired.
-    func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool
+    /// Records a single-use value, with `audit` in the same transaction; false (nothing written)
+    /// when it was already recorded and not yet expired.
+    func consumeNonce(_ key: String, expiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws -> Bool
     /// Whether a single-use value is recorded and not yet expired, without recording it.
     func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool
 
@@ -117,6 +118,10 @@ extension ATHStore {
     public func revokeKey(did: String, kid: String) async throws { try await revokeKey(did: did, kid: kid, audit: []) }
     public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey) async throws {
         try await rotateKey(did: did, revoking: kid, to: newKey, audit: [])
+    }
+    /// A single-use value whose use is recorded elsewhere (the refusal of its reuse, the action it guards).
+    public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
+        try await consumeNonce(key, expiresAt: expiresAt, now: now, audit: [])
     }
 }
 

@@ -362,8 +362,12 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
-        try await db.write { db in try Self.consume(key, expiresAt: expiresAt, now: now, in: db) }
+    public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws -> Bool {
+        try await db.write { db in
+            guard try Self.consume(key, expiresAt: expiresAt, now: now, in: db) else { return false }
+            try Self.append(audit, in: db)
+            return true
+        }
     }
 
     static func consume(_ key: String, expiresAt: Int64, now: Int64, in db: Database) throws -> Bool {

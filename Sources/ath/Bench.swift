@@ -391,11 +391,12 @@ struct Bench: AsyncParsableCommand {
             let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             let userKey = PrivateKey.generate(.es256)
             let user = DID.key(userKey.publicKey)
-            let agents = try await (0..<count).asyncMap { _ in
+            var agents: [(ATHClient, String)] = []
+            for _ in 0..<count {
                 let key = PrivateKey.generate(.es256)
                 let agent = DID.key(key.publicKey)
                 let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200)
-                return (ATHClient(baseURL: server.baseURL, did: agent, key: key, httpClient: http), credential)
+                agents.append((ATHClient(baseURL: server.baseURL, did: agent, key: key, httpClient: http), credential))
             }
             let waiting = agents.map { client, credential in
                 Task { try await client.handshake(credential: credential, scopes: ["goods:read"], ttl: 600, context: "bench", confirmationWait: .seconds(100)) }
@@ -643,14 +644,5 @@ extension Bench {
             await platform.channels.shutdown()
             await platform.server.stop()
         }
-    }
-}
-
-extension Sequence where Element: Sendable {
-    /// The elements mapped in order, one await at a time.
-    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
-        var out: [T] = []
-        for element in self { out.append(try await transform(element)) }
-        return out
     }
 }

@@ -15,21 +15,18 @@ public enum KeyExchangeAlgorithm: String, Sendable, Codable, CaseIterable {
     /// Refuses a step-5 key share that step 9 could not use, before the user is asked to approve
     /// a handshake that cannot complete: a P-256 point must be on the curve (swift-crypto checks
     /// it when reading the point), an X25519 key 32 bytes and not of small order (an agreement
-    /// with it gives the all-zero secret whatever the other key: a throwaway key tells).
+    /// with it gives the all-zero secret whatever the other key: step 9's own agreement with a
+    /// throwaway key tells).
     public func validate(publicKey: String) throws {
-        let refusal = ATHError(.malformedMessage, "key_exchange.public_key is not a valid \(rawValue) public key", step: 5)
-        guard let raw = Base64URL.decode(publicKey) else { throw refusal }
         do {
             switch self {
-            case .ecdhP256: _ = try P256.KeyAgreement.PublicKey(x963Representation: raw)
-            case .x25519:
-                guard raw.count == 32 else { throw refusal }
-                let secret = try Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(
-                    with: Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw))
-                guard !EphemeralKey.isAllZero(secret) else { throw refusal }
+            case .ecdhP256:
+                guard let raw = Base64URL.decode(publicKey) else { throw ATHError(.malformedMessage, "key share is not base64url") }
+                _ = try P256.KeyAgreement.PublicKey(x963Representation: raw)
+            case .x25519: _ = try EphemeralKey.generate(.x25519).sharedSecret(with: publicKey)
             }
         } catch {
-            throw refusal
+            throw ATHError(.malformedMessage, "key_exchange.public_key is not a valid \(rawValue) public key", step: 5)
         }
     }
 }
@@ -108,12 +105,8 @@ public enum EphemeralKey: Sendable {
             throw refusal
         }
         // RFC 7748 §6.1: a peer's small-order X25519 key makes the secret all zeros, known to anyone.
-        guard !Self.isAllZero(secret) else { throw refusal }
+        guard !secret.withUnsafeBytes({ $0.allSatisfy { $0 == 0 } }) else { throw refusal }
         return secret
-    }
-
-    static func isAllZero(_ secret: SharedSecret) -> Bool {
-        secret.withUnsafeBytes { $0.allSatisfy { $0 == 0 } }
     }
 }
 

@@ -54,10 +54,6 @@ public struct ConnectionLimits: Sendable {
         if channel.eventLoop.inEventLoop { work() } else { channel.eventLoop.execute(work) }
     }
 
-    func timeout(_ duration: Duration) -> TimeAmount {
-        let (seconds, attoseconds) = duration.components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
 }
 
 extension HTTPServerBuilder {
@@ -178,7 +174,7 @@ final class ConnectionDeadlines: ChannelInboundHandler, RemovableChannelHandler 
             case .closing: .seconds(2)
             case .serving, .disarmed: nil
             }
-        deadline = limit.map { .now() + limits.timeout($0) }
+        deadline = limit.map { .now() + TimeAmount($0) }
         // One timer serves every phase: a request's phases each start later than the last, so
         // usually only `deadline` moves and the timer, when it fires, sets itself again for it.
         if let deadline, timer == nil || deadline < scheduledFor { schedule(at: deadline) }

@@ -93,8 +93,9 @@ extension ATHService {
     /// per sign-in, names it in the store's list of single-use values until it would expire.
     public func consoleLogout(_ session: ConsoleSession) async throws {
         let now = Freshness.unix(clock())
-        _ = try await store.consumeNonce(Self.signedOutKey(session), expiresAt: session.exp, now: now)
-        try await audit("console.logout", actor: session.did, subject: session.did, outcome: "ok", detail: "kid=\(session.kid)", at: clock())
+        _ = try await store.consumeNonce(
+            Self.signedOutKey(session), expiresAt: session.exp, now: now,
+            audit: [AuditEvent(at: now, event: "console.logout", actor: session.did, subject: session.did, outcome: "ok", detail: "kid=\(session.kid)")])
     }
 
     static func signedOutKey(_ session: ConsoleSession) -> String { "console-signed-out:\(session.csrf)" }

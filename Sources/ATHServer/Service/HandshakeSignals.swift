@@ -44,6 +44,4 @@ final class HandshakeSignals: Sendable {
         let woken = waiters.withLock { $0.byHandshake[handshake] ?? [] }
         for waiter in woken { waiter.continuation.yield() }
     }
-
-    var count: Int { waiters.withLock { $0.byHandshake.values.reduce(0) { $0 + $1.count } } }
 }
