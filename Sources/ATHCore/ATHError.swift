@@ -69,6 +69,30 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         /// No open session channel has this id (never attached, or ended: grant over, revoked,
         /// closed, idle, connection gone); attach a new one.
         case channelNotFound = "CHANNEL_NOT_FOUND"
+        // The v0.1 HTTP API (OAuth-based; docs/GATEWAY.md), spelled as its reference spells them.
+        case invalidAttestation = "INVALID_ATTESTATION"
+        /// A client id no registration has.
+        case agentNotRegistered = "AGENT_NOT_REGISTERED"
+        /// A known client id with the wrong client secret.
+        case invalidClient = "INVALID_CLIENT"
+        case agentAlreadyRegistered = "AGENT_ALREADY_REGISTERED"
+        case agentUnapproved = "AGENT_UNAPPROVED"
+        case providerNotApproved = "PROVIDER_NOT_APPROVED"
+        case scopeNotApproved = "SCOPE_NOT_APPROVED"
+        case redirectURIMismatch = "REDIRECT_URI_MISMATCH"
+        case sessionNotFound = "SESSION_NOT_FOUND"
+        case sessionExpired = "SESSION_EXPIRED"
+        /// An authorization session the user has not finished (or already redeemed).
+        case sessionNotCompleted = "SESSION_NOT_COMPLETED"
+        case stateMismatch = "STATE_MISMATCH"
+        case providerMismatch = "PROVIDER_MISMATCH"
+        /// The upstream OAuth provider refused or failed the code exchange.
+        case oauthError = "OAUTH_ERROR"
+        // The gateway's forwarding.
+        /// No route of the service's operation map covers this method and path.
+        case operationNotMapped = "OPERATION_NOT_MAPPED"
+        case upstreamUnavailable = "UPSTREAM_UNAVAILABLE"
+        case upstreamTimeout = "UPSTREAM_TIMEOUT"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -92,32 +116,37 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
 extension ATHError.Code {
     public var httpStatus: Int {
         switch self {
-        case .malformedMessage, .unsupportedVersion, .unsupportedAlgorithm, .scopeNotSupported: 400
+        case .malformedMessage, .unsupportedVersion, .unsupportedAlgorithm, .scopeNotSupported, .redirectURIMismatch, .sessionNotFound,
+            .sessionExpired, .sessionNotCompleted, .stateMismatch:
+            400
         case .payloadTooLarge: 413
         case .headersTooLarge: 431
         case .unsupportedMediaType: 415
         case .timestampOutOfRange, .nonceReplayed, .invalidSignature, .unknownIdentity, .keyMismatch,
             .invalidUserCredential, .userCredentialExpired, .userAuthenticationFailed, .tokenMissing,
             .tokenInvalid, .tokenExpired, .tokenRevoked, .grantExpired, .proofMissing, .proofInvalid,
-            .proofReplayed, .adminAuthenticationRequired, .credentialRevoked, .agentCertificateInvalid:
+            .proofReplayed, .adminAuthenticationRequired, .credentialRevoked, .agentCertificateInvalid, .invalidAttestation, .invalidClient:
             401
         case .downgradeDetected, .credentialClientMismatch, .scopeExceedsCredential, .userDenied,
             .noScopesGranted, .scopeInsufficient, .amountLimitExceeded, .ipNotAllowed, .outsideAccessTime, .accountSuspended, .csrfCheckFailed,
-            .agentIdentityMismatch:
+            .agentIdentityMismatch, .agentNotRegistered, .agentUnapproved, .providerNotApproved, .scopeNotApproved, .providerMismatch,
+            .operationNotMapped:
             403
         case .handshakeNotFound, .confirmationNotFound, .accountNotFound, .channelNotFound, .notFound: 404
         case .confirmationTimeout: 408
-        case .unexpectedMessage, .accountConflict: 409
+        case .unexpectedMessage, .accountConflict, .agentAlreadyRegistered: 409
         case .handshakeExpired, .handshakeFailed: 410
         case .rateLimited: 429
         case .internalError: 500
+        case .oauthError, .upstreamUnavailable: 502
+        case .upstreamTimeout: 504
         }
     }
 
     /// Whether repeating the same request later can succeed without changing it.
     public var retryable: Bool {
         switch self {
-        case .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime:
+        case .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime, .upstreamUnavailable, .upstreamTimeout:
             true
         default: false
         }

@@ -123,6 +123,23 @@ public final class SQLiteStore: ATHStore {
         m.registerMigration("v7-handshake-retention") { db in
             if try db.tableExists("handshake") { try db.execute(sql: "CREATE INDEX handshake_deadline ON handshake(deadline)") }
         }
+        // The v0.1 HTTP API (`OAuthAPIStore`). Columns for what is looked up or changed; the
+        // rest of each record is its JSON document.
+        m.registerMigration("v8-oauth-api") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE oauth_agent (
+                        client_id TEXT PRIMARY KEY NOT NULL, agent_id TEXT NOT NULL UNIQUE, data TEXT NOT NULL);
+                    CREATE TABLE oauth_session (
+                        id TEXT PRIMARY KEY NOT NULL, provider_state TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL,
+                        status TEXT NOT NULL, expires_at INTEGER NOT NULL, data TEXT NOT NULL, sealed_grant BLOB);
+                    CREATE INDEX oauth_session_expiry ON oauth_session(expires_at);
+                    CREATE TABLE oauth_token (
+                        digest TEXT PRIMARY KEY NOT NULL, client_id TEXT NOT NULL, session_id TEXT NOT NULL,
+                        expires_at INTEGER NOT NULL, revoked_at INTEGER, data TEXT NOT NULL);
+                    CREATE INDEX oauth_token_expiry ON oauth_token(expires_at);
+                    """)
+        }
         return m
     }
 

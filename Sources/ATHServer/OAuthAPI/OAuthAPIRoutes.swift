@@ -1,0 +1,112 @@
+import ATHCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The HTTP binding of the v0.1 API (docs/GATEWAY.md), as the official SDKs call it:
+///
+/// GET  /health                               200 {"status":"ok"}
+/// GET  /.well-known/ath.json                 discovery
+/// POST /ath/agents/register                  201 client_id, client_secret, approvals
+/// GET  /ath/agents/{client_id}               its registration (HTTP Basic: client_id:client_secret)
+/// POST /ath/authorize                        authorization_url, ath_session_id
+/// GET  /ath/callback                         302 to the agent's redirect
+/// POST /ath/token                            the access token
+/// ANY  /ath/proxy/{provider_id}/{path}       the upstream's answer
+/// POST /ath/revoke                           200 {}
+public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
+    let service: OAuthAPIService
+    let forwarder: UpstreamForwarder
+    /// The scheme the gateway's clients use, for `X-Forwarded-Proto`.
+    let scheme: String
+    /// Every v0.1 request body is a small JSON object.
+    public static var bodyLimit: Int { 16 * 1024 }
+
+    public init(service: OAuthAPIService, forwarder: UpstreamForwarder, scheme: String) {
+        self.service = service
+        self.forwarder = forwarder
+        self.scheme = scheme
+    }
+
+    public func register(on router: Router<Context>) {
+        let (service, forwarder, scheme) = (self.service, self.forwarder, self.scheme)
+        let limit = Self.bodyLimit
+        router.get("health") { _, _ in try JSONResponse.make(["status": "ok"]) }
+        let wellKnown = router.group(".well-known").add(middleware: ErrorShapeMiddleware<Context>())
+        wellKnown.get("ath.json") { _, _ in try JSONResponse.make(service.discovery) }
+        let group = router.group("ath").add(middleware: ErrorShapeMiddleware<Context>())
+        group.post("agents/register") { request, _ in
+            var request = request
+            return try JSONResponse.make(try await service.register(request.json(limit: limit)), status: .created)
+        }
+        group.get("agents/:client_id") { request, context in
+            let id = try context.parameters.require("client_id")
+            guard let (caller, secret) = Self.basicCredentials(request.headers[.authorization]) else {
+                throw ATHError(.invalidClient, "Authorization: Basic base64(client_id:client_secret) is required")
+            }
+            return try JSONResponse.make(try await service.registration(clientID: id, authenticatedAs: caller, secret: secret))
+        }
+        group.post("authorize") { request, _ in
+            var request = request
+            return try JSONResponse.make(try await service.authorize(request.json(limit: limit)))
+        }
+        group.get("callback") { request, _ in
+            var query: [String: String] = [:]
+            for (name, value) in request.uri.queryParameters where query[String(name)] == nil { query[String(name)] = String(value) }
+            let location = try await service.callback(query: query)
+            return Response(status: .found, headers: [.location: location, .cacheControl: "no-store"])
+        }
+        group.post("token") { request, _ in
+            var request = request
+            return try JSONResponse.make(try await service.token(request.json(limit: limit)))
+        }
+        group.post("revoke") { request, _ in
+            var request = request
+            try await service.revoke(request.json(limit: limit))
+            return try JSONResponse.make([String: String]())
+        }
+        let proxy: @Sendable (Request, Context) async throws -> Response = { request, context in
+            let (provider, path) = try Self.proxyTarget(request.uri.path)
+            let admitted = try await service.admit(
+                authorization: request.headers[.authorization], agentHeader: request.headers[Self.agentIDField], providerID: provider,
+                method: request.method.rawValue, path: path)
+            let identity = UpstreamForwarder.Identity(
+                agent: admitted.token.agentID, user: admitted.token.userID, scopes: admitted.token.scopes, grant: admitted.token.sessionID)
+            return try await forwarder.forward(
+                request, path: path, to: admitted.provider.upstream, identity: identity,
+                credential: HTTPField(name: .authorization, value: "Bearer " + admitted.grant.accessToken),
+                remoteAddress: context.remoteAddress?.ipAddress, scheme: scheme)
+        }
+        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
+            group.on("proxy/:provider_id", method: method, use: proxy)
+            group.on("proxy/:provider_id/**", method: method, use: proxy)
+        }
+    }
+
+    static var agentIDField: HTTPField.Name { .athAgentID }
+
+    /// The provider and the upstream path, from the raw (still percent-encoded) request path, so
+    /// that what the operation map checks is byte for byte what is forwarded.
+    static func proxyTarget(_ rawPath: String) throws -> (provider: String, path: String) {
+        let prefix = "/ath/proxy/"
+        guard rawPath.hasPrefix(prefix) else { throw ATHError(.malformedMessage, "not a proxy path") }
+        let rest = rawPath.dropFirst(prefix.count)
+        let provider = rest.prefix { $0 != "/" }
+        let path = rest.dropFirst(provider.count)
+        return (String(provider), path.isEmpty ? "/" : String(path))
+    }
+
+    /// `Basic base64(id:secret)` (RFC 7617); nil for anything else.
+    static func basicCredentials(_ header: String?) -> (String, String)? {
+        guard let header, header.count > 6, header.prefix(6).lowercased() == "basic ",
+            let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+            let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
+        else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+    }
+}
+
+extension HTTPField.Name {
+    /// The v0.1 API's agent id, which a proxied request must send and which must match its token.
+    public static let athAgentID = HTTPField.Name("X-ATH-Agent-ID")!
+}

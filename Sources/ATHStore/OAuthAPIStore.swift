@@ -1,0 +1,34 @@
+import ATHCore
+import Foundation
+
+/// What the v0.1 HTTP API must remember across requests, restarts and instances: registrations,
+/// authorization sessions, issued tokens. Each method is one transaction with its audit records,
+/// as in `ATHStore`; the state changes are check-and-set, so two instances racing on one
+/// session or one token cannot both win.
+public protocol OAuthAPIStore: Sendable {
+    /// `StoreError.duplicate` (nothing written) when the agent id has a registration already.
+    func register(_ registration: AgentRegistration, audit: [AuditEvent]) async throws
+    func registration(clientID: String) async throws -> AgentRegistration?
+
+    func beginAuthorization(_ session: AuthorizationSession, audit: [AuditEvent]) async throws
+    func authorizationSession(id: String) async throws -> AuthorizationSession?
+    func authorizationSession(providerState: String) async throws -> AuthorizationSession?
+    /// Moves a pending, unexpired session to `completed` (with the consented scopes, the user and
+    /// the sealed provider grant) or to `denied`; false, nothing written, when it was not
+    /// pending any more or has expired: one callback per session.
+    func finishAuthorization(_ finished: AuthorizationSession, sealedGrant: Data?, now: Int64, audit: [AuditEvent]) async throws -> Bool
+    /// Marks a completed, unexpired session redeemed and records `token` issued from it; false,
+    /// nothing written, when it was not completed any more: one token per session.
+    func redeemAuthorization(id: String, issuing token: IssuedAccessToken, now: Int64, audit: [AuditEvent]) async throws -> Bool
+    /// The sealed provider grant of a completed or redeemed session.
+    func sealedProviderGrant(sessionID: String) async throws -> Data?
+
+    func issuedToken(digest: String) async throws -> IssuedAccessToken?
+    /// Revokes the token if `clientID` (nil: any, for an administrator) issued it; returns it as
+    /// found, nil when there is no such token of that client (nothing written either way then).
+    func revokeIssuedToken(digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]) async throws
+        -> IssuedAccessToken?
+    /// Deletes sessions that expired before `before` without being redeemed, and tokens expired
+    /// before it with their redeemed sessions; returns how many sessions and tokens.
+    func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int)
+}

@@ -1,0 +1,125 @@
+import ATHCore
+import Foundation
+import GRDB
+
+extension SQLiteStore: OAuthAPIStore {
+    public func register(_ registration: AgentRegistration, audit: [AuditEvent]) async throws {
+        let data = try Self.encode(registration)
+        try await db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM oauth_agent WHERE agent_id = ?", arguments: [registration.agentID]) == nil else {
+                throw StoreError.duplicate("agent \(registration.agentID) is already registered")
+            }
+            try db.execute(
+                sql: "INSERT INTO oauth_agent (client_id, agent_id, data) VALUES (?, ?, ?)",
+                arguments: [registration.clientID, registration.agentID, data])
+            try Self.append(audit, in: db)
+        }
+    }
+
+    public func registration(clientID: String) async throws -> AgentRegistration? {
+        let data = try await db.read { db in try String.fetchOne(db, sql: "SELECT data FROM oauth_agent WHERE client_id = ?", arguments: [clientID]) }
+        return try data.map { try Self.decode(AgentRegistration.self, $0) }
+    }
+
+    public func beginAuthorization(_ session: AuthorizationSession, audit: [AuditEvent]) async throws {
+        let data = try Self.encode(session)
+        try await db.write { db in
+            try db.execute(
+                sql: "INSERT INTO oauth_session (id, provider_state, client_id, status, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [session.id, session.providerState, session.clientID, session.status.rawValue, session.expiresAt, data])
+            try Self.append(audit, in: db)
+        }
+    }
+
+    public func authorizationSession(id: String) async throws -> AuthorizationSession? {
+        try await loadSession(sql: "SELECT data FROM oauth_session WHERE id = ?", id)
+    }
+
+    public func authorizationSession(providerState: String) async throws -> AuthorizationSession? {
+        try await loadSession(sql: "SELECT data FROM oauth_session WHERE provider_state = ?", providerState)
+    }
+
+    private func loadSession(sql: String, _ key: String) async throws -> AuthorizationSession? {
+        let data = try await db.read { db in try String.fetchOne(db, sql: sql, arguments: [key]) }
+        return try data.map { try Self.decode(AuthorizationSession.self, $0) }
+    }
+
+    public func finishAuthorization(_ finished: AuthorizationSession, sealedGrant: Data?, now: Int64, audit: [AuditEvent]) async throws -> Bool {
+        let data = try Self.encode(finished)
+        return try await db.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE oauth_session SET status = ?, data = ?, sealed_grant = ?
+                    WHERE id = ? AND status = 'pending' AND expires_at > ?
+                    """,
+                arguments: [finished.status.rawValue, data, sealedGrant, finished.id, now])
+            guard db.changesCount == 1 else { return false }
+            try Self.append(audit, in: db)
+            return true
+        }
+    }
+
+    public func redeemAuthorization(id: String, issuing token: IssuedAccessToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
+        let tokenData = try Self.encode(token)
+        return try await db.write { db in
+            guard let text = try String.fetchOne(
+                db, sql: "SELECT data FROM oauth_session WHERE id = ? AND status = 'completed' AND expires_at > ?", arguments: [id, now])
+            else { return false }
+            var session = try Self.decode(AuthorizationSession.self, text)
+            session.status = .redeemed
+            try db.execute(
+                sql: "UPDATE oauth_session SET status = 'redeemed', data = ? WHERE id = ?", arguments: [try Self.encode(session), id])
+            try db.execute(
+                sql: "INSERT INTO oauth_token (digest, client_id, session_id, expires_at, revoked_at, data) VALUES (?, ?, ?, ?, NULL, ?)",
+                arguments: [token.digest, token.clientID, token.sessionID, token.expiresAt, tokenData])
+            try Self.append(audit, in: db)
+            return true
+        }
+    }
+
+    public func sealedProviderGrant(sessionID: String) async throws -> Data? {
+        try await db.read { db in
+            try Data.fetchOne(
+                db, sql: "SELECT sealed_grant FROM oauth_session WHERE id = ? AND status IN ('completed', 'redeemed')", arguments: [sessionID])
+        }
+    }
+
+    public func issuedToken(digest: String) async throws -> IssuedAccessToken? {
+        try await db.read { db in try Self.issuedToken(digest: digest, in: db) }
+    }
+
+    static func issuedToken(digest: String, in db: Database) throws -> IssuedAccessToken? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM oauth_token WHERE digest = ?", arguments: [digest]) else {
+            return nil
+        }
+        var token = try decode(IssuedAccessToken.self, row["data"])
+        token.revokedAt = row["revoked_at"]
+        return token
+    }
+
+    public func revokeIssuedToken(
+        digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]
+    ) async throws -> IssuedAccessToken? {
+        try await db.write { db in
+            guard let token = try Self.issuedToken(digest: digest, in: db), clientID == nil || token.clientID == clientID else { return nil }
+            try db.execute(sql: "UPDATE oauth_token SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL", arguments: [now, digest])
+            try Self.append(audit(token), in: db)
+            return token
+        }
+    }
+
+    public func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int) {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM oauth_token WHERE expires_at < ?", arguments: [before])
+            let tokens = db.changesCount
+            // A redeemed session stays while a token uses its provider grant.
+            try db.execute(
+                sql: """
+                    DELETE FROM oauth_session WHERE expires_at < ?
+                    AND NOT EXISTS (SELECT 1 FROM oauth_token WHERE oauth_token.session_id = oauth_session.id)
+                    """,
+                arguments: [before])
+            return (db.changesCount, tokens)
+        }
+    }
+}

@@ -1,0 +1,358 @@
+import ATHCore
+import ATHServer
+import ATHStore
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The v0.1 HTTP API over real HTTP on loopback: a gateway, the mock provider and upstream, and
+/// agents made as the official SDKs make them.
+@Suite struct OAuthAPITests {
+    /// A gateway serving the v0.1 API with the mock's `github` provider.
+    struct Gateway {
+        let provider: MockOAuthProvider
+        let server: RunningServer
+        let store: SQLiteStore
+        let http: HTTPClient
+        var base: String { server.baseURL }
+
+        static func start(devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post) async throws -> Gateway {
+            let provider = try await MockOAuthProvider.start()
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-oauth-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let store = try SQLiteStore(path: dir.appendingPathComponent("gateway.sqlite").path)
+            // The public URL holds the ephemeral port: the server starts first, and its routes
+            // are built for the URL it got.
+            let box = ServiceBox()
+            let router = Router(context: ATHRequestContext.self)
+            router.middlewares.add(DeferredRoutes(box: box))
+            let server = try await RunningServer.start(router)
+            var documents = AgentIdentityDocuments.Policy()
+            documents.allowLoopback = true
+            var configuration = OAuthAPIService.Configuration(publicURL: server.baseURL, providers: [try provider.provider(authentication: authentication)])
+            configuration.devMode = devMode
+            let service = OAuthAPIService(
+                configuration, store: store, sealer: SecretSealer(key: .init(size: .bits256)), httpClient: .shared,
+                documents: AgentIdentityDocuments(policy: documents))
+            let inner = Router(context: ATHRequestContext.self)
+            OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: UpstreamForwarder(httpClient: .shared), scheme: "http").register(on: inner)
+            box.set(inner.buildResponder())
+            var noRedirects = HTTPClient.Configuration(redirectConfiguration: .disallow)
+            noRedirects.timeout.read = .seconds(30)
+            return Gateway(provider: provider, server: server, store: store, http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: noRedirects))
+        }
+
+        func stop() async {
+            try? await http.shutdown()
+            await server.stop()
+            await provider.stop()
+        }
+
+        struct Answer {
+            var status: Int
+            var json: JSONValue
+            var headers: [String: String]
+            var code: String? { json["code"]?.stringValue }
+        }
+
+        func call(_ method: HTTPMethod, _ url: String, json: JSONValue? = nil, headers: [(String, String)] = []) async throws -> Answer {
+            var request = HTTPClientRequest(url: url.hasPrefix("http") ? url : base + url)
+            request.method = method
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if let json {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: try CanonicalJSON.bytes(json)))
+            }
+            let response = try await http.execute(request, timeout: .seconds(30))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            var fields: [String: String] = [:]
+            for (name, value) in response.headers { fields[name.lowercased()] = value }
+            return Answer(status: Int(response.status.code), json: (try? JSONValue.parse(body.readableBytesView)) ?? .string(String(buffer: body)), headers: fields)
+        }
+
+        /// A new agent, its identity document published on the mock, registered for `scopes`.
+        func registeredAgent(scopes: [String] = ["repo", "read:user"], publish: Bool = true) async throws -> (V01Agent, client: String, secret: String) {
+            let name = Nonce.generate(bytes: 8)
+            let agent = V01Agent(agentID: provider.baseURL + "/agents/\(name).json")
+            if publish { await provider.state.publish("/agents/\(name).json", agent.document) }
+            let answer = try await call(.POST, "/ath/agents/register", json: registration(agent, scopes: scopes))
+            #expect(answer.status == 201, "\(answer.json)")
+            return (agent, try #require(answer.json["client_id"]?.stringValue), try #require(answer.json["client_secret"]?.stringValue))
+        }
+
+        func registration(_ agent: V01Agent, scopes: [String]) -> JSONValue {
+            [
+                "agent_id": .string(agent.agentID), "agent_attestation": .string(agent.attestation(audience: base)),
+                "developer": ["name": "Dev", "id": "dev-1", "contact": nil],
+                "requested_providers": [["provider_id": "github", "scopes": .array(scopes.map(JSONValue.string))]],
+                "purpose": "e2e", "redirect_uris": [.string(base + "/ath/callback")],
+            ]
+        }
+
+        func authorize(_ agent: V01Agent, client: String, scopes: [String] = ["repo", "read:user"]) async throws -> Answer {
+            try await call(
+                .POST, "/ath/authorize",
+                json: [
+                    "client_id": .string(client), "agent_attestation": .string(agent.attestation(audience: base)), "provider_id": "github",
+                    "scopes": .array(scopes.map(JSONValue.string)), "user_redirect_uri": .string(base + "/ath/callback"),
+                    "state": .string(Nonce.generate(bytes: 16)),
+                ])
+        }
+
+        /// The user's browser: the provider (auto-approving, or denying), then the gateway's
+        /// callback; returns the callback's redirect query.
+        func consent(_ authorizationURL: String, deny: Bool = false) async throws -> [String: String] {
+            let atProvider = try await call(.GET, authorizationURL + "&auto_approve=true" + (deny ? "&deny=true" : ""))
+            #expect(atProvider.status == 302)
+            let callback = try await call(.GET, try #require(atProvider.headers["location"]))
+            #expect(callback.status == 302, "\(callback.json)")
+            let location = try #require(callback.headers["location"])
+            #expect(location.hasPrefix(base + "/ath/callback?"))
+            return MockOAuthProvider.query(String(location.split(separator: "?", maxSplits: 1).last ?? ""))
+        }
+
+        func token(_ agent: V01Agent, client: String, secret: String, session: String, code: String?) async throws -> Answer {
+            var body: [String: JSONValue] = [
+                "grant_type": "authorization_code", "client_id": .string(client), "client_secret": .string(secret),
+                "agent_attestation": .string(agent.attestation(audience: base + "/ath/token")), "ath_session_id": .string(session),
+            ]
+            body["code"] = code.map(JSONValue.string)
+            return try await call(.POST, "/ath/token", json: .object(body))
+        }
+
+        /// Register, authorize, consent, token: the access token.
+        func fullFlow(scopes: [String] = ["repo", "read:user"]) async throws -> (V01Agent, client: String, secret: String, token: String) {
+            let (agent, client, secret) = try await registeredAgent()
+            let authorization = try await authorize(agent, client: client, scopes: scopes)
+            #expect(authorization.status == 200, "\(authorization.json)")
+            let back = try await consent(try #require(authorization.json["authorization_url"]?.stringValue))
+            let answer = try await token(
+                agent, client: client, secret: secret, session: try #require(authorization.json["ath_session_id"]?.stringValue), code: back["code"])
+            #expect(answer.status == 200, "\(answer.json)")
+            return (agent, client, secret, try #require(answer.json["access_token"]?.stringValue))
+        }
+    }
+
+    @Test func theOfficialSDKsFlowWithVerifiedAttestations() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let discovery = try await g.call(.GET, "/.well-known/ath.json")
+        #expect(discovery.json["gateway_id"]?.stringValue == g.base)
+        #expect(discovery.json["ath_version"] == "0.1")
+        #expect(try await g.call(.GET, "/health").status == 200)
+
+        let (agent, client, secret) = try await g.registeredAgent()
+        let authorization = try await g.authorize(agent, client: client)
+        let url = try #require(authorization.json["authorization_url"]?.stringValue)
+        let query = MockOAuthProvider.query(String(url.split(separator: "?").last ?? ""))
+        #expect(url.hasPrefix(g.provider.baseURL + "/authorize?"))
+        #expect(query["code_challenge_method"] == "S256" && query["code_challenge"]?.count == 43)
+        #expect(query["redirect_uri"] == g.base + "/ath/callback" && query["scope"] == "repo read:user")
+        let back = try await g.consent(url)
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        #expect(back["session_id"] == session && back["success"] == "true")
+
+        let token = try await g.token(agent, client: client, secret: secret, session: session, code: back["code"])
+        #expect(token.status == 200)
+        #expect(token.json["token_type"] == "Bearer" && token.json["provider_id"] == "github")
+        #expect(token.json["agent_id"]?.stringValue == agent.agentID)
+        #expect(token.json["scope_intersection"]?["effective"] == ["repo", "read:user"])
+        // One token per session.
+        let again = try await g.token(agent, client: client, secret: secret, session: session, code: back["code"])
+        #expect(again.status == 400 && again.code == "SESSION_NOT_COMPLETED")
+
+        let bearer = try #require(token.json["access_token"]?.stringValue)
+        let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        let user = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        #expect(user.status == 200 && user.json["login"] == "test-user", "\(user.json)")
+        #expect(user.headers["content-type"] == "application/json")
+
+        let revoked = try await g.call(
+            .POST, "/ath/revoke", json: ["token": .string(bearer), "client_id": .string(client), "client_secret": .string(secret)])
+        #expect(revoked.status == 200 && revoked.json == [:])
+        let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        #expect(after.status == 401 && after.code == "TOKEN_REVOKED")
+    }
+
+    @Test func theProxyChecksInTheContractsOrderAndForwardsOnlyWhatItShould() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let (agent, _, _, bearer) = try await g.fullFlow(scopes: ["repo"])
+        let auth = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        // Another provider, even one not configured at all: PROVIDER_MISMATCH first.
+        #expect(try await g.call(.GET, "/ath/proxy/slack/x", headers: auth).code == "PROVIDER_MISMATCH")
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: [auth[0]]).code == "AGENT_IDENTITY_MISMATCH")
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: [auth[0], ("X-ATH-Agent-ID", "https://other")]).code == "AGENT_IDENTITY_MISMATCH")
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: [("Authorization", "Bearer nope"), auth[1]]).code == "TOKEN_INVALID")
+        // The token holds repo only: /userinfo needs read:user; /admin is in no route.
+        let notHeld = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: auth)
+        #expect(notHeld.status == 403 && notHeld.code == "SCOPE_INSUFFICIENT")
+        #expect(try await g.call(.GET, "/ath/proxy/github/admin", headers: auth).code == "OPERATION_NOT_MAPPED")
+        #expect(try await g.call(.DELETE, "/ath/proxy/github/echo/a", headers: auth).code == "OPERATION_NOT_MAPPED")
+        for sneaky in ["/echo/%2e%2e/admin", "/echo/../admin", "/echo/a%2Fb", "/echo//admin", "/echo/..;/admin"] {
+            let answer = try await g.call(.GET, "/ath/proxy/github" + sneaky, headers: auth)
+            #expect(answer.status == 400 && answer.code == "MALFORMED_MESSAGE", "\(sneaky): \(answer.json)")
+        }
+
+        // What reaches the upstream: the provider's token, the gateway's identity fields (the
+        // agent's own copies dropped), X-Forwarded-*, the body and query as sent.
+        let posted = try await g.call(
+            .POST, "/ath/proxy/github/echo/items?x=1&y=a%20b",
+            json: ["hello": "world"],
+            headers: auth + [("X-ATH-User", "mallory"), ("Cookie", "session=1"), ("Connection", "X-Secret"), ("X-Secret", "hop"), ("X-Custom", "kept")])
+        #expect(posted.status == 201 && posted.headers["x-upstream"] == "yes")
+        #expect(posted.json == ["hello": "world"] && posted.headers["content-type"] == "text/plain")
+        let seen = await g.provider.state.lastEcho
+        #expect(seen[":path"] == "/echo/items?x=1&y=a%20b" && seen[":method"] == "POST" && seen[":body-bytes"] == "17")
+        #expect(seen["authorization"]?.hasPrefix("Bearer idp_") == true)
+        #expect(seen["x-ath-agent"] == agent.agentID && seen["x-ath-user"] != "mallory" && seen["x-ath-scopes"] == "repo")
+        #expect(seen["x-ath-agent-id"] == nil && seen["cookie"] == nil && seen["x-secret"] == nil && seen["x-custom"] == "kept")
+        #expect(seen["x-forwarded-for"] == "127.0.0.1" && seen["x-forwarded-proto"] == "http")
+
+        // Over the upstream's body limit: refused, not forwarded.
+        let big = try await g.call(.PUT, "/ath/proxy/github/echo/big", json: .string(String(repeating: "a", count: 2 << 20)), headers: auth)
+        #expect(big.status == 413 && big.code == "PAYLOAD_TOO_LARGE")
+    }
+
+    @Test func attestationsAreVerifiedAndSingleUse() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        // An agent whose identity document is not published cannot register.
+        let unpublished = V01Agent(agentID: g.provider.baseURL + "/agents/nobody.json")
+        let refused = try await g.call(.POST, "/ath/agents/register", json: g.registration(unpublished, scopes: ["repo"]))
+        #expect(refused.status == 401 && refused.code == "INVALID_ATTESTATION")
+
+        let (agent, client, _) = try await g.registeredAgent()
+        // Signed with another key than the published one.
+        let forged = try await g.call(
+            .POST, "/ath/authorize",
+            json: [
+                "client_id": .string(client), "agent_attestation": .string(agent.attestation(audience: g.base, key: .init())),
+                "provider_id": "github", "scopes": ["repo"], "state": .string(Nonce.generate()),
+                "user_redirect_uri": .string(g.base + "/ath/callback"),
+            ])
+        #expect(forged.status == 401 && forged.code == "INVALID_ATTESTATION")
+        // The same attestation twice: the second is a replay.
+        let once = agent.attestation(audience: g.base)
+        func authorize(_ attestation: String, state: String = Nonce.generate()) async throws -> Gateway.Answer {
+            try await g.call(
+                .POST, "/ath/authorize",
+                json: [
+                    "client_id": .string(client), "agent_attestation": .string(attestation), "provider_id": "github", "scopes": ["repo"],
+                    "state": .string(state), "user_redirect_uri": .string(g.base + "/ath/callback"),
+                ])
+        }
+        #expect(try await authorize(once).status == 200)
+        #expect(try await authorize(once).code == "INVALID_ATTESTATION")
+        // Wrong audience, too old, too long-lived.
+        #expect(try await authorize(agent.attestation(audience: g.base + "/ath/token")).code == "INVALID_ATTESTATION")
+        #expect(try await authorize(agent.attestation(audience: g.base, now: Date().addingTimeInterval(-400))).code == "INVALID_ATTESTATION")
+        #expect(try await authorize(agent.attestation(audience: g.base, lifetime: 3601)).code == "INVALID_ATTESTATION")
+        // state is required, of at least 128 bits.
+        #expect(try await authorize(agent.attestation(audience: g.base), state: "short").code == "STATE_MISMATCH")
+    }
+
+    @Test func devModeSkipsOnlyTheSignatureAndTheCode() async throws {
+        let g = try await Gateway.start(devMode: true, authentication: .basic)
+        defer { Task { await g.stop() } }
+        // No identity document: accepted in dev mode.
+        let (agent, client, secret) = try await g.registeredAgent(publish: false)
+        let authorization = try await g.authorize(agent, client: client)
+        _ = try await g.consent(try #require(authorization.json["authorization_url"]?.stringValue))
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        // The official suite's placeholder code.
+        let token = try await g.token(agent, client: client, secret: secret, session: session, code: "oauth-completed")
+        #expect(token.status == 200, "\(token.json)")
+        // Every other attestation check stays on.
+        let wrongAudience = try await g.call(
+            .POST, "/ath/authorize",
+            json: [
+                "client_id": .string(client), "agent_attestation": .string(agent.attestation(audience: "https://elsewhere")),
+                "provider_id": "github", "scopes": ["repo"], "state": .string(Nonce.generate()),
+                "user_redirect_uri": .string(g.base + "/ath/callback"),
+            ])
+        #expect(wrongAudience.code == "INVALID_ATTESTATION")
+    }
+
+    @Test func registrationAndTokenRefusals() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let (agent, client, secret) = try await g.registeredAgent()
+        // The same agent id again.
+        let duplicate = try await g.call(.POST, "/ath/agents/register", json: g.registration(agent, scopes: ["repo"]))
+        #expect(duplicate.status == 409 && duplicate.code == "AGENT_ALREADY_REGISTERED")
+        // Its own registration, with its credentials only.
+        let basic = "Basic " + Data("\(client):\(secret)".utf8).base64EncodedString()
+        let own = try await g.call(.GET, "/ath/agents/\(client)", headers: [("Authorization", basic)])
+        #expect(own.status == 200 && own.json["agent_id"]?.stringValue == agent.agentID && own.json["client_secret"] == nil)
+        let wrong = "Basic " + Data("\(client):nope".utf8).base64EncodedString()
+        #expect(try await g.call(.GET, "/ath/agents/\(client)", headers: [("Authorization", wrong)]).code == "INVALID_CLIENT")
+        // A redirect it did not register; a provider it was not approved for; a scope it was not.
+        var body: [String: JSONValue] = [
+            "client_id": .string(client), "provider_id": "github", "scopes": ["repo"], "state": .string(Nonce.generate()),
+            "user_redirect_uri": "https://evil.example/cb",
+        ]
+        body["agent_attestation"] = .string(agent.attestation(audience: g.base))
+        #expect(try await g.call(.POST, "/ath/authorize", json: .object(body)).code == "REDIRECT_URI_MISMATCH")
+        body["user_redirect_uri"] = .string(g.base + "/ath/callback")
+        body["provider_id"] = "slack"
+        body["agent_attestation"] = .string(agent.attestation(audience: g.base))
+        #expect(try await g.call(.POST, "/ath/authorize", json: .object(body)).code == "PROVIDER_NOT_APPROVED")
+        body["provider_id"] = "github"
+        body["scopes"] = ["admin:org"]
+        body["agent_attestation"] = .string(agent.attestation(audience: g.base))
+        #expect(try await g.call(.POST, "/ath/authorize", json: .object(body)).code == "SCOPE_NOT_APPROVED")
+
+        // Token: unknown session, wrong secret, before consent, wrong code, after a denial.
+        #expect(try await g.token(agent, client: client, secret: secret, session: "nonexistent_session", code: "x").code == "SESSION_NOT_FOUND")
+        let authorization = try await g.authorize(agent, client: client)
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        #expect(try await g.token(agent, client: client, secret: "nope", session: session, code: "x").code == "INVALID_CLIENT")
+        #expect(try await g.token(agent, client: client, secret: secret, session: session, code: "x").code == "SESSION_NOT_COMPLETED")
+        let back = try await g.consent(try #require(authorization.json["authorization_url"]?.stringValue))
+        #expect(try await g.token(agent, client: client, secret: secret, session: session, code: "oauth-completed").code == "SESSION_NOT_COMPLETED")
+        #expect(try await g.token(agent, client: client, secret: secret, session: session, code: back["code"]).status == 200)
+
+        let denied = try await g.authorize(agent, client: client)
+        let deniedBack = try await g.consent(try #require(denied.json["authorization_url"]?.stringValue), deny: true)
+        #expect(deniedBack["error"] == "access_denied")
+        let deniedToken = try await g.token(
+            agent, client: client, secret: secret, session: try #require(denied.json["ath_session_id"]?.stringValue), code: nil)
+        #expect(deniedToken.status == 403 && deniedToken.code == "USER_DENIED")
+
+        // The user consented to nothing that was requested: no token.
+        await g.provider.state.setConsented("user:email")
+        let narrow = try await g.authorize(agent, client: client)
+        let narrowBack = try await g.consent(try #require(narrow.json["authorization_url"]?.stringValue))
+        let none = try await g.token(
+            agent, client: client, secret: secret, session: try #require(narrow.json["ath_session_id"]?.stringValue), code: narrowBack["code"])
+        #expect(none.status == 403 && none.code == "SCOPE_NOT_APPROVED")
+        // A callback for a state nobody issued.
+        #expect(try await g.call(.GET, "/ath/callback?code=x&state=unknown").code == "STATE_MISMATCH")
+    }
+}
+
+/// Lets a router be built after the server is bound (the public URL holds the port).
+final class ServiceBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var responder: (any HTTPResponder<ATHRequestContext>)?
+
+    func set(_ responder: some HTTPResponder<ATHRequestContext>) {
+        lock.withLock { self.responder = responder }
+    }
+
+    func get() -> (any HTTPResponder<ATHRequestContext>)? { lock.withLock { responder } }
+}
+
+struct DeferredRoutes: RouterMiddleware {
+    typealias Context = ATHRequestContext
+    let box: ServiceBox
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let responder = box.get() else { return try await next(request, context) }
+        return try await responder.respond(to: request, context: context)
+    }
+}
