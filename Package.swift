@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ATHServer", targets: ["ATHServer"]),
         .library(name: "ATHAgent", targets: ["ATHAgent"]),
         .library(name: "ATHIdentity", targets: ["ATHIdentity"]),
+        .library(name: "ATHGateway", targets: ["ATHGateway"]),
         .executable(name: "ath", targets: ["ath"]),
     ],
     dependencies: [
@@ -31,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: [.defaults, "YAML"]),
     ],
     targets: [
         // The protocol itself: messages, signatures, tokens, state machines. No I/O.
@@ -83,6 +85,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The standalone gateway: services that do not change behind the handshake and the v0.1
+        // API, from one configuration file (swift-configuration).
+        .target(
+            name: "ATHGateway",
+            dependencies: [
+                "ATHCore", "ATHServer", "ATHStore", "ATHIdentity",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Agent SDK: async/await client of the handshake and of protected APIs.
         .target(
             name: "ATHAgent",
@@ -112,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "ath",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ATHGateway", "ShoppingExample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -157,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "ATHIntegrationTests",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ATHGateway", "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),

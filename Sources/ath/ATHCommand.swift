@@ -16,7 +16,7 @@ struct ATHCommand: AsyncParsableCommand {
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
         subcommands: [
-            Demo.self, Keygen.self, User.self, Serve.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, CACommand.self,
+            Demo.self, Keygen.self, User.self, Serve.self, GatewayCommand.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, CACommand.self,
             Bench.self,
         ])
 }
@@ -258,12 +258,8 @@ struct Serve: AsyncParsableCommand {
         let router = ShoppingPlatform.router(service: service, channels: sessions)
         let tokenFile = adminTokenFile ?? store + ".admin-token"
         AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)
-        let refusals = service.refusals
-        let serverTLS = try tls.serverTLS(trust: trust) { reason in
-            refusals.record(
-                AuditEvent(at: Int64(Date().timeIntervalSince1970), event: "tls.client_certificate", actor: "-", subject: "-",
-                    outcome: reason.kind.rawValue, detail: reason.message))
-        }
+        var serverTLS = try tls.serverTLS(trust: trust)
+        serverTLS?.auditRefusals(to: service)
         let server = try await RunningServer.start(router, port: port, tls: serverTLS, sessionChannels: sessions, limits: connections.limits)
         print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
         var tcp: SessionTCPListener?

@@ -70,11 +70,9 @@ struct ServeTLSOptions: ParsableArguments {
         try clientCA.map { try AgentTrust.load(rootsFile: $0, crlFiles: crl) }
     }
 
-    func serverTLS(trust: AgentTrust?, onRefusal: @escaping @Sendable (IdentityError) -> Void) throws -> ServerTLS? {
+    func serverTLS(trust: AgentTrust?) throws -> ServerTLS? {
         guard let tlsCert, let tlsKey else { return nil }
         let mode: ServerTLS.ClientCertificates = trust.map { requireClientCert ? .required($0) : .optional($0) } ?? .none
-        var tls = try ServerTLS.load(certificateFile: tlsCert, keyFile: tlsKey, clientCertificates: mode)
-        tls.onRefusal = onRefusal
-        return tls
+        return try ServerTLS.load(certificateFile: tlsCert, keyFile: tlsKey, clientCertificates: mode)
     }
 }

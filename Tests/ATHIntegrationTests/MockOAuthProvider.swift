@@ -96,9 +96,12 @@ final class MockOAuthProvider: Sendable {
             }
             return Self.json(["login": "test-user", "name": "Test User", "email": "test@example.com"])
         }
+        // /echo/** takes only this provider's tokens; /plain/** anyone (a service with its own API key).
         let echo: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
-            guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer "), await state.knows(String(auth.dropFirst(7))) else {
-                return Self.json(["error": "unauthorized"], status: .unauthorized)
+            if request.uri.path.hasPrefix("/echo") {
+                guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer "), await state.knows(String(auth.dropFirst(7))) else {
+                    return Self.json(["error": "unauthorized"], status: .unauthorized)
+                }
             }
             let body = try await request.body.collect(upTo: 1 << 24)
             var seen: [String: String] = [:]
@@ -112,6 +115,8 @@ final class MockOAuthProvider: Sendable {
         router.on("echo/**", method: .get, use: echo)
         router.on("echo/**", method: .post, use: echo)
         router.on("echo/**", method: .put, use: echo)
+        router.on("plain/**", method: .get, use: echo)
+        router.on("plain/**", method: .post, use: echo)
         router.get("agents/:name") { request, _ in
             guard let document = await state.document(request.uri.path) else { return Self.json(["error": "not found"], status: .notFound) }
             return Self.json(document)

@@ -1,5 +1,6 @@
 import ATHCore
 import ATHIdentity
+import ATHStore
 import Foundation
 import HummingbirdTLS
 import Logging
@@ -90,5 +91,19 @@ public struct ServerTLS: Sendable {
                     return .failed
                 }
             })
+    }
+}
+
+extension ServerTLS {
+    /// Records every refused client certificate in the service's audit log, with the reason the
+    /// TLS alert itself cannot carry.
+    public mutating func auditRefusals(to service: ATHService) {
+        let refusals = service.refusals
+        onRefusal = { reason in
+            refusals.record(
+                AuditEvent(
+                    at: Int64(Date().timeIntervalSince1970), event: "tls.client_certificate", actor: "-", subject: "-",
+                    outcome: reason.kind.rawValue, detail: reason.message))
+        }
     }
 }

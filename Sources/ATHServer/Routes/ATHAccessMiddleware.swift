@@ -37,6 +37,24 @@ extension ATHService {
     public func admit(
         _ request: Request, remoteAddress: SocketAddress?, scope: String?, bodyLimit: Int = ATHService.defaultBodyLimit
     ) async throws -> (VerifiedAccess, Request) {
+        try await admit(request, remoteAddress: remoteAddress, bodyLimit: bodyLimit) { _ in scope }
+    }
+
+    /// The same check for a service behind the gateway: the scope is the one of the token's that
+    /// `operations` says admits this method on `path` (OPERATION_NOT_MAPPED when no route covers
+    /// it, SCOPE_INSUFFICIENT when the token holds none of the scopes that do), decided before
+    /// any body is read.
+    public func admit(
+        _ request: Request, remoteAddress: SocketAddress?, operations: OperationMap, path: String, bodyLimit: Int
+    ) async throws -> (VerifiedAccess, Request) {
+        try await admit(request, remoteAddress: remoteAddress, bodyLimit: bodyLimit) { claims in
+            try operations.authorize(method: request.method.rawValue, path: path, held: claims.scope.split(separator: " ").lazy.map(String.init))
+        }
+    }
+
+    private func admit(
+        _ request: Request, remoteAddress: SocketAddress?, bodyLimit: Int, scope choose: (AccessTokenClaims) throws -> String?
+    ) async throws -> (VerifiedAccess, Request) {
         // One pass over the fields: HTTPFields' subscript joins every field of a name into a new
         // string, a copy of the 700-byte token on every request. A second Authorization or
         // ATH-Proof field is refused rather than joined or ignored.
@@ -61,8 +79,10 @@ extension ATHService {
         // token makes the server buffer nothing (the body is needed only for the proof).
         let now = clock()
         let known: Known
+        let scope: String?
         do {
             known = try await knownAccess(authorization: authorization, now: now)
+            scope = try choose(known.token.claims)
         } catch let error as ATHError {
             throw refused(request, remoteAddress, error)
         }

@@ -128,6 +128,14 @@ public final class ATHService: Sendable {
         if purged.handshakes + purged.nonces > 0 {
             logger.info("retention: deleted \(purged.handshakes) ended handshakes and \(purged.nonces) expired single-use values")
         }
+        // The v0.1 API's sessions and tokens, where the store keeps them: those expired before
+        // the same retention period.
+        if let oauth = store as? any OAuthAPIStore {
+            let swept = try await oauth.purgeAuthorizations(expiredBefore: now - seconds)
+            if swept.sessions + swept.tokens > 0 {
+                logger.info("retention: deleted \(swept.sessions) expired authorization sessions and \(swept.tokens) expired tokens")
+            }
+        }
         return purged
     }
 

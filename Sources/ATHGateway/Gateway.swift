@@ -1,0 +1,123 @@
+import ATHCore
+import ATHIdentity
+import ATHServer
+import ATHStore
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// `ath gateway`: the 9-step handshake, the consent console and the v0.1 API in front of
+/// services that do not change, from one `GatewayConfiguration`.
+///
+/// Everything that must survive a restart (grants, tokens, registrations, sessions, used nonces)
+/// is in the store, so stopping and starting again (a new configuration, a new binary) drops
+/// only the requests in flight, and no grant.
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    public let server: RunningServer
+    public let service: ATHService
+    public let store: SQLiteStore
+    let upstreamClient: HTTPClient
+    let webhook: WebhookConfirmationChannel?
+
+    public var baseURL: String { server.baseURL }
+
+    private init(
+        configuration: GatewayConfiguration, server: RunningServer, service: ATHService, store: SQLiteStore, upstreamClient: HTTPClient,
+        webhook: WebhookConfirmationChannel?
+    ) {
+        self.configuration = configuration
+        self.server = server
+        self.service = service
+        self.store = store
+        self.upstreamClient = upstreamClient
+        self.webhook = webhook
+    }
+
+    public static func start(_ configuration: GatewayConfiguration, logger: Logger = Logger(label: "ath.gateway")) async throws -> Gateway {
+        let keyText: String
+        do {
+            keyText = try String(contentsOfFile: configuration.serverKeyFile, encoding: .utf8)
+        } catch {
+            throw GatewayConfigurationError(key: "server.key_file", problem: "cannot read \(configuration.serverKeyFile)")
+        }
+        let key: PrivateKey
+        do {
+            key = try PrivateKey(pem: keyText)
+        } catch {
+            throw GatewayConfigurationError(key: "server.key_file", problem: "is not a P-256 or Ed25519 private key (PEM): make one with `ath keygen`")
+        }
+        let store = try SQLiteStore(path: configuration.storePath)
+        var trust: AgentTrust?
+        var tls: ServerTLS?
+        if let t = configuration.tls {
+            trust = try t.clientCAFile.map { try AgentTrust.load(rootsFile: $0, crlFiles: t.crlFiles) }
+            let mode: ServerTLS.ClientCertificates = trust.map { t.requireClientCertificate ? .required($0) : .optional($0) } ?? .none
+            tls = try ServerTLS.load(certificateFile: t.certificateFile, keyFile: t.keyFile, clientCertificates: mode)
+        }
+        var channel: any UserConfirmationChannel = PullConfirmationChannel()
+        var webhook: WebhookConfirmationChannel?
+        if let (url, secretFile) = configuration.webhook {
+            let secret = try GatewayConfiguration.Keys.secret(secretFile, key: "confirmation.webhook_secret_file")
+            let hook = WebhookConfirmationChannel(.init(url: url, secret: SymmetricKey(data: Data(secret.utf8))), answerBaseURL: configuration.publicURL)
+            (channel, webhook) = (hook, hook)
+        }
+        let service = try await ATHService(
+            identity: ServerIdentity(did: configuration.serverDID, keys: [key]), policy: configuration.policy, store: store, channel: channel,
+            logger: logger, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: false) })
+        tls?.auditRefusals(to: service)
+
+        // One pool for every upstream: connections are kept and reused per host.
+        var clientConfiguration = HTTPClient.Configuration(redirectConfiguration: .disallow)
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        clientConfiguration.decompression = .disabled
+        let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+        let forwarder = UpstreamForwarder(httpClient: upstreamClient)
+        let scheme = tls == nil ? "http" : "https"
+
+        let router = Router(context: ATHRequestContext.self)
+        HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
+        ConsoleRoutes<ATHRequestContext>(service: service).register(on: router)
+        let native = configuration.services.filter { $0.protocol == .ath }.map {
+            ProtectedUpstreamRoutes<ATHRequestContext>.Service(mount: $0.name, upstream: $0.upstream, operations: $0.operations, credential: $0.credential)
+        }
+        ProtectedUpstreamRoutes<ATHRequestContext>(service: service, forwarder: forwarder, upstreams: native, scheme: scheme).register(on: router)
+        let providers = configuration.services.compactMap(\.provider)
+        if providers.isEmpty {
+            router.get("health") { _, _ in ["status": "ok"] }
+        } else {
+            var api = OAuthAPIService.Configuration(publicURL: configuration.publicURL, providers: providers)
+            api.devMode = configuration.devMode
+            api.sessionLifetime = configuration.sessionLifetime
+            api.tokenLifetime = configuration.tokenLifetime
+            let oauth = OAuthAPIService(api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient)
+            OAuthAPIRoutes<ATHRequestContext>(service: oauth, forwarder: forwarder, scheme: scheme).register(on: router)
+        }
+        if configuration.devMode {
+            for line in [
+                "DEV MODE: agent attestation signatures are NOT verified and /ath/token does not compare the code.",
+                "DEV MODE: for the official test suites on loopback only; never run a gateway for real users this way.",
+            ] { logger.warning("\(line)") }
+        }
+        let server: RunningServer
+        do {
+            server = try await RunningServer.start(router, host: configuration.host, port: configuration.port, tls: tls, limits: configuration.limits)
+        } catch {
+            try? await upstreamClient.shutdown()
+            throw error
+        }
+        return Gateway(configuration: configuration, server: server, service: service, store: store, upstreamClient: upstreamClient, webhook: webhook)
+    }
+
+    /// Stops accepting, lets requests in flight finish, then closes upstream connections and
+    /// writes the queued audit records.
+    public func stop() async {
+        await server.stop()
+        try? await upstreamClient.shutdown()
+        await webhook?.shutdown()
+        await service.refusals.flush()
+    }
+}

@@ -1,0 +1,52 @@
+import ATHGateway
+import ArgumentParser
+import Foundation
+import UnixSignals
+
+/// `ath gateway --config FILE`: what a platform runs in front of its services.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Run the ATH gateway in front of unchanged services (docs/GATEWAY.md).",
+        discussion: """
+            Every key of the file can be overridden by the environment (gateway.public_url: GATEWAY_PUBLIC_URL) \
+            and by --set key=value. The configuration is checked in full before anything listens.
+            """)
+
+    @Option(help: "The configuration file (.yaml, .yml or .json), e.g. Examples/Gateway/gateway.yaml.") var config: String
+    @Option(name: .customLong("set"), help: "Override one key: --set gateway.listen.port=9443 (repeatable; lists comma-separated).")
+    var overrides: [String] = []
+    @Flag(help: "Check the configuration and its files, print what would run, and exit.") var check = false
+    @OptionGroup var executor: ExecutorOptions
+
+    func run() async throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try await GatewayConfiguration.load(file: config, overrides: overrides)
+        } catch let error as GatewayConfigurationError {
+            throw ValidationError("configuration: \(error)")
+        }
+        for service in configuration.services {
+            let at = service.protocol == .ath ? "/\(service.name)/" : "/ath/proxy/\(service.name)/"
+            print("service \(service.name) (\(service.protocol.rawValue)): \(at) -> \(service.upstream.baseURL), \(service.operations.routes.count) routes")
+        }
+        if check {
+            print("configuration \(config) is valid")
+            return
+        }
+        executor.apply()
+        let gateway: Gateway
+        do {
+            gateway = try await Gateway.start(configuration)
+        } catch let error as GatewayConfigurationError {
+            throw ValidationError("configuration: \(error)")
+        }
+        print("gateway \(configuration.serverDID) listening on \(gateway.baseURL) as \(configuration.publicURL) (store \(configuration.storePath))")
+        fflush(nil)
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            print("\(signal): stopping")
+            break
+        }
+        await gateway.stop()
+    }
+}

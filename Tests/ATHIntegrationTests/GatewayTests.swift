@@ -1,0 +1,147 @@
+import ATHAgent
+import ATHCore
+import ATHGateway
+import ATHServer
+import ATHStore
+import AsyncHTTPClient
+import Foundation
+import Testing
+
+/// `ath gateway`: its configuration (the example in the repository included), start-up errors
+/// that name the key, and unchanged services behind the 9-step handshake.
+@Suite struct GatewayTests {
+    /// A folder holding `yaml` as gateway.yaml, the secret files the example names, and a server key.
+    static func folder(_ yaml: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-gw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try yaml.write(to: dir.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        for (name, text) in [("shop-api-key", "k-123\n"), ("github-client-secret", "s-456\n"), ("server-key.pem", PrivateKey.generate().pem)] {
+            try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        return dir
+    }
+
+    static var example: String {
+        get throws {
+            try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Examples/Gateway/gateway.yaml"), encoding: .utf8)
+        }
+    }
+
+    static func load(_ yaml: String, overrides: [String] = [], environment: [String: String] = [:]) async throws -> GatewayConfiguration {
+        try await GatewayConfiguration.load(
+            file: try folder(yaml).appendingPathComponent("gateway.yaml").path, overrides: overrides, environment: environment)
+    }
+
+    @Test func theExampleConfigurationReadsAsDocumented() async throws {
+        let c = try await Self.load(try Self.example)
+        #expect(c.publicURL == "https://gateway.example.com" && c.host == "0.0.0.0" && c.port == 8443 && !c.devMode)
+        #expect(c.services.map(\.name) == ["shop", "github"])
+        let shop = try #require(c.services.first)
+        #expect(shop.protocol == .ath && shop.upstream.baseURL == "http://127.0.0.1:9000" && shop.upstream.maxRequestBody == 1_048_576)
+        #expect(shop.credential?.name.rawName == "X-Api-Key" && shop.credential?.value == "k-123")
+        #expect(try shop.operations.scopes(admitting: "GET", path: "/goods/42") == ["goods:read"])
+        #expect(c.policy.scopesSupported == ["goods:read", "order:create"] && c.policy.restrictions.rate_limit == "120/minute")
+        #expect(c.policy.scopeDescriptions["order:create"] == "Place orders in your name")
+        let github = try #require(c.services.last?.provider)
+        #expect(github.clientSecret == "s-456" && github.displayName == "GitHub" && github.clientAuthentication == .post)
+        #expect(c.tls?.certificateFile.hasSuffix("/tls/gateway-chain.pem") == true)
+    }
+
+    @Test func theEnvironmentAndSetOverrideTheFile() async throws {
+        let c = try await Self.load(
+            try Self.example, overrides: ["gateway.listen.port=9443", "service.shop.routes=GET /a/** goods:read,POST /b order:create"],
+            environment: ["GATEWAY_PUBLIC_URL": "https://other.example", "GATEWAY_LISTEN_PORT": "1"])
+        #expect(c.publicURL == "https://other.example" && c.port == 9443)
+        #expect(c.services[0].operations.routes.map(\.description) == ["GET /a/** goods:read", "POST /b order:create"])
+    }
+
+    /// Each broken configuration stops the start with the key at fault.
+    @Test(arguments: [
+        ("public_url: \"https://gateway.example.com\"", "public_url: \"not a url\"", "gateway.public_url"),
+        ("port: 8443", "port: \"eighty\"", "gateway.listen.port"),
+        ("port: 8443", "port: 70000", "gateway.listen.port"),
+        ("dev_mode: false", "dev_mode: true", "gateway.dev_mode"),
+        ("insecure_http: false", "insecure_http: true", "gateway.insecure_http"),
+        ("did: \"did:ath:gateway.example.com\"", "did: \"gateway\"", "server.did"),
+        ("protocol: \"ath\"", "protocol: \"grpc\"", "service.shop.protocol"),
+        ("- \"POST /orders order:create\"", "- \"POST /orders order:delete\"", "service.shop.routes"),
+        ("- \"POST /orders order:create\"", "- \"POST orders order:create\"", "service.shop.routes"),
+        ("upstream: \"http://127.0.0.1:9000\"", "upstream: \"ftp://x\"", "service.shop.upstream"),
+        ("value_file: \"shop-api-key\"", "value_file: \"missing-file\"", "service.shop.upstream_auth.value_file"),
+        ("client_auth: \"client_secret_post\"", "client_auth: \"private_key_jwt\"", "service.github.client_auth"),
+        ("services: [\"shop\", \"github\"]", "services: [\"shop\", \"Shop!\"]", "services"),
+        ("services: [\"shop\", \"github\"]", "services: [\"shop\", \"missing\"]", "service.missing.protocol"),
+        ("rate_limit: \"120/minute\"", "rate_limit: \"often\"", "handshake"),
+        ("  sqlite: \"gateway.sqlite\"", "  sqlite: [1, 2]", "store.sqlite"),
+    ])
+    func brokenConfigurationsNameTheirKey(_ find: String, _ replace: String, _ key: String) async throws {
+        let yaml = try Self.example
+        #expect(yaml.contains(find))
+        await #expect { try await Self.load(yaml.replacingOccurrences(of: find, with: replace)) } throws: { error in
+            (error as? GatewayConfigurationError)?.key == key
+        }
+    }
+
+    @Test func twoServicesCannotShareAScopeOfTheHandshake() async throws {
+        let yaml = try Self.example.replacingOccurrences(of: "protocol: \"oauth\"", with: "protocol: \"ath\"")
+            .replacingOccurrences(of: "\"read:user = Read your profile\"", with: "\"goods:read = Also goods\"")
+            .replacingOccurrences(of: "GET /user read:user", with: "GET /user goods:read")
+        await #expect { try await Self.load(yaml) } throws: { ($0 as? GatewayConfigurationError)?.key == "service.github.scopes" }
+    }
+
+    /// A service that knows nothing of ATH, behind the gateway: the handshake on the gateway,
+    /// then requests under /shop/ checked as the middleware checks them and forwarded with the
+    /// service's own key and the grant's identity.
+    @Test func anUnchangedServiceBehindTheHandshake() async throws {
+        let upstream = try await MockOAuthProvider.start()
+        let yaml = try Self.example
+            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
+            .replacingOccurrences(of: "port: 8443", with: "port: 0")
+            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
+            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
+            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
+            .replacingOccurrences(of: "- \"POST /orders order:create\"", with: "- \"POST /plain/orders order:create\"")
+        let tlsSection = try #require(yaml.range(of: "tls:\n  certificate_file"))
+        let withoutTLS = yaml.replacingCharacters(in: tlsSection, with: "unused_tls:\n  certificate_file")
+        let gateway = try await Gateway.start(try await Self.load(withoutTLS))
+        defer { Task { await gateway.stop(); await upstream.stop() } }
+
+        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
+        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
+        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
+        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
+        let server = gateway.configuration.serverDID
+        let userClient = ATHUserClient(baseURL: gateway.baseURL, did: user, key: userKey, server: server)
+        let answering = Task {
+            for _ in 0..<200 {
+                if let request = try await userClient.pending().first {
+                    _ = try await userClient.answer(request, approve: ["goods:read"])
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { answering.cancel() }
+        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read", "order:create"], validFor: 3600)
+        let session = try await ATHClient(baseURL: gateway.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
+            credential: credential, scopes: ["goods:read", "order:create"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+
+        let found = try await session.get("/shop/plain/goods/42?color=red")
+        #expect(found.status == 201, "\(String(decoding: found.body, as: UTF8.self))")
+        let seen = await upstream.state.lastEcho
+        #expect(seen[":path"] == "/plain/goods/42?color=red" && seen["x-api-key"] == "k-123")
+        #expect(seen["x-ath-agent"] == agent.value && seen["x-ath-user"] == user.value && seen["x-ath-scopes"] == "goods:read")
+        #expect(seen["authorization"] == nil && seen["ath-proof"] == nil)
+        // The user granted goods:read only; /orders needs order:create. Unmapped paths are refused.
+        await #expect { try await session.post("/shop/plain/orders", json: ["goods_id": 1]) } throws: {
+            ATHError.code($0) == .scopeInsufficient
+        }
+        await #expect { try await session.get("/shop/plain/admin") } throws: { ATHError.code($0) == .operationNotMapped }
+        // Without a token nothing reaches the upstream.
+        let plain = try await HTTPClient.shared.execute(HTTPClientRequest(url: gateway.baseURL + "/shop/plain/goods/1"), timeout: .seconds(10))
+        #expect(plain.status.code == 401)
+        // The v0.1 API is served too, under the configured public URL.
+        let discovery = try await HTTPClient.shared.execute(HTTPClientRequest(url: gateway.baseURL + "/.well-known/ath.json"), timeout: .seconds(10))
+        #expect(try JSONValue.parse(try await discovery.body.collect(upTo: 65536).readableBytesView)["gateway_id"] == "https://gateway.example.com")
+    }
+}
