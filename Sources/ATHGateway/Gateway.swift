@@ -93,7 +93,11 @@ public final class Gateway: Sendable {
             api.devMode = configuration.devMode
             api.sessionLifetime = configuration.sessionLifetime
             api.tokenLifetime = configuration.tokenLifetime
-            let oauth = OAuthAPIService(api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient)
+            var documents = AgentIdentityDocuments.Policy()
+            documents.allowLoopback = configuration.identityDocumentsOnLoopback
+            let oauth = OAuthAPIService(
+                api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient,
+                documents: AgentIdentityDocuments(policy: documents))
             OAuthAPIRoutes<ATHRequestContext>(service: oauth, forwarder: forwarder, scheme: scheme).register(on: router)
         }
         if configuration.devMode {

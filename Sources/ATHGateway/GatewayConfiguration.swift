@@ -27,6 +27,9 @@ public struct GatewayConfiguration: Sendable {
     public var webhook: (url: String, secretFile: String)?
     public var sessionLifetime: Int64
     public var tokenLifetime: Int64
+    /// Agents' identity documents may be fetched from loopback (and over plain HTTP there): for
+    /// tests whose agents publish on the same machine; only with a loopback listener.
+    public var identityDocumentsOnLoopback: Bool
     public var services: [Service]
 
     public struct TLS: Sendable {
@@ -139,6 +142,10 @@ public struct GatewayConfiguration: Sendable {
         }
         sessionLifetime = Int64(try keys.optionalInt("oauth.session_lifetime_seconds", in: 30...600) ?? 600)
         tokenLifetime = Int64(try keys.optionalInt("oauth.token_lifetime_seconds", in: 60...86_400) ?? 3600)
+        identityDocumentsOnLoopback = try keys.optionalBool("oauth.identity_documents_on_loopback") ?? false
+        if identityDocumentsOnLoopback, !loopback {
+            throw GatewayConfigurationError(key: "oauth.identity_documents_on_loopback", problem: "is refused with a listener that is not loopback")
+        }
 
         let names = try keys.strings("services")
         guard !names.isEmpty else { throw GatewayConfigurationError(key: "services", problem: "names no service") }
