@@ -18,6 +18,8 @@ import NIOCore
 public final class Gateway: Sendable {
     public let configuration: GatewayConfiguration
     public let server: RunningServer
+    /// `ath authz`'s listener for nginx and Envoy (nil for `ath gateway`).
+    public let authz: RunningServer?
     public let service: ATHService
     public let store: SQLiteStore
     let upstreamClient: HTTPClient
@@ -26,18 +28,29 @@ public final class Gateway: Sendable {
     public var baseURL: String { server.baseURL }
 
     private init(
-        configuration: GatewayConfiguration, server: RunningServer, service: ATHService, store: SQLiteStore, upstreamClient: HTTPClient,
-        webhook: WebhookConfirmationChannel?
+        configuration: GatewayConfiguration, server: RunningServer, authz: RunningServer?, service: ATHService, store: SQLiteStore,
+        upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?
     ) {
         self.configuration = configuration
         self.server = server
+        self.authz = authz
         self.service = service
         self.store = store
         self.upstreamClient = upstreamClient
         self.webhook = webhook
     }
 
-    public static func start(_ configuration: GatewayConfiguration, logger: Logger = Logger(label: "ath.gateway")) async throws -> Gateway {
+    public enum Mode: Sendable {
+        /// `ath gateway`: the gateway forwards admitted requests itself.
+        case proxy
+        /// `ath authz`: another proxy forwards them and asks the authz listener first; the
+        /// main listener serves the handshake, the console and the v0.1 API without forwarding.
+        case externalAuthorization
+    }
+
+    public static func start(
+        _ configuration: GatewayConfiguration, mode: Mode = .proxy, logger: Logger = Logger(label: "ath.gateway")
+    ) async throws -> Gateway {
         let keyText: String
         do {
             keyText = try String(contentsOfFile: configuration.serverKeyFile, encoding: .utf8)
@@ -82,10 +95,13 @@ public final class Gateway: Sendable {
         HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
         ConsoleRoutes<ATHRequestContext>(service: service).register(on: router)
         let native = configuration.services.filter { $0.protocol == .ath }.map {
-            ProtectedUpstreamRoutes<ATHRequestContext>.Service(mount: $0.name, upstream: $0.upstream, operations: $0.operations, credential: $0.credential)
+            ProtectedService(mount: $0.name, upstream: $0.upstream, operations: $0.operations, credential: $0.credential)
         }
-        ProtectedUpstreamRoutes<ATHRequestContext>(service: service, forwarder: forwarder, upstreams: native, scheme: scheme).register(on: router)
+        if mode == .proxy {
+            ProtectedUpstreamRoutes<ATHRequestContext>(service: service, forwarder: forwarder, upstreams: native, scheme: scheme).register(on: router)
+        }
         let providers = configuration.services.compactMap(\.provider)
+        var oauth: OAuthAPIService?
         if providers.isEmpty {
             router.get("health") { _, _ in ["status": "ok"] }
         } else {
@@ -95,10 +111,11 @@ public final class Gateway: Sendable {
             api.tokenLifetime = configuration.tokenLifetime
             var documents = AgentIdentityDocuments.Policy()
             documents.allowLoopback = configuration.identityDocumentsOnLoopback
-            let oauth = OAuthAPIService(
+            let service = OAuthAPIService(
                 api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient,
                 documents: AgentIdentityDocuments(policy: documents))
-            OAuthAPIRoutes<ATHRequestContext>(service: oauth, forwarder: forwarder, scheme: scheme).register(on: router)
+            OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: mode == .proxy ? forwarder : nil, scheme: scheme).register(on: router)
+            oauth = service
         }
         if configuration.devMode {
             for line in [
@@ -106,20 +123,30 @@ public final class Gateway: Sendable {
                 "DEV MODE: for the official test suites on loopback only; never run a gateway for real users this way.",
             ] { logger.warning("\(line)") }
         }
+        var authz: RunningServer?
         let server: RunningServer
         do {
+            if mode == .externalAuthorization {
+                let checks = Router(context: ATHRequestContext.self)
+                ExternalAuthorizationRoutes<ATHRequestContext>(service: service, oauth: oauth, protected: native).register(on: checks)
+                authz = try await RunningServer.start(checks, host: configuration.authzHost, port: configuration.authzPort, limits: configuration.limits)
+            }
             server = try await RunningServer.start(router, host: configuration.host, port: configuration.port, tls: tls, limits: configuration.limits)
         } catch {
+            await authz?.stop()
             try? await upstreamClient.shutdown()
             throw error
         }
-        return Gateway(configuration: configuration, server: server, service: service, store: store, upstreamClient: upstreamClient, webhook: webhook)
+        return Gateway(
+            configuration: configuration, server: server, authz: authz, service: service, store: store, upstreamClient: upstreamClient,
+            webhook: webhook)
     }
 
     /// Stops accepting, lets requests in flight finish, then closes upstream connections and
     /// writes the queued audit records.
     public func stop() async {
         await server.stop()
+        await authz?.stop()
         try? await upstreamClient.shutdown()
         await webhook?.shutdown()
         await service.refusals.flush()

@@ -30,6 +30,10 @@ public struct GatewayConfiguration: Sendable {
     /// Agents' identity documents may be fetched from loopback (and over plain HTTP there): for
     /// tests whose agents publish on the same machine; only with a loopback listener.
     public var identityDocumentsOnLoopback: Bool
+    /// Where `ath authz` answers nginx and Envoy: never the public listener, since an admitted
+    /// v0.1 request's answer carries the provider's token for the proxy to use.
+    public var authzHost: String
+    public var authzPort: Int
     public var services: [Service]
 
     public struct TLS: Sendable {
@@ -142,6 +146,8 @@ public struct GatewayConfiguration: Sendable {
         }
         sessionLifetime = Int64(try keys.optionalInt("oauth.session_lifetime_seconds", in: 30...600) ?? 600)
         tokenLifetime = Int64(try keys.optionalInt("oauth.token_lifetime_seconds", in: 60...86_400) ?? 3600)
+        authzHost = try keys.optionalString("authz.listen.host") ?? "127.0.0.1"
+        authzPort = try keys.optionalInt("authz.listen.port", in: 0...65535) ?? 9191
         identityDocumentsOnLoopback = try keys.optionalBool("oauth.identity_documents_on_loopback") ?? false
         if identityDocumentsOnLoopback, !loopback {
             throw GatewayConfigurationError(key: "oauth.identity_documents_on_loopback", problem: "is refused with a listener that is not loopback")

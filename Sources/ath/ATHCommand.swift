@@ -16,7 +16,7 @@ struct ATHCommand: AsyncParsableCommand {
         commandName: "ath",
         abstract: "Agent Trust Handshake: the trusted handshake between a user, an AI agent and a service.",
         subcommands: [
-            Demo.self, Keygen.self, User.self, Serve.self, GatewayCommand.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, CACommand.self,
+            Demo.self, Keygen.self, User.self, Serve.self, GatewayCommand.self, AuthzCommand.self, Handshake.self, Agent.self, AccountCommand.self, AuditCommand.self, CACommand.self,
             Bench.self,
         ])
 }

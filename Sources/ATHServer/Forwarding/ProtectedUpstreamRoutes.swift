@@ -7,25 +7,12 @@ import Hummingbird
 /// possession, revocation, restrictions, rate), with the scope the service's operation map
 /// names for its method and path, then forwarded to the upstream without the mount prefix.
 public struct ProtectedUpstreamRoutes<Context: ATHRequestContextProtocol>: Sendable {
-    public struct Service: Sendable {
-        /// The first path segment under which the gateway serves it.
-        public var mount: String
-        public var upstream: Upstream
-        public var operations: OperationMap
-        /// The upstream's own authentication, added to every forwarded request.
-        public var credential: HTTPField?
-
-        public init(mount: String, upstream: Upstream, operations: OperationMap, credential: HTTPField? = nil) {
-            (self.mount, self.upstream, self.operations, self.credential) = (mount, upstream, operations, credential)
-        }
-    }
-
     let service: ATHService
     let forwarder: UpstreamForwarder
-    let upstreams: [Service]
+    let upstreams: [ProtectedService]
     let scheme: String
 
-    public init(service: ATHService, forwarder: UpstreamForwarder, upstreams: [Service], scheme: String) {
+    public init(service: ATHService, forwarder: UpstreamForwarder, upstreams: [ProtectedService], scheme: String) {
         (self.service, self.forwarder, self.upstreams, self.scheme) = (service, forwarder, upstreams, scheme)
     }
 
@@ -55,5 +42,19 @@ public struct ProtectedUpstreamRoutes<Context: ATHRequestContextProtocol>: Senda
                 group.on("**", method: method, use: handler)
             }
         }
+    }
+}
+
+/// A service behind the 9-step handshake, as the gateway and the external authorization see it.
+public struct ProtectedService: Sendable {
+    /// The first path segment under which the gateway serves it.
+    public var mount: String
+    public var upstream: Upstream
+    public var operations: OperationMap
+    /// The upstream's own authentication, added to every forwarded request.
+    public var credential: HTTPField?
+
+    public init(mount: String, upstream: Upstream, operations: OperationMap, credential: HTTPField? = nil) {
+        (self.mount, self.upstream, self.operations, self.credential) = (mount, upstream, operations, credential)
     }
 }

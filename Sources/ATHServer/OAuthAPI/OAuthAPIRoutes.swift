@@ -16,13 +16,14 @@ import Hummingbird
 /// POST /ath/revoke                           200 {}
 public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: OAuthAPIService
-    let forwarder: UpstreamForwarder
+    /// nil: no `/ath/proxy` route (another proxy forwards, `ExternalAuthorizationRoutes`).
+    let forwarder: UpstreamForwarder?
     /// The scheme the gateway's clients use, for `X-Forwarded-Proto`.
     let scheme: String
     /// Every v0.1 request body is a small JSON object.
     public static var bodyLimit: Int { 16 * 1024 }
 
-    public init(service: OAuthAPIService, forwarder: UpstreamForwarder, scheme: String) {
+    public init(service: OAuthAPIService, forwarder: UpstreamForwarder?, scheme: String) {
         self.service = service
         self.forwarder = forwarder
         self.scheme = scheme
@@ -65,6 +66,7 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
             try await service.revoke(request.json(limit: limit))
             return try JSONResponse.make([String: String]())
         }
+        guard let forwarder else { return }
         let proxy: @Sendable (Request, Context) async throws -> Response = { request, context in
             let (provider, path) = try Self.proxyTarget(request.uri.path)
             let admitted = try await service.admit(

@@ -1,0 +1,144 @@
+import ATHAgent
+import ATHCore
+import ATHGateway
+import ATHServer
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+/// Debian's nginx with Examples/Gateway/nginx.conf as written (its addresses replaced by loopback
+/// ports), asking `ath authz` about every request to an unchanged service. `.ci/run` installs nginx.
+@Suite(.serialized) struct GatewayNginxTests {
+    static let nginx = "/usr/sbin/nginx"
+
+    final class Nginx: Sendable {
+        let process: Process
+        let port: Int
+        var baseURL: String { "http://127.0.0.1:\(port)" }
+
+        init(configuration: String) async throws {
+            try #require(FileManager.default.isExecutableFile(atPath: GatewayNginxTests.nginx), "nginx is missing: apt-get install nginx-light (.ci/run does)")
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-nginx-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent("logs"), withIntermediateDirectories: true)
+            port = try freeLoopbackPort()
+            let conf = dir.appendingPathComponent("nginx.conf")
+            try configuration.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(port)").write(to: conf, atomically: true, encoding: .utf8)
+            process = Process()
+            process.executableURL = URL(fileURLWithPath: GatewayNginxTests.nginx)
+            process.arguments = [
+                "-p", dir.path, "-c", conf.path,
+                "-g", "daemon off; master_process off; pid \(dir.path)/nginx.pid; error_log \(dir.path)/logs/error.log;",
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            for _ in 0..<100 {
+                if let (status, _, _) = try? await Self.get("http://127.0.0.1:\(port)/ath/none"), status > 0 { return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            stop()
+            throw ATHError(.internalError, "nginx did not start: \((try? String(contentsOf: dir.appendingPathComponent("logs/error.log"), encoding: .utf8)) ?? "")")
+        }
+
+        /// SIGKILL: a single-process nginx started from the test process inherits its blocked
+        /// SIGTERM and would never see it.
+        func stop() {
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+
+        static func get(_ url: String, headers: [(String, String)] = []) async throws -> (Int, [String: String], String) {
+            var request = HTTPClientRequest(url: url)
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            var fields: [String: String] = [:]
+            for (name, value) in response.headers { fields[name.lowercased()] = value }
+            return (Int(response.status.code), fields, String(buffer: body))
+        }
+    }
+
+    @Test func nginxAuthRequestWithTheGatewaysCheck() async throws {
+        let upstream = try await MockOAuthProvider.start()
+        let yaml = try GatewayTests.example
+            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
+            .replacingOccurrences(of: "port: 8443", with: "port: 0")
+            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
+            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
+            .replacingOccurrences(of: "rate_limit: \"120/minute\"", with: "rate_limit: \"3/minute\"")
+            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
+            .replacingOccurrences(of: "- \"POST /orders order:create\"", with: "- \"POST /plain/orders order:create\"")
+            .replacingOccurrences(of: "tls:\n  certificate_file", with: "unused_tls:\n  certificate_file")
+        let gateway = try await Gateway.start(try await GatewayTests.load(yaml, overrides: ["authz.listen.port=0"]), mode: .externalAuthorization)
+        let authz = try #require(gateway.authz)
+        let upstreamPort = try #require(upstream.baseURL.split(separator: ":").last)
+        let configuration = try String(
+            contentsOf: OfficialSDKTests.repository.appendingPathComponent("Examples/Gateway/nginx.conf"), encoding: .utf8)
+            .replacingOccurrences(of: "127.0.0.1:8443", with: "127.0.0.1:\(gateway.server.port)")
+            .replacingOccurrences(of: "127.0.0.1:9191", with: "127.0.0.1:\(authz.port)")
+            .replacingOccurrences(of: "127.0.0.1:9000", with: "127.0.0.1:\(upstreamPort)")
+        let nginx = try await Nginx(configuration: configuration)
+        defer { nginx.stop(); Task { await gateway.stop(); await upstream.stop() } }
+
+        // The handshake through nginx to the gateway's listener.
+        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
+        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
+        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
+        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
+        let server = gateway.configuration.serverDID
+        let userClient = ATHUserClient(baseURL: nginx.baseURL, did: user, key: userKey, server: server)
+        let answering = Task {
+            for _ in 0..<200 {
+                if let request = try await userClient.pending().first {
+                    _ = try await userClient.answer(request, approve: request.requested_scopes)
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { answering.cancel() }
+        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read", "order:create"], validFor: 3600)
+        let session = try await ATHClient(baseURL: nginx.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
+            credential: credential, scopes: ["goods:read", "order:create"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+
+        // Admitted by the check, forwarded by nginx with the grant's identity and without the
+        // agent's credentials for the gateway.
+        let found = try await session.get("/shop/plain/goods/42?color=red")
+        #expect(found.status == 201)
+        let seen = await upstream.state.lastEcho
+        #expect(seen[":path"] == "/plain/goods/42?color=red")
+        #expect(seen["x-ath-agent"] == agent.value && seen["x-ath-user"] == user.value && seen["x-ath-grant"]?.isEmpty == false)
+        #expect(seen["authorization"] == nil && seen["ath-proof"] == nil)
+
+        // Refusals reach the client as the gateway words them, with their own status.
+        let (missing, missingHeaders, missingBody) = try await Nginx.get(nginx.baseURL + "/shop/plain/goods/1")
+        #expect(missing == 401 && (try? JSONValue.parse(Array(missingBody.utf8)))?["code"] == "TOKEN_MISSING", "\(missingBody)")
+        #expect(missingHeaders["content-type"]?.hasPrefix("application/json") == true)
+        await #expect { try await session.get("/shop/plain/admin") } throws: { ATHError.code($0) == .operationNotMapped }
+        // Envoy's shape (its HTTP external authorization, `path_prefix: /ath/authz/envoy`,
+        // `with_request_body`): the request as it is, the body included; refusals with their own
+        // status and JSON. Envoy itself is not on this machine: this is the request it sends.
+        let envoyBase = authz.baseURL + "/ath/authz/envoy"
+        let body = Data(#"{"goods_id":1}"#.utf8)
+        let postHeaders = await session.authHeaders("POST", "/shop/plain/orders", body)
+        var post = HTTPClientRequest(url: envoyBase + "/shop/plain/orders")
+        post.method = .POST
+        for (name, value) in postHeaders { post.headers.add(name: name, value: value) }
+        post.headers.add(name: "Content-Type", value: "application/json")
+        post.body = .bytes(ByteBuffer(bytes: body))
+        let envoyAdmitted = try await HTTPClient.shared.execute(post, timeout: .seconds(10))
+        #expect(envoyAdmitted.status.code == 200 && envoyAdmitted.headers.first(name: "X-ATH-Scopes")?.contains("order:create") == true)
+        let (unauthorized, _, unauthorizedBody) = try await Nginx.get(envoyBase + "/shop/plain/goods/1")
+        #expect(unauthorized == 401 && (try? JSONValue.parse(Array(unauthorizedBody.utf8)))?["code"] == "TOKEN_MISSING")
+        // Through nginx, the check sees no body, so the proof (which covers it) fails: requests
+        // with bodies go through `ath gateway` or Envoy (docs/GATEWAY.md).
+        await #expect { try await session.post("/shop/plain/orders", json: ["goods_id": 1]) } throws: { ATHError.code($0) == .proofInvalid }
+
+        // The grant's rate is 3 a minute (two admitted so far): the fourth is refused with 429.
+        #expect(try await session.get("/shop/plain/goods/2").status == 201)
+        await #expect { try await session.get("/shop/plain/goods/3") } throws: { ATHError.code($0) == .rateLimited }
+    }
+}
