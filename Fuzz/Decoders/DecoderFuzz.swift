@@ -36,6 +36,13 @@ enum DecoderFuzz: String, CaseIterable {
     /// The session layer's receive side (`SessionFrameFuzz`): nothing opens that was not sealed
     /// with the receiver's key or was altered.
     case sessionFrames = "session-frames"
+    /// The v0.1 API's agent attestation: claims read and checked, then the signature against the
+    /// agent's key. What verifies carries the genuine claims.
+    case attestation
+    /// The gateway's operation maps (first byte: a request path, or a route line): a path that is
+    /// accepted has no segment an upstream could resolve otherwise; a route that parses prints
+    /// back to a line that parses to the same route.
+    case operations
 
     func run(_ input: [UInt8]) {
         switch self {
@@ -49,6 +56,53 @@ enum DecoderFuzz: String, CaseIterable {
         case .aic: Self.aic(input)
         case .webhook: Self.webhook(input)
         case .sessionFrames: SessionFrameFuzz.run(input)
+        case .attestation: Self.attestation(input)
+        case .operations: Self.operations(input)
+        }
+    }
+
+    static let attestationAudience = "https://gateway.example"
+    static let attestationKey = Scenario.key("v0.1 agent")
+
+    /// An EdDSA attestation (deterministic, so the seed written once verifies in every run).
+    static var genuineAttestation: String {
+        let t = Int64(Scenario.now.timeIntervalSince1970)
+        let claims: JSONValue = [
+            "iss": "https://agent.example/a.json", "sub": "https://agent.example/a.json", "aud": .string(attestationAudience),
+            "iat": .integer(t), "exp": .integer(t + 3600), "jti": "fuzz-jti-1",
+        ]
+        let input = Base64URL.encode(Data(#"{"alg":"EdDSA","typ":"JWT","kid":"default"}"#.utf8)) + "." + Base64URL.encode(Data(try! CanonicalJSON.bytes(claims)))
+        return input + "." + Base64URL.encode(try! attestationKey.signature(for: Data(input.utf8)))
+    }
+
+    static func attestation(_ input: [UInt8]) {
+        guard let read = try? AgentAttestation.read(text(input), audience: attestationAudience, now: Scenario.now),
+            (try? read.verifySignature(with: attestationKey.publicKey)) != nil
+        else { return }
+        guard let genuine = try? AgentAttestation.read(genuineAttestation, audience: attestationAudience, now: Scenario.now),
+            read.agentID == genuine.agentID, read.issuedAt == genuine.issuedAt, read.expiresAt == genuine.expiresAt, read.jti == genuine.jti
+        else { fatalError("a forged attestation verified: \(text(input))") }
+    }
+
+    static let operationMap = try! OperationMap(parsing: ["GET /userinfo read:user", "GET,POST /repos/*/issues/** repo", "* /admin/** admin"])
+
+    static func operations(_ input: [UInt8]) {
+        guard let first = input.first else { return }
+        let rest = text(Array(input.dropFirst()))
+        if first & 1 == 0 {
+            guard let segments = try? OperationMap.segments(of: rest) else { return }
+            for segment in segments {
+                let bare = segment.prefix { $0 != ";" }
+                if bare == "." || bare == ".." || segment.contains("/") || segment.contains("\\")
+                    || segment.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })
+                {
+                    fatalError("an ambiguous path was accepted: \(rest)")
+                }
+            }
+            _ = try? operationMap.authorize(method: "GET", path: rest, held: ["repo", "read:user"])
+        } else {
+            guard let route = try? OperationMap.Route(parsing: rest) else { return }
+            guard (try? OperationMap.Route(parsing: route.description)) == route else { fatalError("a route does not print back: \(rest)") }
         }
     }
 
@@ -251,6 +305,10 @@ enum DecoderFuzz: String, CaseIterable {
         if (try? WebhookSignature(headerValue: signature.headerValue).verify(webhookBody, secret: webhookSecret, now: now)) == nil {
             failures.append("webhook")
         }
+        if (try? AgentAttestation.read(genuineAttestation, audience: attestationAudience, now: now).verifySignature(with: attestationKey.publicKey)) == nil {
+            failures.append("attestation")
+        }
+        if (try? operationMap.authorize(method: "GET", path: "/repos/a/issues/1", held: ["repo"])) != "repo" { failures.append("operations") }
         return failures
     }
 
@@ -281,6 +339,11 @@ enum DecoderFuzz: String, CaseIterable {
             .der: [[0] + leafDER.serializedBytes, [1] + csrDER.serializedBytes, [2] + crl.derBytes],
             .aic: [Array(aic.description.utf8), Array("10001000011K912345E789ABCDEF2353".utf8)],
             .webhook: [Array(WebhookSignature.sign(webhookBody, secret: webhookSecret, now: Scenario.now).headerValue.utf8)],
+            .attestation: [Array(genuineAttestation.utf8)],
+            .operations: [
+                [0] + Array("/repos/a%20b/issues/1;x".utf8), [0] + Array("/admin/%2e%2e/x".utf8), [1] + Array("GET,HEAD /repos/*/issues/** repo".utf8),
+                [1] + Array("* / root".utf8),
+            ],
         ]
     }
 }

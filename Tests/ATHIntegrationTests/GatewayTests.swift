@@ -144,4 +144,48 @@ import Testing
         let discovery = try await HTTPClient.shared.execute(HTTPClientRequest(url: gateway.baseURL + "/.well-known/ath.json"), timeout: .seconds(10))
         #expect(try JSONValue.parse(try await discovery.body.collect(upTo: 65536).readableBytesView)["gateway_id"] == "https://gateway.example.com")
     }
+
+    /// A restart (a new configuration, a new binary) keeps every grant: the state is in the
+    /// store and the session keys are sealed under a key derived from the server's key.
+    @Test func aRestartKeepsGrantsAndTokens() async throws {
+        let upstream = try await MockOAuthProvider.start()
+        defer { Task { await upstream.stop() } }
+        let port = try freeLoopbackPort()
+        let yaml = try Self.example
+            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
+            .replacingOccurrences(of: "port: 8443", with: "port: \(port)")
+            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
+            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
+            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
+            .replacingOccurrences(of: "tls:\n  certificate_file", with: "unused_tls:\n  certificate_file")
+        let file = try Self.folder(yaml).appendingPathComponent("gateway.yaml").path
+        let gateway = try await Gateway.start(try await GatewayConfiguration.load(file: file, environment: [:]))
+        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
+        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
+        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
+        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
+        let server = gateway.configuration.serverDID
+        let userClient = ATHUserClient(baseURL: gateway.baseURL, did: user, key: userKey, server: server)
+        let answering = Task {
+            for _ in 0..<200 {
+                if let request = try await userClient.pending().first {
+                    _ = try await userClient.answer(request, approve: request.requested_scopes)
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { answering.cancel() }
+        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 3600)
+        let session = try await ATHClient(baseURL: gateway.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
+            credential: credential, scopes: ["goods:read"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+        #expect(try await session.get("/shop/plain/goods/1").status == 201)
+
+        await gateway.stop()
+        await #expect(throws: (any Error).self) { try await session.get("/shop/plain/goods/2") }
+        let restarted = try await Gateway.start(try await GatewayConfiguration.load(file: file, environment: [:]))
+        defer { Task { await restarted.stop() } }
+        #expect(try await session.get("/shop/plain/goods/3").status == 201)
+        #expect(await upstream.state.lastEcho["x-ath-agent"] == agent.value)
+    }
 }
