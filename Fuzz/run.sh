@@ -5,6 +5,8 @@
 #   Fuzz/run.sh [seconds] [target ...]      targets: those of FuzzDecoders (docs/RELIABILITY.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Swift's backtracer would take a trap's signal before libFuzzer, which then writes no crash file.
+export SWIFT_BACKTRACE=enable=no
 seconds="${1:-30}"
 shift || true
 targets=("$@")

@@ -27,7 +27,12 @@ public struct OperationMap: Sendable, Equatable {
 
         /// Parses `METHODS PATTERN SCOPE`; the error names what is wrong with the line.
         public init(parsing line: String) throws {
-            let fields = line.split(whereSeparator: \.isWhitespace).map(String.init)
+            // Printable ASCII only, split on ASCII spaces and tabs: Unicode whitespace and
+            // combining marks would make a line read as other fields than it prints as.
+            guard line.utf8.allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x09 }) else {
+                throw OperationMap.invalid(line, "routes are printable ASCII (match other characters with *)")
+            }
+            let fields = line.utf8.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 }).map { String(Substring($0)) }
             guard fields.count == 3 else { throw OperationMap.invalid(line, "expected 'METHODS /path/pattern scope'") }
             if fields[0] == "*" {
                 methods = nil
@@ -57,6 +62,10 @@ public struct OperationMap: Sendable, Equatable {
                 }
             }
             self.pattern = pattern
+            // RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
+            guard fields[2].utf8.allSatisfy({ $0 != 0x22 && $0 != 0x5c }) else {
+                throw OperationMap.invalid(line, "a scope has no \" or \\ (RFC 6749 scope-token)")
+            }
             scope = fields[2]
         }
 

@@ -141,7 +141,7 @@ public struct OAuthAPIService: Sendable {
         let redirects = request.redirect_uris ?? []
         guard redirects.count <= 10 else { throw ATHError(.malformedMessage, "at most 10 redirect_uris") }
         for uri in redirects { try Self.checkRedirectURI(uri) }
-        let attestation = try await admit(request.agent_attestation, audience: configuration.publicURL, now: now)
+        let attestation = try await attest(request.agent_attestation, audience: configuration.publicURL, now: now)
         guard attestation.agentID == request.agent_id else {
             throw ATHError(.invalidAttestation, "the attestation's sub is not agent_id \(request.agent_id.prefix(256))")
         }
@@ -228,7 +228,7 @@ public struct OAuthAPIService: Sendable {
             }
             redirect = registration.redirectURIs[0]
         }
-        let attestation = try await admit(request.agent_attestation, audience: configuration.publicURL, now: now)
+        let attestation = try await attest(request.agent_attestation, audience: configuration.publicURL, now: now)
         guard attestation.agentID == registration.agentID else {
             throw ATHError(.agentIdentityMismatch, "the attestation's sub is not this client's agent")
         }
@@ -333,7 +333,7 @@ public struct OAuthAPIService: Sendable {
             throw ATHError(.malformedMessage, "grant_type must be authorization_code")
         }
         let registration = try await client(request.client_id, secret: request.client_secret)
-        let attestation = try await admit(request.agent_attestation, audience: configuration.tokenURL, now: now)
+        let attestation = try await attest(request.agent_attestation, audience: configuration.tokenURL, now: now)
         guard attestation.agentID == registration.agentID else {
             throw ATHError(.agentIdentityMismatch, "the attestation's sub is not this client's agent")
         }
@@ -463,7 +463,7 @@ public struct OAuthAPIService: Sendable {
     /// An attestation read, its claims checked, its signature verified against the agent's
     /// identity document (skipped in dev mode alone), its `jti` recorded until `exp` (a replay
     /// is refused).
-    func admit(_ token: String, audience: String, now: Date) async throws -> AgentAttestation {
+    func attest(_ token: String, audience: String, now: Date) async throws -> AgentAttestation {
         let attestation = try AgentAttestation.read(token, audience: audience, now: now, policy: configuration.attestation)
         if !configuration.devMode { try await documents.verify(attestation) }
         guard try await store.consumeNonce(attestation.replayKey, expiresAt: attestation.expiresAt, now: Freshness.unix(now)) else {
