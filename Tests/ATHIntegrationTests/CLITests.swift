@@ -22,9 +22,16 @@ import Testing
 
     /// Runs `ath` with `arguments`; fails the test past `seconds` (and stops the process).
     static func ath(_ arguments: [String], seconds: Double = 60) async throws -> Run {
+        try await run(binary, arguments, seconds: seconds)
+    }
+
+    /// Runs `executable` with `arguments` (and `environment` added to this process's); fails the
+    /// test past `seconds` (and stops the process).
+    static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:], seconds: Double) async throws -> Run {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -38,7 +45,7 @@ import Testing
         while process.isRunning {
             if Date() > deadline {
                 process.terminate()
-                Issue.record("ath \(arguments.joined(separator: " ")) ran past \(seconds) s")
+                Issue.record("\(executable.lastPathComponent) \(arguments.joined(separator: " ")) ran past \(seconds) s")
                 break
             }
             try await Task.sleep(for: .milliseconds(20))

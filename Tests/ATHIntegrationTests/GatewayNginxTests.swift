@@ -63,15 +63,7 @@ import Testing
 
     @Test func nginxAuthRequestWithTheGatewaysCheck() async throws {
         let upstream = try await MockOAuthProvider.start()
-        let yaml = try GatewayTests.example
-            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
-            .replacingOccurrences(of: "port: 8443", with: "port: 0")
-            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
-            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
-            .replacingOccurrences(of: "rate_limit: \"120/minute\"", with: "rate_limit: \"3/minute\"")
-            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
-            .replacingOccurrences(of: "- \"POST /orders order:create\"", with: "- \"POST /plain/orders order:create\"")
-            .replacingOccurrences(of: "tls:\n  certificate_file", with: "unused_tls:\n  certificate_file")
+        let yaml = try GatewayTests.loopback(upstream: upstream, changes: [("rate_limit: \"120/minute\"", "rate_limit: \"3/minute\"")])
         let gateway = try await Gateway.start(try await GatewayTests.load(yaml, overrides: ["authz.listen.port=0"]), mode: .externalAuthorization)
         let authz = try #require(gateway.authz)
         let upstreamPort = try #require(upstream.baseURL.split(separator: ":").last)
@@ -84,25 +76,7 @@ import Testing
         defer { nginx.stop(); Task { await gateway.stop(); await upstream.stop() } }
 
         // The handshake through nginx to the gateway's listener.
-        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
-        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
-        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
-        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
-        let server = gateway.configuration.serverDID
-        let userClient = ATHUserClient(baseURL: nginx.baseURL, did: user, key: userKey, server: server)
-        let answering = Task {
-            for _ in 0..<200 {
-                if let request = try await userClient.pending().first {
-                    _ = try await userClient.answer(request, approve: request.requested_scopes)
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        defer { answering.cancel() }
-        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read", "order:create"], validFor: 3600)
-        let session = try await ATHClient(baseURL: nginx.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
-            credential: credential, scopes: ["goods:read", "order:create"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+        let (session, agent, user) = try await GatewayTests.handshake(gateway, at: nginx.baseURL)
 
         // Admitted by the check, forwarded by nginx with the grant's identity and without the
         // agent's credentials for the gateway.

@@ -32,6 +32,48 @@ import Testing
             file: try folder(yaml).appendingPathComponent("gateway.yaml").path, overrides: overrides, environment: environment)
     }
 
+    /// The example configuration on loopback over plain HTTP, its `shop` service at `upstream`
+    /// under /plain (the mock's open echo), with `changes` applied after.
+    static func loopback(upstream: MockOAuthProvider, port: Int = 0, changes: [(String, String)] = []) throws -> String {
+        var yaml = try example
+            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
+            .replacingOccurrences(of: "port: 8443", with: "port: \(port)")
+            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
+            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
+            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
+            .replacingOccurrences(of: "- \"POST /orders order:create\"", with: "- \"POST /plain/orders order:create\"")
+            .replacingOccurrences(of: "tls:\n  certificate_file", with: "unused_tls:\n  certificate_file")
+        for (find, replace) in changes { yaml = yaml.replacingOccurrences(of: find, with: replace) }
+        return yaml
+    }
+
+    /// Alice and an assistant registered in the gateway's store, and a handshake at `baseURL`
+    /// (the gateway, or a proxy in front of it) that Alice answers with `approve` (nil: all).
+    static func handshake(
+        _ gateway: Gateway, at baseURL: String, scopes: [String] = ["goods:read", "order:create"], approve: [String]? = nil
+    ) async throws -> (ATHSession, agent: DID, user: DID) {
+        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
+        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
+        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
+        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
+        let server = gateway.configuration.serverDID
+        let userClient = ATHUserClient(baseURL: baseURL, did: user, key: userKey, server: server)
+        let answering = Task {
+            for _ in 0..<200 {
+                if let request = try await userClient.pending().first {
+                    _ = try await userClient.answer(request, approve: approve ?? request.requested_scopes)
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { answering.cancel() }
+        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: scopes, validFor: 3600)
+        let session = try await ATHClient(baseURL: baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
+            credential: credential, scopes: scopes, ttl: 3600, context: "test", confirmationWait: .seconds(20))
+        return (session, agent, user)
+    }
+
     @Test func theExampleConfigurationReadsAsDocumented() async throws {
         let c = try await Self.load(try Self.example)
         #expect(c.publicURL == "https://gateway.example.com" && c.host == "0.0.0.0" && c.port == 8443 && !c.devMode)
@@ -94,37 +136,9 @@ import Testing
     /// service's own key and the grant's identity.
     @Test func anUnchangedServiceBehindTheHandshake() async throws {
         let upstream = try await MockOAuthProvider.start()
-        let yaml = try Self.example
-            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
-            .replacingOccurrences(of: "port: 8443", with: "port: 0")
-            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
-            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
-            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
-            .replacingOccurrences(of: "- \"POST /orders order:create\"", with: "- \"POST /plain/orders order:create\"")
-        let tlsSection = try #require(yaml.range(of: "tls:\n  certificate_file"))
-        let withoutTLS = yaml.replacingCharacters(in: tlsSection, with: "unused_tls:\n  certificate_file")
-        let gateway = try await Gateway.start(try await Self.load(withoutTLS))
+        let gateway = try await Gateway.start(try await Self.load(try Self.loopback(upstream: upstream)))
         defer { Task { await gateway.stop(); await upstream.stop() } }
-
-        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
-        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
-        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
-        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
-        let server = gateway.configuration.serverDID
-        let userClient = ATHUserClient(baseURL: gateway.baseURL, did: user, key: userKey, server: server)
-        let answering = Task {
-            for _ in 0..<200 {
-                if let request = try await userClient.pending().first {
-                    _ = try await userClient.answer(request, approve: ["goods:read"])
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        defer { answering.cancel() }
-        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read", "order:create"], validFor: 3600)
-        let session = try await ATHClient(baseURL: gateway.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
-            credential: credential, scopes: ["goods:read", "order:create"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+        let (session, agent, user) = try await Self.handshake(gateway, at: gateway.baseURL, approve: ["goods:read"])
 
         let found = try await session.get("/shop/plain/goods/42?color=red")
         #expect(found.status == 201, "\(String(decoding: found.body, as: UTF8.self))")
@@ -151,34 +165,9 @@ import Testing
         let upstream = try await MockOAuthProvider.start()
         defer { Task { await upstream.stop() } }
         let port = try freeLoopbackPort()
-        let yaml = try Self.example
-            .replacingOccurrences(of: "host: \"0.0.0.0\"", with: "host: \"127.0.0.1\"")
-            .replacingOccurrences(of: "port: 8443", with: "port: \(port)")
-            .replacingOccurrences(of: "insecure_http: false", with: "insecure_http: true")
-            .replacingOccurrences(of: "http://127.0.0.1:9000", with: upstream.baseURL)
-            .replacingOccurrences(of: "- \"GET /goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"")
-            .replacingOccurrences(of: "tls:\n  certificate_file", with: "unused_tls:\n  certificate_file")
-        let file = try Self.folder(yaml).appendingPathComponent("gateway.yaml").path
+        let file = try Self.folder(try Self.loopback(upstream: upstream, port: port)).appendingPathComponent("gateway.yaml").path
         let gateway = try await Gateway.start(try await GatewayConfiguration.load(file: file, environment: [:]))
-        let (agentKey, userKey) = (PrivateKey.generate(), PrivateKey.generate())
-        let (agent, user) = (try DID("did:ath:assistant"), try DID("did:ath:alice"))
-        try await gateway.store.registerAccount(Account(did: user.value, kind: .user, name: "Alice"), key: userKey.publicKey)
-        try await gateway.store.registerAccount(Account(did: agent.value, kind: .agent, name: "Assistant", developer: "Dev"), key: agentKey.publicKey)
-        let server = gateway.configuration.serverDID
-        let userClient = ATHUserClient(baseURL: gateway.baseURL, did: user, key: userKey, server: server)
-        let answering = Task {
-            for _ in 0..<200 {
-                if let request = try await userClient.pending().first {
-                    _ = try await userClient.answer(request, approve: request.requested_scopes)
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        defer { answering.cancel() }
-        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 3600)
-        let session = try await ATHClient(baseURL: gateway.baseURL, did: agent, key: agentKey, expectedServer: server).handshake(
-            credential: credential, scopes: ["goods:read"], ttl: 3600, context: "test", confirmationWait: .seconds(20))
+        let (session, agent, _) = try await Self.handshake(gateway, at: gateway.baseURL, scopes: ["goods:read"])
         #expect(try await session.get("/shop/plain/goods/1").status == 201)
 
         await gateway.stop()

@@ -55,26 +55,8 @@ import Testing
 
     /// Runs `arguments` under python3 with `environment` added; its status and output.
     static func python(_ arguments: [String], environment: [String: String], seconds: Double = 120) async throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        async let output = CLITests.readToEnd(out.fileHandleForReading)
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning {
-            if Date() > deadline {
-                process.terminate()
-                Issue.record("python3 \(arguments.joined(separator: " ")) ran past \(seconds) s")
-                break
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: await output, as: UTF8.self))
+        let run = try await CLITests.run(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments, environment: environment, seconds: seconds)
+        return (run.status, run.stdout + run.stderr)
     }
 
     @Test func thePythonSDKWithVerifiedAttestations() async throws {
