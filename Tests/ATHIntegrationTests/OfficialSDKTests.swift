@@ -8,15 +8,7 @@ import Testing
 /// `ATH_OFFICIAL_E2E_SUITE` names a copy of the SDK repository's `tests/test_e2e.py`, that suite
 /// in dev mode (docs/GATEWAY.md, "Interoperability"). One at a time: each runs Python processes.
 @Suite(.serialized) struct OfficialSDKTests {
-    static let sdkAvailable: Bool = {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import ath, httpx, cryptography"]
-        probe.standardError = FileHandle.nullDevice
-        guard (try? probe.run()) != nil else { return false }
-        probe.waitUntilExit()
-        return probe.terminationStatus == 0
-    }()
+    static let sdkAvailable = pythonImports("ath, httpx, cryptography")
 
     static var repository: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized }
 
@@ -87,4 +79,16 @@ import Testing
         // All nine pass; a skip means the suite did not reach the gateway, which is a failure.
         #expect(status == 0 && output.contains("9 passed") && !output.contains("skipped"), "\(output)")
     }
+}
+
+/// Whether python3 can import `modules` (comma-separated): the probe before a test that needs
+/// a package from PyPI, which `.ci/run` installs.
+func pythonImports(_ modules: String) -> Bool {
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    probe.arguments = ["python3", "-c", "import \(modules)"]
+    probe.standardError = FileHandle.nullDevice
+    guard (try? probe.run()) != nil else { return false }
+    probe.waitUntilExit()
+    return probe.terminationStatus == 0
 }

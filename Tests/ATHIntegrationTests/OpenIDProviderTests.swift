@@ -17,15 +17,7 @@ final class MockOpenIDProvider: Sendable {
     let process: Process
     var issuer: String { "http://127.0.0.1:\(port)" }
 
-    static let available: Bool = {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import oidc_provider_mock"]
-        probe.standardError = FileHandle.nullDevice
-        guard (try? probe.run()) != nil else { return false }
-        probe.waitUntilExit()
-        return probe.terminationStatus == 0
-    }()
+    static let available = pythonImports("oidc_provider_mock")
 
     init(port: Int? = nil) async throws {
         try #require(Self.available, "the OIDC provider is missing: pip install oidc-provider-mock (.ci/run does)")
