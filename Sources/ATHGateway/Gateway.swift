@@ -63,13 +63,26 @@ public final class Gateway: Sendable {
         } catch {
             throw GatewayConfigurationError(key: "server.key_file", problem: "is not a P-256 or Ed25519 private key (PEM): make one with `ath keygen`")
         }
-        let store = try SQLiteStore(path: configuration.storePath)
+        let store: SQLiteStore
+        do {
+            store = try SQLiteStore(path: configuration.storePath)
+        } catch {
+            throw GatewayConfigurationError(key: "store.sqlite", problem: "cannot open \(configuration.storePath): \(error)")
+        }
         var trust: AgentTrust?
         var tls: ServerTLS?
         if let t = configuration.tls {
-            trust = try t.clientCAFile.map { try AgentTrust.load(rootsFile: $0, crlFiles: t.crlFiles) }
+            do {
+                trust = try t.clientCAFile.map { try AgentTrust.load(rootsFile: $0, crlFiles: t.crlFiles) }
+            } catch {
+                throw GatewayConfigurationError(key: "tls.client_ca_file", problem: "\(error)")
+            }
             let mode: ServerTLS.ClientCertificates = trust.map { t.requireClientCertificate ? .required($0) : .optional($0) } ?? .none
-            tls = try ServerTLS.load(certificateFile: t.certificateFile, keyFile: t.keyFile, clientCertificates: mode)
+            do {
+                tls = try ServerTLS.load(certificateFile: t.certificateFile, keyFile: t.keyFile, clientCertificates: mode)
+            } catch {
+                throw GatewayConfigurationError(key: "tls.certificate_file", problem: "\(error)")
+            }
         }
         var channel: any UserConfirmationChannel = PullConfirmationChannel()
         var webhook: WebhookConfirmationChannel?

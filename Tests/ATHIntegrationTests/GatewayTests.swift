@@ -124,6 +124,18 @@ import Testing
         }
     }
 
+    /// What only starting finds (files that do not read) stops the start, naming the key,
+    /// before anything listens.
+    @Test func startUpErrorsNameTheirKey() async throws {
+        // The example's TLS files are not in the folder.
+        let example = try await Self.load(try Self.example)
+        await #expect { try await Gateway.start(example) } throws: { ($0 as? GatewayConfigurationError)?.key == "tls.certificate_file" }
+        let dir = try Self.folder(try Self.example)
+        try "not a key".write(to: dir.appendingPathComponent("server-key.pem"), atomically: true, encoding: .utf8)
+        let badKey = try await GatewayConfiguration.load(file: dir.appendingPathComponent("gateway.yaml").path, environment: [:])
+        await #expect { try await Gateway.start(badKey) } throws: { ($0 as? GatewayConfigurationError)?.key == "server.key_file" }
+    }
+
     @Test func twoServicesCannotShareAScopeOfTheHandshake() async throws {
         let yaml = try Self.example.replacingOccurrences(of: "protocol: \"oauth\"", with: "protocol: \"ath\"")
             .replacingOccurrences(of: "\"read:user = Read your profile\"", with: "\"goods:read = Also goods\"")
