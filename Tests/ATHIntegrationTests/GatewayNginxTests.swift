@@ -5,6 +5,7 @@ import ATHServer
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import Testing
 
 /// Debian's nginx with Examples/Gateway/nginx.conf as written (its addresses replaced by loopback
@@ -17,11 +18,11 @@ import Testing
         let port: Int
         var baseURL: String { "http://127.0.0.1:\(port)" }
 
-        init(configuration: String) async throws {
+        init(configuration: String, port: Int) async throws {
             try #require(FileManager.default.isExecutableFile(atPath: GatewayNginxTests.nginx), "nginx is missing: apt-get install nginx-light (.ci/run does)")
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-nginx-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir.appendingPathComponent("logs"), withIntermediateDirectories: true)
-            port = try freeLoopbackPort()
+            self.port = port
             let conf = dir.appendingPathComponent("nginx.conf")
             try configuration.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(port)").write(to: conf, atomically: true, encoding: .utf8)
             process = Process()
@@ -63,8 +64,22 @@ import Testing
 
     @Test func nginxAuthRequestWithTheGatewaysCheck() async throws {
         let upstream = try await MockOAuthProvider.start()
-        let yaml = try GatewayTests.loopback(upstream: upstream, changes: [("rate_limit: \"120/minute\"", "rate_limit: \"3/minute\"")])
-        let gateway = try await Gateway.start(try await GatewayTests.load(yaml, overrides: ["authz.listen.port=0"]), mode: .externalAuthorization)
+        let port = try freeLoopbackPort()
+        let yaml = try GatewayTests.loopback(
+            upstream: upstream,
+            changes: [
+                ("rate_limit: \"120/minute\"", "rate_limit: \"3/minute\""),
+                ("public_url: \"https://gateway.example.com\"", "public_url: \"http://127.0.0.1:\(port)\""),
+                ("oauth:\n", "oauth:\n  identity_documents_on_loopback: true\n"),
+                ("https://api.github.com", upstream.baseURL),
+                ("https://github.com/login/oauth/authorize", upstream.baseURL + "/authorize"),
+                ("https://github.com/login/oauth/access_token", upstream.baseURL + "/token"),
+                ("your-oauth-app-client-id", MockOAuthProvider.clientID),
+                ("- \"GET /user read:user\"", "- \"GET /userinfo read:user\""),
+            ])
+        let gateway = try await Gateway.start(
+            try await GatewayTests.load(yaml, overrides: ["authz.listen.port=0"], files: ["github-client-secret": MockOAuthProvider.clientSecret]),
+            mode: .externalAuthorization)
         let authz = try #require(gateway.authz)
         let upstreamPort = try #require(upstream.baseURL.split(separator: ":").last)
         let configuration = try String(
@@ -72,8 +87,19 @@ import Testing
             .replacingOccurrences(of: "127.0.0.1:8443", with: "127.0.0.1:\(gateway.server.port)")
             .replacingOccurrences(of: "127.0.0.1:9191", with: "127.0.0.1:\(authz.port)")
             .replacingOccurrences(of: "127.0.0.1:9000", with: "127.0.0.1:\(upstreamPort)")
-        let nginx = try await Nginx(configuration: configuration)
+            .replacingOccurrences(of: "127.0.0.1:9001", with: "127.0.0.1:\(upstreamPort)")
+        let nginx = try await Nginx(configuration: configuration, port: port)
         defer { nginx.stop(); Task { await gateway.stop(); await upstream.stop() } }
+
+        // An agent on the v0.1 API, through nginx: the API on the gateway's listener, the proxy
+        // checked by authz and forwarded by nginx with the user's provider token.
+        let v01 = OAuthAPITests.Gateway.client(provider: upstream, base: nginx.baseURL, store: gateway.store)
+        defer { Task { try? await v01.http.shutdown() } }
+        let (v01Agent, _, _, bearer) = try await v01.fullFlow(scopes: ["repo", "read:user"])
+        let userinfo = try await v01.call(.GET, "/ath/proxy/github/userinfo", headers: [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", v01Agent.agentID)])
+        #expect(userinfo.status == 200 && userinfo.json["login"] == "test-user", "\(userinfo.json)")
+        let wrongAgent = try await v01.call(.GET, "/ath/proxy/github/userinfo", headers: [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", "https://x")])
+        #expect(wrongAgent.status == 403 && wrongAgent.code == "AGENT_IDENTITY_MISMATCH")
 
         // The handshake through nginx to the gateway's listener.
         let (session, agent, user) = try await GatewayTests.handshake(gateway, at: nginx.baseURL)

@@ -11,11 +11,12 @@ import Testing
 /// that name the key, and unchanged services behind the 9-step handshake.
 @Suite struct GatewayTests {
     /// A folder holding `yaml` as gateway.yaml, the secret files the example names, and a server key.
-    static func folder(_ yaml: String) throws -> URL {
+    static func folder(_ yaml: String, files: [String: String] = [:]) throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-gw-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try yaml.write(to: dir.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
-        for (name, text) in [("shop-api-key", "k-123\n"), ("github-client-secret", "s-456\n"), ("server-key.pem", PrivateKey.generate().pem)] {
+        let standard = ["shop-api-key": "k-123\n", "github-client-secret": "s-456\n", "server-key.pem": PrivateKey.generate().pem]
+        for (name, text) in standard.merging(files, uniquingKeysWith: { _, given in given }) {
             try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
         }
         return dir
@@ -27,9 +28,11 @@ import Testing
         }
     }
 
-    static func load(_ yaml: String, overrides: [String] = [], environment: [String: String] = [:]) async throws -> GatewayConfiguration {
+    static func load(
+        _ yaml: String, overrides: [String] = [], environment: [String: String] = [:], files: [String: String] = [:]
+    ) async throws -> GatewayConfiguration {
         try await GatewayConfiguration.load(
-            file: try folder(yaml).appendingPathComponent("gateway.yaml").path, overrides: overrides, environment: environment)
+            file: try folder(yaml, files: files).appendingPathComponent("gateway.yaml").path, overrides: overrides, environment: environment)
     }
 
     /// The example configuration on loopback over plain HTTP, its `shop` service at `upstream`

@@ -14,10 +14,21 @@ import Testing
     /// A gateway serving the v0.1 API with the mock's `github` provider.
     struct Gateway {
         let provider: MockOAuthProvider
-        let server: RunningServer
+        /// nil when the gateway under test was started elsewhere (behind nginx).
+        let server: RunningServer?
         let store: SQLiteStore
         let http: HTTPClient
-        var base: String { server.baseURL }
+        /// The public URL agents use.
+        let base: String
+
+        /// The helpers against a v0.1 API at `base` whose provider is `provider`.
+        static func client(provider: MockOAuthProvider, base: String, store: SQLiteStore) -> Gateway {
+            var noRedirects = HTTPClient.Configuration(redirectConfiguration: .disallow)
+            noRedirects.timeout.read = .seconds(30)
+            return Gateway(
+                provider: provider, server: nil, store: store, http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: noRedirects),
+                base: base)
+        }
 
         static func start(devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post) async throws -> Gateway {
             let provider = try await MockOAuthProvider.start()
@@ -40,14 +51,13 @@ import Testing
             let inner = Router(context: ATHRequestContext.self)
             OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: UpstreamForwarder(httpClient: .shared), scheme: "http").register(on: inner)
             box.set(inner.buildResponder())
-            var noRedirects = HTTPClient.Configuration(redirectConfiguration: .disallow)
-            noRedirects.timeout.read = .seconds(30)
-            return Gateway(provider: provider, server: server, store: store, http: HTTPClient(eventLoopGroupProvider: .singleton, configuration: noRedirects))
+            let client = Self.client(provider: provider, base: server.baseURL, store: store)
+            return Gateway(provider: provider, server: server, store: store, http: client.http, base: server.baseURL)
         }
 
         func stop() async {
             try? await http.shutdown()
-            await server.stop()
+            await server?.stop()
             await provider.stop()
         }
 
