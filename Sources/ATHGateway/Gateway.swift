@@ -124,11 +124,13 @@ public final class Gateway: Sendable {
             api.tokenLifetime = configuration.tokenLifetime
             var documents = AgentIdentityDocuments.Policy()
             documents.allowLoopback = configuration.identityDocumentsOnLoopback
-            let service = OAuthAPIService(
+            let oauthService = OAuthAPIService(
                 api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient,
                 documents: AgentIdentityDocuments(policy: documents))
-            OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: mode == .proxy ? forwarder : nil, scheme: scheme).register(on: router)
-            oauth = service
+            OAuthAPIRoutes<ATHRequestContext>(
+                service: oauthService, forwarder: mode == .proxy ? forwarder : nil, scheme: scheme, refusals: service.refusals
+            ).register(on: router)
+            oauth = oauthService
         }
         if configuration.devMode {
             for line in [

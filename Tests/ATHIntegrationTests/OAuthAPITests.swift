@@ -20,6 +20,7 @@ import Testing
         let http: HTTPClient
         /// The public URL agents use.
         let base: String
+        var refusals: RefusalAudit? = nil
 
         /// The helpers against a v0.1 API at `base` whose provider is `provider`.
         static func client(provider: MockOAuthProvider, base: String, store: SQLiteStore) -> Gateway {
@@ -49,10 +50,12 @@ import Testing
                 configuration, store: store, sealer: SecretSealer(key: .init(size: .bits256)), httpClient: .shared,
                 documents: AgentIdentityDocuments(policy: documents))
             let inner = Router(context: ATHRequestContext.self)
-            OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: UpstreamForwarder(httpClient: .shared), scheme: "http").register(on: inner)
+            let refusals = RefusalAudit(store: store)
+            OAuthAPIRoutes<ATHRequestContext>(service: service, forwarder: UpstreamForwarder(httpClient: .shared), scheme: "http", refusals: refusals)
+                .register(on: inner)
             box.set(inner.buildResponder())
             let client = Self.client(provider: provider, base: server.baseURL, store: store)
-            return Gateway(provider: provider, server: server, store: store, http: client.http, base: server.baseURL)
+            return Gateway(provider: provider, server: server, store: store, http: client.http, base: server.baseURL, refusals: refusals)
         }
 
         func stop() async {
@@ -342,6 +345,13 @@ import Testing
         #expect(none.status == 403 && none.code == "SCOPE_NOT_APPROVED")
         // A callback for a state nobody issued.
         #expect(try await g.call(.GET, "/ath/callback?code=x&state=unknown").code == "STATE_MISMATCH")
+        // Every refusal is in the audit log, with its code and what was asked.
+        await g.refusals?.flush()
+        let refused = try await g.store.auditEvents(limit: 200).map(\.event).filter { $0.event == "oauth.refused" }
+        for code in ["AGENT_ALREADY_REGISTERED", "INVALID_CLIENT", "REDIRECT_URI_MISMATCH", "SESSION_NOT_FOUND", "USER_DENIED", "STATE_MISMATCH"] {
+            #expect(refused.contains { $0.outcome == code }, "\(code) is not audited")
+        }
+        #expect(refused.contains { $0.subject == "GET /ath/callback" && $0.actor == "127.0.0.1" })
     }
 }
 

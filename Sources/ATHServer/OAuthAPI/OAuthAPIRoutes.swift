@@ -1,4 +1,5 @@
 import ATHCore
+import ATHStore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -20,13 +21,16 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let forwarder: UpstreamForwarder?
     /// The scheme the gateway's clients use, for `X-Forwarded-Proto`.
     let scheme: String
+    /// Where refusals are audited (in batches, as the handshake's are): nil, not audited.
+    let refusals: RefusalAudit?
     /// Every v0.1 request body is a small JSON object.
     public static var bodyLimit: Int { 16 * 1024 }
 
-    public init(service: OAuthAPIService, forwarder: UpstreamForwarder?, scheme: String) {
+    public init(service: OAuthAPIService, forwarder: UpstreamForwarder?, scheme: String, refusals: RefusalAudit? = nil) {
         self.service = service
         self.forwarder = forwarder
         self.scheme = scheme
+        self.refusals = refusals
     }
 
     public func register(on router: Router<Context>) {
@@ -35,7 +39,8 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
         router.get("health") { _, _ in try JSONResponse.make(["status": "ok"]) }
         let wellKnown = router.group(".well-known").add(middleware: ErrorShapeMiddleware<Context>())
         wellKnown.get("ath.json") { _, _ in try JSONResponse.make(service.discovery) }
-        let group = router.group("ath").add(middleware: ErrorShapeMiddleware<Context>())
+        let group = router.group("ath").add(middleware: RefusalRecorder<Context>(refusals: refusals, event: "oauth.refused"))
+            .add(middleware: ErrorShapeMiddleware<Context>())
         group.post("agents/register") { request, _ in
             var request = request
             return try JSONResponse.make(try await service.register(request.json(limit: limit)), status: .created)
@@ -111,4 +116,23 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
 extension HTTPField.Name {
     /// The v0.1 API's agent id, which a proxied request must send and which must match its token.
     public static let athAgentID = HTTPField.Name("X-ATH-Agent-ID")!
+}
+
+/// Records every refusal a route group answers with, as the handshake's refusals are recorded:
+/// who asked (the peer's address), what (method and path), the code and its message.
+struct RefusalRecorder<Context: ATHRequestContextProtocol>: RouterMiddleware {
+    let refusals: RefusalAudit?
+    let event: String
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as ATHError {
+            refusals?.record(
+                AuditEvent(
+                    at: Int64(Date().timeIntervalSince1970), event: event, actor: context.remoteAddress?.ipAddress ?? "-",
+                    subject: "\(request.method.rawValue) \(request.uri.path.prefix(512))", outcome: error.code.rawValue, detail: error.message))
+            throw error
+        }
+    }
 }
