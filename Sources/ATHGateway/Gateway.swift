@@ -122,6 +122,7 @@ public final class Gateway: Sendable {
             api.devMode = configuration.devMode
             api.sessionLifetime = configuration.sessionLifetime
             api.tokenLifetime = configuration.tokenLifetime
+            api.agentRateLimit = configuration.agentRateLimit
             var documents = AgentIdentityDocuments.Policy()
             documents.allowLoopback = configuration.identityDocumentsOnLoopback
             let oauthService = OAuthAPIService(

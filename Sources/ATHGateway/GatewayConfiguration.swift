@@ -27,6 +27,8 @@ public struct GatewayConfiguration: Sendable {
     public var webhook: (url: String, secretFile: String)?
     public var sessionLifetime: Int64
     public var tokenLifetime: Int64
+    /// Each v0.1 agent's calls; nil: unlimited (`oauth.agent_rate_limit: none`).
+    public var agentRateLimit: RateLimit?
     /// Agents' identity documents may be fetched from loopback (and over plain HTTP there): for
     /// tests whose agents publish on the same machine; only with a loopback listener.
     public var identityDocumentsOnLoopback: Bool
@@ -146,6 +148,16 @@ public struct GatewayConfiguration: Sendable {
         }
         sessionLifetime = Int64(try keys.optionalInt("oauth.session_lifetime_seconds", in: 30...600) ?? 600)
         tokenLifetime = Int64(try keys.optionalInt("oauth.token_lifetime_seconds", in: 60...86_400) ?? 3600)
+        let rate = try keys.optionalString("oauth.agent_rate_limit") ?? "600/minute"
+        if rate == "none" {
+            agentRateLimit = nil
+        } else {
+            do {
+                agentRateLimit = try RateLimit(parsing: rate)
+            } catch {
+                throw GatewayConfigurationError(key: "oauth.agent_rate_limit", problem: "'\(rate)' is not N/second|minute|hour|day, or none")
+            }
+        }
         authzHost = try keys.optionalString("authz.listen.host") ?? "127.0.0.1"
         authzPort = try keys.optionalInt("authz.listen.port", in: 0...65535) ?? 9191
         identityDocumentsOnLoopback = try keys.optionalBool("oauth.identity_documents_on_loopback") ?? false

@@ -31,7 +31,9 @@ import Testing
                 base: base)
         }
 
-        static func start(devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post) async throws -> Gateway {
+        static func start(
+            devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post, rate: RateLimit? = nil
+        ) async throws -> Gateway {
             let provider = try await MockOAuthProvider.start()
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-oauth-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -46,6 +48,7 @@ import Testing
             documents.allowLoopback = true
             var configuration = OAuthAPIService.Configuration(publicURL: server.baseURL, providers: [try provider.provider(authentication: authentication)])
             configuration.devMode = devMode
+            if let rate { configuration.agentRateLimit = rate }
             let service = OAuthAPIService(
                 configuration, store: store, sealer: SecretSealer(key: .init(size: .bits256)), httpClient: .shared,
                 documents: AgentIdentityDocuments(policy: documents))
@@ -288,6 +291,20 @@ import Testing
                 "user_redirect_uri": .string(g.base + "/ath/callback"),
             ])
         #expect(wrongAudience.code == "INVALID_ATTESTATION")
+    }
+
+    /// Each agent's calls are limited (RATE_LIMITED, 429), another agent's not affected.
+    @Test func eachAgentHasARate() async throws {
+        let g = try await Gateway.start(rate: try RateLimit(parsing: "6/minute"))
+        defer { Task { await g.stop() } }
+        // register, authorize, token: three calls; then three proxied ones pass and the fourth not.
+        let (agent, _, _, bearer) = try await g.fullFlow(scopes: ["read:user"])
+        let auth = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        for _ in 0..<3 { #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: auth).status == 200) }
+        let limited = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: auth)
+        #expect(limited.status == 429 && limited.code == "RATE_LIMITED")
+        let (_, other, _) = try await g.registeredAgent()
+        #expect(!other.isEmpty)
     }
 
     @Test func registrationAndTokenRefusals() async throws {

@@ -22,6 +22,10 @@ public struct OAuthAPIService: Sendable {
         /// How long a registration's approval lasts (`approval_expires`).
         public var approvalLifetime: Int64 = 365 * 86_400
         public var attestation = AgentAttestation.Policy()
+        /// Each agent's calls (registration, authorization, tokens, proxied requests, revocation),
+        /// over a sliding window; nil: none. The official suite makes some 25 calls a second, each
+        /// test with a new agent.
+        public var agentRateLimit: RateLimit? = try? RateLimit(parsing: "600/minute")
 
         public init(publicURL: String, providers: [OAuthProvider]) {
             self.publicURL = publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL
@@ -39,6 +43,8 @@ public struct OAuthAPIService: Sendable {
     let documents: AgentIdentityDocuments
     let exchange: ProviderCodeExchange
     let clock: @Sendable () -> Date
+    /// Per process, as the handshake's rate counters are (issue 17 shares them).
+    let limiter = SlidingWindowLimiter()
 
     public init(
         _ configuration: Configuration, store: any ATHStore & OAuthAPIStore, sealer: SecretSealer, httpClient: HTTPClient,
@@ -145,6 +151,7 @@ public struct OAuthAPIService: Sendable {
         guard attestation.agentID == request.agent_id else {
             throw ATHError(.invalidAttestation, "the attestation's sub is not agent_id \(request.agent_id.prefix(256))")
         }
+        try limit(request.agent_id, now: now)
         let approvals = request.requested_providers.map { asked -> AgentRegistration.ProviderApproval in
             guard let provider = configuration.provider(asked.provider_id) else {
                 return .init(providerID: asked.provider_id, approvedScopes: [], deniedScopes: asked.scopes, denialReason: "provider not offered")
@@ -215,6 +222,7 @@ public struct OAuthAPIService: Sendable {
         guard let registration = try await store.registration(clientID: clientID) else {
             throw ATHError(.agentNotRegistered, "no agent is registered with this client_id")
         }
+        try limit(registration.agentID, now: now)
         try checkApproved(registration, now: now)
         let redirect: String
         if let asked = request.user_redirect_uri {
@@ -403,6 +411,7 @@ public struct OAuthAPIService: Sendable {
         guard let agentHeader, agentHeader == token.agentID else {
             throw ATHError(.agentIdentityMismatch, "X-ATH-Agent-ID must name the agent the token was issued to")
         }
+        try limit(token.agentID, now: clock())
         guard providerID == token.providerID else {
             throw ATHError(.providerMismatch, "this token is for provider \(token.providerID), not \(providerID.prefix(64))")
         }
@@ -451,7 +460,14 @@ public struct OAuthAPIService: Sendable {
         guard OpaqueSecret.matches(secret, digest: registration.secretDigest) else {
             throw ATHError(.invalidClient, "client_secret is not this client's")
         }
+        try limit(registration.agentID, now: clock())
         return registration
+    }
+
+    /// One call of `agentID` against `agentRateLimit`: RATE_LIMITED past it.
+    func limit(_ agentID: String, now: Date) throws {
+        guard let rate = configuration.agentRateLimit else { return }
+        try limiter.admit("oauth:" + agentID, limit: rate, now: now)
     }
 
     func checkApproved(_ registration: AgentRegistration, now: Date) throws {
