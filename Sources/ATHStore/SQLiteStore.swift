@@ -12,6 +12,15 @@ public final class SQLiteStore: ATHStore {
         var config = Configuration()
         config.busyMode = .timeout(5)
         db = try DatabasePool(path: path, configuration: config)
+        // Processes that open a new file at once (`ath gateway` and `ath authz` on one store)
+        // would each find no migration applied and both apply the first: the migrator reads what
+        // is applied before it takes SQLite's write lock. One at a time, by a lock beside the file.
+        let lock = open(path + ".lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw StoreError.corrupt("cannot open the migration lock \(path).lock") }
+        defer { close(lock) }
+        while flock(lock, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw StoreError.corrupt("cannot lock \(path).lock") }
+        }
         try Self.migrator.migrate(db)
     }
 

@@ -13,6 +13,22 @@ import Testing
         return (try SQLiteStore(path: path), path)
     }
 
+    /// Several openers of one new file at once (`ath gateway` and `ath authz` started together):
+    /// each finds the schema whole, none fails on a migration another applied. Without the
+    /// migration lock, the gateway benchmark's two processes failed with "duplicate column name".
+    @Test func storesOpenedAtOnceMigrateOnce() async throws {
+        for _ in 0..<5 {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ath-open-\(UUID().uuidString).sqlite").path
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<6 { group.addTask { _ = try SQLiteStore(path: path) } }
+                try await group.waitForAll()
+            }
+            let store = try SQLiteStore(path: path)
+            try await store.registerAccount(Account(did: "did:ath:a", kind: .user, name: "A"), key: nil)
+            #expect(try await store.account(did: "did:ath:a") != nil)
+        }
+    }
+
     @Test func everyIdentifierFindsTheSameAccount() async throws {
         let (store, path) = try freshStore()
         defer { try? FileManager.default.removeItem(atPath: path) }
