@@ -98,6 +98,11 @@ measure() {  # label, url, pids whose CPU counts
 echo "| setup | requests/s | p50 | p99 | server CPU per request (µs) | non-2xx |"
 echo "|---|---|---|---|---|---|"
 measure "nginx reverse proxy" "http://127.0.0.1:$P/userinfo" "$proxy_pid"
+if [ -n "${PROFILE_GATEWAY:-}" ]; then  # perf's profile of the gateway under the same load, to $PROFILE_GATEWAY
+    perf record -F 999 -g -p "$gateway_pid" -o "$PROFILE_GATEWAY" -- sleep "$seconds" > /dev/null 2>&1 &
+    recorder=$!
+fi
 measure "ath gateway (v0.1 token)" "http://127.0.0.1:$G/ath/proxy/bench/userinfo" "$gateway_pid"
+[ -z "${PROFILE_GATEWAY:-}" ] || wait "$recorder" || true
 measure "nginx + auth_request to ath authz" "http://127.0.0.1:$A/ath/proxy/bench/userinfo" "$front_pid" "$authz_pid"
 measure "upstream alone" "http://127.0.0.1:$U/userinfo" "$upstream_pid"
