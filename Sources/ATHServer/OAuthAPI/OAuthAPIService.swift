@@ -501,7 +501,7 @@ public struct OAuthAPIService: Sendable {
 
     /// `base` with `items` added to its query, form-encoded (space as `+`).
     static func appending(_ items: [(String, String)], to base: String) -> String {
-        let query = items.map { ProviderCodeExchange.formEncoded($0) + "=" + ProviderCodeExchange.formEncoded($1) }.joined(separator: "&")
+        let query = FormEncoding.encode(items)
         let (head, fragment) = base.firstIndex(of: "#").map { (String(base[..<$0]), String(base[$0...])) } ?? (base, "")
         return head + (head.contains("?") ? "&" : "?") + query + fragment
     }

@@ -28,11 +28,9 @@ struct ProviderCodeExchange: Sendable {
         case .post:
             form += [("client_id", provider.clientID), ("client_secret", provider.clientSecret)]
         case .basic:
-            // RFC 6749 §2.3.1: each part form-encoded before the Basic encoding.
-            let pair = Self.formEncoded(provider.clientID) + ":" + Self.formEncoded(provider.clientSecret)
-            request.headers.add(name: "Authorization", value: "Basic " + Data(pair.utf8).base64EncodedString())
+            request.headers.add(name: "Authorization", value: FormEncoding.basicAuthorization(id: provider.clientID, secret: provider.clientSecret))
         }
-        request.body = .bytes(ByteBuffer(string: form.map { Self.formEncoded($0) + "=" + Self.formEncoded($1) }.joined(separator: "&")))
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
 
         func failed(_ why: String) -> ATHError { ATHError(.oauthError, "provider \(provider.id): \(why)") }
         let body: ByteBuffer
@@ -58,21 +56,5 @@ struct ProviderCodeExchange: Sendable {
         }
         let scopes = json["scope"]?.stringValue.map { $0.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init) }
         return Result(grant: ProviderGrant(accessToken: token, refreshToken: json["refresh_token"]?.stringValue, expiresAt: expiresAt), scopes: scopes)
-    }
-
-    /// application/x-www-form-urlencoded (WHATWG URL §5.2): unreserved bytes as they are, space
-    /// as `+`, the rest percent-encoded.
-    static func formEncoded(_ text: String) -> String {
-        var out = ""
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "*"):
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            case UInt8(ascii: " "): out += "+"
-            default: out += String(format: "%%%02X", byte)
-            }
-        }
-        return out
     }
 }

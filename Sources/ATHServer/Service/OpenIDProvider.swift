@@ -55,14 +55,14 @@ public actor OpenIDProvider {
     /// The provider's authorization URL for one login (code flow with PKCE S256).
     public func authorizationURL(state: String, nonce: String, codeVerifier: String) async throws -> String {
         let meta = try await discover()
-        let challenge = Base64URL.encode(Data(SHA256.hash(data: Data(codeVerifier.utf8))))
+        let challenge = PKCE.challenge(for: codeVerifier)
         guard var components = URLComponents(string: meta.authorization_endpoint) else { throw Self.unavailable("bad authorization_endpoint") }
         components.queryItems =
             (components.queryItems ?? []) + [
                 .init(name: "response_type", value: "code"), .init(name: "client_id", value: configuration.clientID),
                 .init(name: "redirect_uri", value: configuration.redirectURI), .init(name: "scope", value: "openid"),
                 .init(name: "state", value: state), .init(name: "nonce", value: nonce),
-                .init(name: "code_challenge", value: challenge), .init(name: "code_challenge_method", value: "S256"),
+                .init(name: "code_challenge", value: challenge), .init(name: "code_challenge_method", value: PKCE.method),
             ]
         guard let url = components.url?.absoluteString else { throw Self.unavailable("bad authorization_endpoint") }
         return url
@@ -73,13 +73,12 @@ public actor OpenIDProvider {
         let meta = try await discover()
         var request = HTTPClientRequest(url: meta.token_endpoint)
         request.method = .POST
-        let credentials = Data("\(Self.formEncode(configuration.clientID)):\(Self.formEncode(configuration.clientSecret))".utf8)
-        request.headers.add(name: "authorization", value: "Basic " + credentials.base64EncodedString())
+        request.headers.add(name: "authorization", value: FormEncoding.basicAuthorization(id: configuration.clientID, secret: configuration.clientSecret))
         request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
-        let form = [
+        let form = FormEncoding.encode([
             ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", configuration.redirectURI),
             ("code_verifier", codeVerifier),
-        ].map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")
+        ])
         request.body = .bytes(ByteBuffer(string: form))
         let (status, body) = try await fetch(request)
         guard status == 200, case .object(let fields) = try? JSONValue.parse(body), let idToken = fields["id_token"]?.stringValue else {
@@ -150,12 +149,5 @@ public actor OpenIDProvider {
 
     static func unavailable(_ why: String) -> ATHError {
         ATHError(.internalError, "the OpenID provider is unavailable: \(why)")
-    }
-
-    /// application/x-www-form-urlencoded, also for the Basic credentials (RFC 6749 §2.3.1).
-    static func formEncode(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
     }
 }
