@@ -83,9 +83,7 @@ public struct ExternalAuthorizationRoutes<Context: ATHRequestContextProtocol>: S
             let (provider, rest) = try OAuthAPIRoutes<Context>.proxyTarget(path)
             let admitted = try await oauth.admit(
                 authorization: headers[.authorization], agentHeader: headers[.athAgentID], providerID: provider, method: method, path: rest)
-            return Allowed(
-                identity: .init(agent: admitted.token.agentID, user: admitted.token.userID, scopes: admitted.token.scopes, grant: admitted.token.sessionID),
-                upstreamAuthorization: "Bearer " + admitted.grant.accessToken)
+            return Allowed(identity: .init(admitted.token), upstreamAuthorization: "Bearer " + admitted.grant.accessToken)
         }
         let mount = path.dropFirst().prefix { $0 != "/" }
         guard let upstream = protected[String(mount)] else {
@@ -99,10 +97,7 @@ public struct ExternalAuthorizationRoutes<Context: ATHRequestContextProtocol>: S
             body: RequestBody(buffer: body))
         let (access, _) = try await service.admit(
             original, remoteAddress: remote, operations: upstream.operations, path: rest, bodyLimit: upstream.upstream.maxRequestBody)
-        let claims = access.claims
-        return Allowed(
-            identity: .init(agent: claims.client_did, user: claims.sub, scopes: claims.scope.split(separator: " ").map(String.init), grant: claims.gid),
-            upstreamAuthorization: nil)
+        return Allowed(identity: .init(access), upstreamAuthorization: nil)
     }
 
     func allowed(_ allowed: Allowed) -> Response {

@@ -30,10 +30,8 @@ public struct ProtectedUpstreamRoutes<Context: ATHRequestContextProtocol>: Senda
                 let (access, admitted) = try await service.admit(
                     request, remoteAddress: context.remoteAddress, operations: upstream.operations, path: path,
                     bodyLimit: upstream.upstream.maxRequestBody)
-                let claims = access.claims
                 return try await forwarder.forward(
-                    admitted, path: path, to: upstream.upstream,
-                    identity: .init(agent: claims.client_did, user: claims.sub, scopes: claims.scope.split(separator: " ").map(String.init), grant: claims.gid),
+                    admitted, path: path, to: upstream.upstream, identity: .init(access),
                     credential: upstream.credential, remoteAddress: context.remoteAddress?.ipAddress, scheme: scheme)
             }
             let group = router.group(RouterPath(upstream.mount)).add(middleware: ErrorShapeMiddleware<Context>())

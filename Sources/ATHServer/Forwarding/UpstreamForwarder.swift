@@ -34,6 +34,17 @@ public struct UpstreamForwarder: Sendable {
             (self.agent, self.user, self.scopes, self.grant) = (agent, user, scopes, grant)
         }
 
+        /// A request admitted with the handshake's access token.
+        public init(_ access: VerifiedAccess) {
+            let claims = access.claims
+            self.init(agent: claims.client_did, user: claims.sub, scopes: claims.scope.split(separator: " ").map(String.init), grant: claims.gid)
+        }
+
+        /// A request admitted with a v0.1 access token.
+        public init(_ token: IssuedAccessToken) {
+            self.init(agent: token.agentID, user: token.userID, scopes: token.scopes, grant: token.sessionID)
+        }
+
         var fields: [(HTTPField.Name, String)] {
             [(.athAgent, agent), (.athUser, user), (.athScopes, scopes.joined(separator: " ")), (.athGrant, grant)]
         }
@@ -51,7 +62,7 @@ public struct UpstreamForwarder: Sendable {
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         var length: Int64?
         var forwardedFor: String?
-        let dropped = Self.connectionNamed(request.headers)
+        let dropped = Self.connectionNamed(request.headers[values: .connection])
         for field in request.headers {
             let name = field.name.canonicalName
             if name == "content-length" {
@@ -92,7 +103,7 @@ public struct UpstreamForwarder: Sendable {
             throw ATHError(.upstreamUnavailable, "the service could not be reached")
         }
         var headers = HTTPFields()
-        let droppedBack = Self.connectionNamed(answer.headers)
+        let droppedBack = Self.connectionNamed(answer.headers["connection"])
         for (name, value) in answer.headers {
             let lower = name.lowercased()
             guard !Self.hopByHop.contains(lower), !droppedBack.contains(lower), let fieldName = HTTPField.Name(name) else { continue }
@@ -115,13 +126,9 @@ public struct UpstreamForwarder: Sendable {
         "host", "authorization", "cookie", "forwarded", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
     ])
 
-    /// The fields a `Connection` field names, which are hop-by-hop too.
-    static func connectionNamed(_ fields: HTTPFields) -> Set<String> {
-        Set(fields[values: .connection].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
-    }
-
-    static func connectionNamed(_ headers: HTTPHeaders) -> Set<String> {
-        Set(headers["connection"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    /// The fields `Connection` values name, which are hop-by-hop too.
+    static func connectionNamed(_ values: some Sequence<String>) -> Set<String> {
+        Set(values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
 }
 

@@ -77,10 +77,8 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let admitted = try await service.admit(
                 authorization: request.headers[.authorization], agentHeader: request.headers[Self.agentIDField], providerID: provider,
                 method: request.method.rawValue, path: path)
-            let identity = UpstreamForwarder.Identity(
-                agent: admitted.token.agentID, user: admitted.token.userID, scopes: admitted.token.scopes, grant: admitted.token.sessionID)
             return try await forwarder.forward(
-                request, path: path, to: admitted.provider.upstream, identity: identity,
+                request, path: path, to: admitted.provider.upstream, identity: .init(admitted.token),
                 credential: HTTPField(name: .authorization, value: "Bearer " + admitted.grant.accessToken),
                 remoteAddress: context.remoteAddress?.ipAddress, scheme: scheme)
         }
