@@ -100,6 +100,9 @@ public final class Gateway: Sendable {
         var clientConfiguration = HTTPClient.Configuration(redirectConfiguration: .disallow)
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         clientConfiguration.decompression = .disabled
+        // A service that refuses connections is answered UPSTREAM_UNAVAILABLE at once; retrying
+        // until the request's deadline would hold every agent for the whole timeout.
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         let forwarder = UpstreamForwarder(httpClient: upstreamClient)
         let scheme = tls == nil ? "http" : "https"
@@ -123,6 +126,7 @@ public final class Gateway: Sendable {
             api.sessionLifetime = configuration.sessionLifetime
             api.tokenLifetime = configuration.tokenLifetime
             api.agentRateLimit = configuration.agentRateLimit
+            api.nativeApp = configuration.nativeApp
             var documents = AgentIdentityDocuments.Policy()
             documents.allowLoopback = configuration.identityDocumentsOnLoopback
             let oauthService = OAuthAPIService(

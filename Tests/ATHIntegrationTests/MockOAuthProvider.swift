@@ -117,6 +117,11 @@ final class MockOAuthProvider: Sendable {
         router.on("echo/**", method: .put, use: echo)
         router.on("plain/**", method: .get, use: echo)
         router.on("plain/**", method: .post, use: echo)
+        // A service that takes longer than a gateway's timeout.
+        router.get("plain/goods/slow") { _, _ in
+            try await Task.sleep(for: .seconds(3))
+            return Self.json(["late": true])
+        }
         router.get("agents/:name") { request, _ in
             guard let document = await state.document(request.uri.path) else { return Self.json(["error": "not found"], status: .notFound) }
             return Self.json(document)
