@@ -22,7 +22,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ath import ATHError, ATHGatewayClient
+from ath import ATHError, ATHGatewayClient, ATHNativeClient
 
 GATEWAY = os.environ["ATH_GATEWAY_URL"]
 
@@ -145,6 +145,28 @@ def main() -> int:
         except ATHError as e:
             assert e.code == "TOKEN_REVOKED", e
         step("revoke")
+
+    # Native mode: the same gateway as one service (oauth.native_app), found through
+    # /.well-known/ath-app.json, its API called at api_base.
+    native_id, native_pem = new_agent(documents, port, "native")
+    with ATHNativeClient(GATEWAY, native_id, native_pem) as native:
+        app = native.discover()
+        assert app.app_id == "github" and app.api_base == f"{GATEWAY}/ath/proxy/github", app
+        assert app.auth.agent_attestation_required is True and "read:user" in app.auth.scopes_supported, app
+        native.register(developer={"name": "Interop", "id": "dev-interop"}, providers=[{"provider_id": app.app_id, "scopes": ["read:user"]}], purpose="native mode")
+        auth = native.authorize(app.app_id, ["read:user"])
+        back = consent(auth.authorization_url)
+        tok = native.exchange_token(back["code"][0], auth.ath_session_id)
+        assert tok.effective_scopes == ["read:user"], tok
+        user = native.api("GET", "/userinfo")
+        assert isinstance(user, dict) and user.get("login") == "test-user", user
+        try:
+            native.api("GET", "/echo/x")
+            raise AssertionError("a scope the user did not grant was used")
+        except ATHError as e:
+            assert e.code == "SCOPE_NOT_APPROVED" or e.status == 403, e
+        native.revoke()
+    step("native", app_id=app.app_id)
 
     # An agent whose published key is not the one it signs with.
     impostor_id, _ = new_agent(documents, port, "impostor")

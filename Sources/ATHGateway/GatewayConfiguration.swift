@@ -32,6 +32,9 @@ public struct GatewayConfiguration: Sendable {
     /// Agents' identity documents may be fetched from loopback (and over plain HTTP there): for
     /// tests whose agents publish on the same machine; only with a loopback listener.
     public var identityDocumentsOnLoopback: Bool
+    /// The oauth service native-mode agents reach through `/.well-known/ath-app.json`
+    /// (`oauth.native_app`); nil: no such document.
+    public var nativeApp: String?
     /// Where `ath authz` answers nginx and Envoy: never the public listener, since an admitted
     /// v0.1 request's answer carries the provider's token for the proxy to use.
     public var authzHost: String
@@ -187,6 +190,10 @@ public struct GatewayConfiguration: Sendable {
             services.append(service)
         }
         self.services = services
+        nativeApp = try keys.optionalString("oauth.native_app")
+        if let app = nativeApp, !services.contains(where: { $0.name == app && $0.protocol == .oauth }) {
+            throw GatewayConfigurationError(key: "oauth.native_app", problem: "'\(app)' is not an oauth service of this gateway")
+        }
 
         let native = services.filter { $0.protocol == .ath }.flatMap(\.scopes)
         let restrictions = Restrictions(

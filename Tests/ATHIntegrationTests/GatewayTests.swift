@@ -119,6 +119,7 @@ import Testing
         ("rate_limit: \"120/minute\"", "rate_limit: \"often\"", "handshake"),
         ("  sqlite: \"gateway.sqlite\"", "  sqlite: [1, 2]", "store.sqlite"),
         ("  token_lifetime_seconds: 3600", "  token_lifetime_seconds: 3600\n  agent_rate_limit: \"fast\"", "oauth.agent_rate_limit"),
+        ("native_app: \"github\"", "native_app: \"shop\"", "oauth.native_app"),
     ])
     func brokenConfigurationsNameTheirKey(_ find: String, _ replace: String, _ key: String) async throws {
         let yaml = try Self.example

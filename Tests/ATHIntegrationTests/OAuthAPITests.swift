@@ -159,6 +159,8 @@ import Testing
         #expect(discovery.json["gateway_id"]?.stringValue == g.base)
         #expect(discovery.json["ath_version"] == "0.1")
         #expect(try await g.call(.GET, "/health").status == 200)
+        // No native app configured: no native-mode document (Interop/python/sdk_flow.py reads one).
+        #expect(try await g.call(.GET, "/.well-known/ath-app.json").status == 404)
 
         let (agent, client, secret) = try await g.registeredAgent()
         let authorization = try await g.authorize(agent, client: client)

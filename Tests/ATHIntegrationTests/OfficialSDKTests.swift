@@ -27,7 +27,7 @@ import Testing
               dev_mode: \(devMode)
             server: {did: "did:ath:gateway.test", key_file: "key.pem"}
             store: {sqlite: "gateway.sqlite"}
-            oauth: {identity_documents_on_loopback: true}
+            oauth: {identity_documents_on_loopback: true, native_app: "github"}
             services: ["github"]
             service:
               github:
@@ -60,10 +60,10 @@ import Testing
         let (status, output) = try await Self.python([script], environment: ["ATH_GATEWAY_URL": gateway.configuration.publicURL])
         #expect(status == 0, "\(output)")
         let steps = output.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8))["step"]?.stringValue }
-        #expect(steps == ["discover", "register", "authorize", "token", "proxy", "refusals", "revoke", "impostor", "done"], "\(output)")
-        // Each attestation was checked against the published document: one agent, one impostor.
+        #expect(steps == ["discover", "register", "authorize", "token", "proxy", "refusals", "revoke", "native", "impostor", "done"], "\(output)")
+        // Each attestation was checked against the published document: two agents, one impostor.
         let audit = try await gateway.store.auditEvents(limit: 100).map(\.event.event)
-        #expect(audit.filter { $0 == "oauth.agent.registered" }.count == 1 && audit.contains("oauth.token.revoked"))
+        #expect(audit.filter { $0 == "oauth.agent.registered" }.count == 2 && audit.contains("oauth.token.revoked"))
     }
 
     @Test(.enabled(if: ProcessInfo.processInfo.environment["ATH_OFFICIAL_E2E_SUITE"] != nil))

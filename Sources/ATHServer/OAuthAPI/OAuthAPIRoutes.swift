@@ -8,6 +8,7 @@ import Hummingbird
 ///
 /// GET  /health                               200 {"status":"ok"}
 /// GET  /.well-known/ath.json                 discovery
+/// GET  /.well-known/ath-app.json             native-mode discovery (when a native app is set)
 /// POST /ath/agents/register                  201 client_id, client_secret, approvals
 /// GET  /ath/agents/{client_id}               its registration (HTTP Basic: client_id:client_secret)
 /// POST /ath/authorize                        authorization_url, ath_session_id
@@ -39,6 +40,9 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
         router.get("health") { _, _ in try JSONResponse.make(["status": "ok"]) }
         let wellKnown = router.group(".well-known").add(middleware: ErrorShapeMiddleware<Context>())
         wellKnown.get("ath.json") { _, _ in try JSONResponse.make(service.discovery) }
+        if let app = service.nativeAppDocument {
+            wellKnown.get("ath-app.json") { _, _ in try JSONResponse.make(app) }
+        }
         let group = router.group("ath").add(middleware: RefusalRecorder<Context>(refusals: refusals, event: "oauth.refused"))
             .add(middleware: ErrorShapeMiddleware<Context>())
         group.post("agents/register") { request, _ in

@@ -26,6 +26,10 @@ public struct OAuthAPIService: Sendable {
         /// over a sliding window; nil: none. The official suite makes some 25 calls a second, each
         /// test with a new agent.
         public var agentRateLimit: RateLimit? = try? RateLimit(parsing: "600/minute")
+        /// The provider a native-mode agent (`ATHNativeClient`) reaches through
+        /// `/.well-known/ath-app.json`: its id is the document's `app_id` and its proxy prefix the
+        /// `api_base`. nil: no such document (the gateway speaks to gateway-mode agents only).
+        public var nativeApp: String?
 
         public init(publicURL: String, providers: [OAuthProvider]) {
             self.publicURL = publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL
@@ -86,6 +90,39 @@ public struct OAuthAPIService: Sendable {
                     scope_descriptions: Dictionary($0.scopes.map { ($0.name, $0.description) }, uniquingKeysWith: { a, _ in a }),
                     categories: $0.categories)
             })
+    }
+
+    /// `/.well-known/ath-app.json`, the native-mode discovery document (ath-v0.1-sdk-contract.md
+    /// §8). The native client calls the same register, authorize, token and revoke endpoints with
+    /// `aud` = the public URL, authorizes with `provider_id` = `app_id`, and sends its API calls
+    /// to `api_base`: here the provider's proxy prefix, so that every call goes through `admit`.
+    public struct NativeAppDocument: Encodable, Sendable {
+        var ath_version = "0.1"
+        var app_id: String
+        var name: String
+        var api_base: String
+        var auth: Auth
+
+        struct Auth: Encodable {
+            var type = "oauth2"
+            var authorization_endpoint: String
+            var token_endpoint: String
+            var registration_endpoint: String
+            var scopes_supported: [String]
+            var agent_attestation_required: Bool
+        }
+    }
+
+    /// nil when no native app is configured.
+    public var nativeAppDocument: NativeAppDocument? {
+        guard let id = configuration.nativeApp, let provider = configuration.provider(id) else { return nil }
+        let base = configuration.publicURL
+        return NativeAppDocument(
+            app_id: provider.id, name: provider.displayName, api_base: base + "/ath/proxy/" + provider.id,
+            auth: .init(
+                authorization_endpoint: base + "/ath/authorize", token_endpoint: configuration.tokenURL,
+                registration_endpoint: base + "/ath/agents/register", scopes_supported: provider.scopeNames,
+                agent_attestation_required: !configuration.devMode))
     }
 
     // MARK: Registration
