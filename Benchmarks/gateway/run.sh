@@ -76,15 +76,16 @@ agent=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["agent_id"])'
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks=$(getconf CLK_TCK)
+extra=()     # more request headers for the next measure
 measure() {  # label, url, pids whose CPU counts
     local label=$1 url=$2; shift 2
     for p in "$@"; do
         [ -e "/proc/$p" ] || { echo "| $label | a server process ($p) is gone; logs in $work |"; return; }
     done
-    wrk -t1 -c"$connections" -d3s -H "Authorization: Bearer $token" -H "X-ATH-Agent-ID: $agent" "$url" > /dev/null
+    wrk -t1 -c"$connections" -d3s -H "Authorization: Bearer $token" -H "X-ATH-Agent-ID: $agent" "${extra[@]}" "$url" > /dev/null
     local before=0 after=0
     for p in "$@"; do before=$((before + $(cpu "$p"))); done
-    wrk -t1 -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $token" -H "X-ATH-Agent-ID: $agent" "$url" > "$work/$label.wrk"
+    wrk -t1 -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $token" -H "X-ATH-Agent-ID: $agent" "${extra[@]}" "$url" > "$work/$label.wrk"
     for p in "$@"; do after=$((after + $(cpu "$p"))); done
     local requests rps p50 p99 errors
     requests=$(awk '/requests in/ {print $1}' "$work/$label.wrk")
@@ -106,3 +107,13 @@ measure "ath gateway (v0.1 token)" "http://127.0.0.1:$G/ath/proxy/bench/userinfo
 [ -z "${PROFILE_GATEWAY:-}" ] || wait "$recorder" || true
 measure "nginx + auth_request to ath authz" "http://127.0.0.1:$A/ath/proxy/bench/userinfo" "$front_pid" "$authz_pid"
 measure "upstream alone" "http://127.0.0.1:$U/userinfo" "$upstream_pid"
+# The check alone, as nginx asks it (no forwarding): what the gateway's CPU is beyond its check.
+extra=(-H "X-Original-Method: GET" -H "X-Original-URI: /ath/proxy/bench/userinfo")
+if [ -n "${PROFILE_AUTHZ:-}" ]; then  # perf's profile of ath authz alone, to $PROFILE_AUTHZ
+    perf record -F 999 -g -p "$authz_pid" -o "$PROFILE_AUTHZ" -- sleep "$seconds" > /dev/null 2>&1 &
+    recorder=$!
+fi
+measure "ath authz alone (the check)" "http://127.0.0.1:$Z/ath/authz/nginx" "$authz_pid"
+[ -z "${PROFILE_AUTHZ:-}" ] || wait "$recorder" || true
+extra=()
+measure "ath gateway, GET health (no check)" "http://127.0.0.1:$G/health" "$gateway_pid"

@@ -127,6 +127,7 @@ public final class Gateway: Sendable {
             api.tokenLifetime = configuration.tokenLifetime
             api.agentRateLimit = configuration.agentRateLimit
             api.nativeApp = configuration.nativeApp
+            api.revocationRecheck = configuration.revocationRecheck
             var documents = AgentIdentityDocuments.Policy()
             documents.allowLoopback = configuration.identityDocumentsOnLoopback
             let oauthService = OAuthAPIService(

@@ -35,6 +35,9 @@ public struct GatewayConfiguration: Sendable {
     /// The oauth service native-mode agents reach through `/.well-known/ath-app.json`
     /// (`oauth.native_app`); nil: no such document.
     public var nativeApp: String?
+    /// Seconds the proxy admits a remembered v0.1 token before reading its standing again
+    /// (`oauth.revocation_recheck_seconds`, default 1; 0: every request reads the store).
+    public var revocationRecheck: Int64
     /// Where `ath authz` answers nginx and Envoy: never the public listener, since an admitted
     /// v0.1 request's answer carries the provider's token for the proxy to use.
     public var authzHost: String
@@ -161,6 +164,7 @@ public struct GatewayConfiguration: Sendable {
                 throw GatewayConfigurationError(key: "oauth.agent_rate_limit", problem: "'\(rate)' is not N/second|minute|hour|day, or none")
             }
         }
+        revocationRecheck = Int64(try keys.optionalInt("oauth.revocation_recheck_seconds", in: 0...60) ?? 1)
         authzHost = try keys.optionalString("authz.listen.host") ?? "127.0.0.1"
         authzPort = try keys.optionalInt("authz.listen.port", in: 0...65535) ?? 9191
         identityDocumentsOnLoopback = try keys.optionalBool("oauth.identity_documents_on_loopback") ?? false

@@ -24,6 +24,12 @@ public protocol OAuthAPIStore: Sendable {
     func sealedProviderGrant(sessionID: String) async throws -> Data?
 
     func issuedToken(digest: String) async throws -> IssuedAccessToken?
+    /// The token with its session's sealed provider grant (nil when the session is gone), in
+    /// one read: what the proxy needs to admit a request.
+    func issuedTokenAndGrant(digest: String) async throws -> (token: IssuedAccessToken, sealedGrant: Data?)?
+    /// When the token was revoked, nil when it is not; `.none` when there is no such token
+    /// any more (purged): what the proxy re-reads of a token it remembers.
+    func issuedTokenRevocation(digest: String) async throws -> TokenStanding
     /// Revokes the token if `clientID` (nil: any, for an administrator) issued it; returns it as
     /// found, nil when there is no such token of that client (nothing written either way then).
     func revokeIssuedToken(digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]) async throws
@@ -31,4 +37,11 @@ public protocol OAuthAPIStore: Sendable {
     /// Deletes sessions that expired before `before` without being redeemed, and tokens expired
     /// before it with their redeemed sessions; returns how many sessions and tokens.
     func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int)
+}
+
+/// A remembered token's standing in the store.
+public enum TokenStanding: Sendable, Equatable {
+    case active
+    case revoked(at: Int64)
+    case gone
 }

@@ -88,6 +88,31 @@ extension SQLiteStore: OAuthAPIStore {
         try await db.read { db in try Self.issuedToken(digest: digest, in: db) }
     }
 
+    public func issuedTokenAndGrant(digest: String) async throws -> (token: IssuedAccessToken, sealedGrant: Data?)? {
+        try await db.read { db in
+            let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT t.data, t.revoked_at, s.sealed_grant FROM oauth_token t
+                        LEFT JOIN oauth_session s ON s.id = t.session_id AND s.status IN ('completed', 'redeemed')
+                        WHERE t.digest = ?
+                        """), arguments: [digest])
+            guard let row else { return nil }
+            var token = try Self.decode(IssuedAccessToken.self, row["data"])
+            token.revokedAt = row["revoked_at"]
+            return (token, row["sealed_grant"])
+        }
+    }
+
+    public func issuedTokenRevocation(digest: String) async throws -> TokenStanding {
+        try await db.read { db in
+            let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT revoked_at FROM oauth_token WHERE digest = ?"), arguments: [digest])
+            guard let row else { return .gone }
+            let at: Int64? = row["revoked_at"]
+            return at.map { .revoked(at: $0) } ?? .active
+        }
+    }
+
     static func issuedToken(digest: String, in db: Database) throws -> IssuedAccessToken? {
         guard let row = try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM oauth_token WHERE digest = ?", arguments: [digest]) else {
             return nil

@@ -120,6 +120,7 @@ import Testing
         ("  sqlite: \"gateway.sqlite\"", "  sqlite: [1, 2]", "store.sqlite"),
         ("  token_lifetime_seconds: 3600", "  token_lifetime_seconds: 3600\n  agent_rate_limit: \"fast\"", "oauth.agent_rate_limit"),
         ("native_app: \"github\"", "native_app: \"shop\"", "oauth.native_app"),
+        ("native_app: \"github\"", "native_app: \"github\"\n  revocation_recheck_seconds: 600", "oauth.revocation_recheck_seconds"),
     ])
     func brokenConfigurationsNameTheirKey(_ find: String, _ replace: String, _ key: String) async throws {
         let yaml = try Self.example

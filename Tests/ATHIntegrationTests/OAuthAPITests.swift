@@ -295,6 +295,24 @@ import Testing
         #expect(wrongAudience.code == "INVALID_ATTESTATION")
     }
 
+    /// The proxy remembers an admitted token, but a revocation made through another instance
+    /// (another service on the same store) stops it here once the recheck interval (1 s) has
+    /// passed: the remembered token's standing is read again.
+    @Test func aRevocationThroughAnotherInstanceHoldsWithinTheInterval() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let (agent, client, secret, bearer) = try await g.fullFlow()
+        let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers).status == 200)
+        let other = OAuthAPIService(
+            .init(publicURL: g.base, providers: [try g.provider.provider()]), store: g.store, sealer: SecretSealer(key: .init(size: .bits256)),
+            httpClient: .shared)
+        try await other.revoke(["token": .string(bearer), "client_id": .string(client), "client_secret": .string(secret)])
+        try await Task.sleep(for: .milliseconds(1100))
+        let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
+    }
+
     /// Each agent's calls are limited (RATE_LIMITED, 429), another agent's not affected.
     @Test func eachAgentHasARate() async throws {
         let g = try await Gateway.start(rate: try RateLimit(parsing: "6/minute"))

@@ -26,6 +26,10 @@ public struct OAuthAPIService: Sendable {
         /// over a sliding window; nil: none. The official suite makes some 25 calls a second, each
         /// test with a new agent.
         public var agentRateLimit: RateLimit? = try? RateLimit(parsing: "600/minute")
+        /// How long (seconds) the proxy admits a token it remembers before reading its standing
+        /// in the store again: how late a revocation made through another instance takes effect
+        /// here. 0: every proxied request reads the store.
+        public var revocationRecheck: Int64 = 1
         /// The provider a native-mode agent (`ATHNativeClient`) reaches through
         /// `/.well-known/ath-app.json`: its id is the document's `app_id` and its proxy prefix the
         /// `api_base`. nil: no such document (the gateway speaks to gateway-mode agents only).
@@ -49,6 +53,7 @@ public struct OAuthAPIService: Sendable {
     let clock: @Sendable () -> Date
     /// Per process, as the handshake's rate counters are (issue 17 shares them).
     let limiter = SlidingWindowLimiter()
+    let admitted: AdmittedTokens
 
     public init(
         _ configuration: Configuration, store: any ATHStore & OAuthAPIStore, sealer: SecretSealer, httpClient: HTTPClient,
@@ -60,6 +65,7 @@ public struct OAuthAPIService: Sendable {
         self.documents = documents
         self.exchange = ProviderCodeExchange(http: httpClient)
         self.clock = clock
+        self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
     }
 
     // MARK: Discovery
@@ -433,22 +439,23 @@ public struct OAuthAPIService: Sendable {
 
     /// The proxy's check, in the contract's order: the token (known, not revoked, not expired),
     /// `X-ATH-Agent-ID`, the provider (PROVIDER_MISMATCH before anything about the provider is
-    /// looked up), the operation map, then the provider grant. Read from the store on every
-    /// request, so a revocation holds at once on every instance.
+    /// looked up), the operation map, then the provider grant's own expiry. The token and its
+    /// opened grant come from `AdmittedTokens` while fresh, else from the store: a revocation
+    /// through this process holds at once, through another instance within
+    /// `Configuration.revocationRecheck` seconds.
     public func admit(authorization: String?, agentHeader: String?, providerID: String, method: String, path: String) async throws -> Admitted {
         guard let authorization, authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
             throw ATHError(.tokenMissing, "Authorization: Bearer <access token> is required")
         }
-        let t = Freshness.unix(clock())
-        guard let token = try await store.issuedToken(digest: OpaqueSecret.digest(String(authorization.dropFirst(7)))) else {
-            throw ATHError(.tokenInvalid, "unknown access token")
-        }
-        if token.revokedAt != nil { throw ATHError(.tokenRevoked, "the access token was revoked") }
+        let now = clock()
+        let t = Freshness.unix(now)
+        let entry = try await admittedToken(OpaqueSecret.digest(String(authorization.dropFirst(7))), now: t)
+        let token = entry.token
         guard token.expiresAt > t else { throw ATHError(.tokenExpired, "the access token expired") }
         guard let agentHeader, agentHeader == token.agentID else {
             throw ATHError(.agentIdentityMismatch, "X-ATH-Agent-ID must name the agent the token was issued to")
         }
-        try limit(token.agentID, now: clock())
+        try limit(token.agentID, now: now)
         guard providerID == token.providerID else {
             throw ATHError(.providerMismatch, "this token is for provider \(token.providerID), not \(providerID.prefix(64))")
         }
@@ -456,12 +463,39 @@ public struct OAuthAPIService: Sendable {
             throw ATHError(.providerNotApproved, "provider \(providerID) is no longer configured")
         }
         let scope = try provider.operations.authorize(method: method, path: path, held: token.scopes)
-        guard let sealed = try await store.sealedProviderGrant(sessionID: token.sessionID),
-            let opened = sealer.openBytes(sealed, for: "provider-grant:" + token.sessionID)
-        else { throw ATHError(.tokenInvalid, "the provider grant behind this token is gone") }
-        let grant = try JSONValue.parse(opened).decode(ProviderGrant.self)
-        if let expiresAt = grant.expiresAt, expiresAt <= t { throw ATHError(.tokenExpired, "the provider's token behind this access expired") }
-        return Admitted(token: token, provider: provider, grant: grant, scope: scope)
+        if let expiresAt = entry.grant.expiresAt, expiresAt <= t { throw ATHError(.tokenExpired, "the provider's token behind this access expired") }
+        return Admitted(token: token, provider: provider, grant: entry.grant, scope: scope)
+    }
+
+    /// The token behind `digest` and its opened provider grant, standing (not revoked) as far as
+    /// this process knows at `now`: remembered and fresh, remembered and confirmed by one read of
+    /// its standing, or read whole from the store and opened.
+    func admittedToken(_ digest: String, now t: Int64) async throws -> AdmittedTokens.Entry {
+        if let entry = admitted.fresh(digest, now: t) { return entry }
+        if var entry = admitted.remembered(digest) {
+            switch try await store.issuedTokenRevocation(digest: digest) {
+            case .active:
+                entry.checkedAt = t
+                admitted.remember(digest, entry)
+                return entry
+            case .revoked:
+                admitted.forget(digest)
+                throw ATHError(.tokenRevoked, "the access token was revoked")
+            case .gone:
+                admitted.forget(digest)
+                throw ATHError(.tokenInvalid, "unknown access token")
+            }
+        }
+        guard let (token, sealed) = try await store.issuedTokenAndGrant(digest: digest) else {
+            throw ATHError(.tokenInvalid, "unknown access token")
+        }
+        if token.revokedAt != nil { throw ATHError(.tokenRevoked, "the access token was revoked") }
+        guard let sealed, let opened = sealer.openBytes(sealed, for: "provider-grant:" + token.sessionID) else {
+            throw ATHError(.tokenInvalid, "the provider grant behind this token is gone")
+        }
+        let entry = AdmittedTokens.Entry(token: token, grant: try JSONValue.parse(opened).decode(ProviderGrant.self), checkedAt: t)
+        admitted.remember(digest, entry)
+        return entry
     }
 
     // MARK: Revocation
@@ -481,9 +515,11 @@ public struct OAuthAPIService: Sendable {
         }
         let registration = try await client(clientID, secret: secret)
         let t = Freshness.unix(clock())
-        _ = try await store.revokeIssuedToken(digest: OpaqueSecret.digest(request.token), clientID: registration.clientID, now: t) { token in
+        let digest = OpaqueSecret.digest(request.token)
+        let revoked = try await store.revokeIssuedToken(digest: digest, clientID: registration.clientID, now: t) { token in
             [AuditEvent(at: t, event: "oauth.token.revoked", actor: token.agentID, subject: token.sessionID, outcome: "revoked")]
         }
+        if revoked != nil { admitted.forget(digest) }
     }
 
     // MARK: Checks shared by the use cases

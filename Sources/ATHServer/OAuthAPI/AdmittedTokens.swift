@@ -1,0 +1,65 @@
+import ATHCore
+import ATHStore
+import Synchronization
+
+/// The v0.1 tokens this process admitted lately, with their opened provider grants, so that an
+/// agent's next request is checked without the store: reading the token and its sealed grant,
+/// opening and decoding the grant took more CPU than all the rest of the proxy's check
+/// (docs/PERFORMANCE.md, "The gateway against nginx").
+///
+/// Revocation stays the store's: a remembered token is used without reading it again for
+/// `recheckInterval` at most, then its standing is read again (one indexed column) before the
+/// request passes. A revocation made through this process is known at once; one made through
+/// another instance, within that interval (the reference asks for a bounded time, 5 s
+/// recommended; the default is 1 s). Expiry is checked on every request against the clock.
+final class AdmittedTokens: Sendable {
+    struct Entry: Sendable {
+        var token: IssuedAccessToken
+        var grant: ProviderGrant
+        /// When the store last said the token stands (unix seconds).
+        var checkedAt: Int64
+    }
+
+    let recheckInterval: Int64
+    let capacity: Int
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// `recheckInterval` 0: nothing is remembered, every request reads the store.
+    init(recheckInterval: Int64, capacity: Int = 50_000) {
+        self.recheckInterval = recheckInterval
+        self.capacity = capacity
+    }
+
+    /// The entry for `digest` while it needs no new reading at `now`; nil: read the store.
+    func fresh(_ digest: String, now: Int64) -> Entry? {
+        guard recheckInterval > 0 else { return nil }
+        return entries.withLock { entries in
+            guard let entry = entries[digest] else { return nil }
+            return now - entry.checkedAt < recheckInterval ? entry : nil
+        }
+    }
+
+    /// The entry for `digest` whatever its age: what a standing re-check confirms.
+    func remembered(_ digest: String) -> Entry? {
+        entries.withLock { $0[digest] }
+    }
+
+    func remember(_ digest: String, _ entry: Entry) {
+        guard recheckInterval > 0 else { return }
+        entries.withLock { entries in
+            // Bounded: when full, entries past their interval go first; if none are, all go
+            // (they are read again from the store on their next request).
+            if entries.count >= capacity, entries[digest] == nil {
+                let oldest = entry.checkedAt - recheckInterval
+                entries = entries.filter { $0.value.checkedAt > oldest }
+                if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            }
+            entries[digest] = entry
+        }
+    }
+
+    /// The token stops being admitted from memory (revoked here, or found revoked or gone).
+    func forget(_ digest: String) {
+        _ = entries.withLock { $0.removeValue(forKey: digest) }
+    }
+}
