@@ -61,10 +61,10 @@ pids+=($!); gateway_pid=$!; disown
 # The authorizer reads the same file and store, on its own ports, behind its own nginx.
 $ath authz --config "$work/gateway.yaml" --set gateway.listen.port=$G2 --set authz.listen.port=$Z > "$work/authz.log" 2>&1 &
 pids+=($!); authz_pid=$!; disown
-nginx_run front "server { listen 127.0.0.1:$A;
+nginx_run front "upstream authz { server 127.0.0.1:$Z; keepalive 64; } server { listen 127.0.0.1:$A;
   location /ath/proxy/bench/ { auth_request /_ath; auth_request_set \$ath_auth \$upstream_http_x_ath_upstream_authorization;
     proxy_set_header Authorization \$ath_auth; proxy_set_header X-ATH-Agent-ID \"\"; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up/; }
-  location = /_ath { internal; proxy_pass http://127.0.0.1:$Z/ath/authz/nginx; proxy_pass_request_body off; proxy_set_header Content-Length \"\";
+  location = /_ath { internal; proxy_pass http://authz/ath/authz/nginx; proxy_pass_request_body off; proxy_set_header Content-Length \"\";
     proxy_set_header X-Original-Method \$request_method; proxy_set_header X-Original-URI \$request_uri; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$G/health" > /dev/null && curl -sf "http://127.0.0.1:$G2/health" > /dev/null && break

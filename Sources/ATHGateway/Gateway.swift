@@ -103,6 +103,9 @@ public final class Gateway: Sendable {
         // A service that refuses connections is answered UPSTREAM_UNAVAILABLE at once; retrying
         // until the request's deadline would hold every agent for the whole timeout.
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
+        // No spans: the gateway records no traces, and the default (no-op) tracer still had every
+        // request's attributes computed, about 3 % of a proxied request's CPU.
+        clientConfiguration.tracing.tracer = nil
         let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         let forwarder = UpstreamForwarder(httpClient: upstreamClient)
         let scheme = tls == nil ? "http" : "https"

@@ -128,7 +128,11 @@ public struct UpstreamForwarder: Sendable {
 
     /// The fields `Connection` values name, which are hop-by-hop too.
     static func connectionNamed(_ values: some Sequence<String>) -> Set<String> {
-        Set(values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+        var names = Set<String>()
+        for value in values {
+            for name in value.split(separator: ",") { names.insert(name.trimmingCharacters(in: .whitespaces).lowercased()) }
+        }
+        return names
     }
 }
 
