@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from urllib.parse import parse_qs, urlparse
-
-import httpx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "Interop", "python"))
-from sdk_flow import new_agent, serve_documents  # noqa: E402
+from sdk_flow import consent, new_agent, serve_documents  # noqa: E402
 
 from ath import ATHGatewayClient  # noqa: E402
 
@@ -22,9 +19,6 @@ agent_id, pem = new_agent(documents, port, "bench")
 with ATHGatewayClient(gateway, agent_id, pem) as client:
     client.register(developer={"name": "Bench", "id": "bench"}, providers=[{"provider_id": provider, "scopes": [scope]}], purpose="bench")
     auth = client.authorize(provider, [scope])
-    with httpx.Client(follow_redirects=False, timeout=30) as browser:
-        at_provider = browser.get(auth.authorization_url)
-        back = browser.get(at_provider.headers["location"])
-        code = parse_qs(urlparse(back.headers["location"]).query)["code"][0]
+    code = consent(auth.authorization_url)["code"][0]  # the consent page, the provider, the callback
     token = client.exchange_token(code, auth.ath_session_id)
     print(json.dumps({"agent_id": agent_id, "token": token.access_token}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,14 +71,26 @@ def serve_documents() -> tuple[dict[str, bytes], int]:
 
 
 def consent(authorization_url: str) -> dict[str, list[str]]:
-    """The user's browser: the provider (auto-approving), then the gateway's callback."""
-    url = urlparse(authorization_url)
-    query = {k: v[0] for k, v in parse_qs(url.query).items()}
-    query["auto_approve"] = "true"
+    """The user's browser (a cookie jar): the gateway's consent page and its Continue button,
+    the provider (auto-approving), then the gateway's callback, which wants the page's cookie."""
     with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        page = browser.get(authorization_url)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], page.text
+        binding = re.search(r'name="binding" value="([^"]+)"', page.text)
+        assert binding, page.text
+        continued = browser.post(authorization_url, data={"binding": binding.group(1), "decision": "approve"})
+        assert continued.status_code == 303, continued.text
+        url = urlparse(continued.headers["location"])
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        assert query.get("code_challenge_method") == "S256" and query.get("code_challenge"), query
+        query["auto_approve"] = "true"
         at_provider = browser.get(f"{url.scheme}://{url.netloc}{url.path}", params=query)
         assert at_provider.status_code == 302, at_provider.text
-        callback = browser.get(at_provider.headers["location"])
+        callback_url = at_provider.headers["location"]
+        # Carried to another browser, the callback fails.
+        stranger = httpx.get(callback_url, follow_redirects=False, timeout=30)
+        assert stranger.status_code == 400 and stranger.json()["code"] == "STATE_MISMATCH", stranger.text
+        callback = browser.get(callback_url)
         assert callback.status_code == 302, callback.text
         return parse_qs(urlparse(callback.headers["location"]).query)
 
@@ -104,7 +117,7 @@ def main() -> int:
         step("register", client_id=reg.client_id, status=reg.agent_status.value)
 
         auth = client.authorize("github", ["repo", "read:user"])
-        assert "code_challenge=" in auth.authorization_url and "code_challenge_method=S256" in auth.authorization_url
+        assert auth.authorization_url == f"{GATEWAY}/ath/consent/{auth.ath_session_id}", auth
         back = consent(auth.authorization_url)
         assert back.get("success") == ["true"] and back.get("session_id") == [auth.ath_session_id], back
         step("authorize", session=auth.ath_session_id)

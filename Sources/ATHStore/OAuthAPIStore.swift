@@ -13,6 +13,9 @@ public protocol OAuthAPIStore: Sendable {
     func beginAuthorization(_ session: AuthorizationSession, audit: [AuditEvent]) async throws
     func authorizationSession(id: String) async throws -> AuthorizationSession?
     func authorizationSession(providerState: String) async throws -> AuthorizationSession?
+    /// Records the browser binding of a pending, unexpired session that has none yet; false,
+    /// nothing written, otherwise: the first browser to continue from the consent page holds it.
+    func bindAuthorization(id: String, bindingDigest: String, now: Int64, audit: [AuditEvent]) async throws -> Bool
     /// Moves a pending, unexpired session to `completed` (with the consented scopes, the user and
     /// the sealed provider grant) or to `denied`; false, nothing written, when it was not
     /// pending any more or has expired: one callback per session.

@@ -44,6 +44,20 @@ extension SQLiteStore: OAuthAPIStore {
         return try data.map { try Self.decode(AuthorizationSession.self, $0) }
     }
 
+    public func bindAuthorization(id: String, bindingDigest: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
+        try await db.write { db in
+            guard let text = try String.fetchOne(
+                db, sql: "SELECT data FROM oauth_session WHERE id = ? AND status = 'pending' AND expires_at > ?", arguments: [id, now])
+            else { return false }
+            var session = try Self.decode(AuthorizationSession.self, text)
+            guard session.bindingDigest == nil else { return false }
+            session.bindingDigest = bindingDigest
+            try db.execute(sql: "UPDATE oauth_session SET data = ? WHERE id = ?", arguments: [try Self.encode(session), id])
+            try Self.append(audit, in: db)
+            return true
+        }
+    }
+
     public func finishAuthorization(_ finished: AuthorizationSession, sealedGrant: Data?, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         let data = try Self.encode(finished)
         return try await db.write { db in

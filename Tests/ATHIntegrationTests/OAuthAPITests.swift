@@ -74,13 +74,19 @@ import Testing
             var code: String? { json["code"]?.stringValue }
         }
 
-        func call(_ method: HTTPMethod, _ url: String, json: JSONValue? = nil, headers: [(String, String)] = []) async throws -> Answer {
+        func call(
+            _ method: HTTPMethod, _ url: String, json: JSONValue? = nil, form: String? = nil, headers: [(String, String)] = []
+        ) async throws -> Answer {
             var request = HTTPClientRequest(url: url.hasPrefix("http") ? url : base + url)
             request.method = method
             for (name, value) in headers { request.headers.add(name: name, value: value) }
             if let json {
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.body = .bytes(ByteBuffer(bytes: try CanonicalJSON.bytes(json)))
+            }
+            if let form {
+                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+                request.body = .bytes(ByteBuffer(string: form))
             }
             let response = try await http.execute(request, timeout: .seconds(30))
             let body = try await response.body.collect(upTo: 1 << 20)
@@ -121,13 +127,41 @@ import Testing
         /// The user's browser: the provider (auto-approving, or denying), then the gateway's
         /// callback; returns the callback's redirect query.
         func consent(_ authorizationURL: String, deny: Bool = false) async throws -> [String: String] {
-            let atProvider = try await call(.GET, authorizationURL + "&auto_approve=true" + (deny ? "&deny=true" : ""))
+            var providerURL = authorizationURL
+            var cookie: [(String, String)] = []
+            if authorizationURL.hasPrefix(base + "/ath/consent/") {
+                let continued = try await continueAtConsentPage(authorizationURL)
+                providerURL = continued.providerURL
+                cookie = [("Cookie", continued.cookie)]
+            }
+            let atProvider = try await call(.GET, providerURL + "&auto_approve=true" + (deny ? "&deny=true" : ""))
             #expect(atProvider.status == 302)
-            let callback = try await call(.GET, try #require(atProvider.headers["location"]))
+            let callback = try await call(.GET, try #require(atProvider.headers["location"]), headers: cookie)
             #expect(callback.status == 302, "\(callback.json)")
             let location = try #require(callback.headers["location"])
             #expect(location.hasPrefix(base + "/ath/callback?"))
             return MockOAuthProvider.query(String(location.split(separator: "?", maxSplits: 1).last ?? ""))
+        }
+
+        /// The user's browser on the consent page (strict mode): the page, then its form with
+        /// `decision`; the answer's redirect and the binding cookie the page set.
+        func continueAtConsentPage(_ pageURL: String, decision: String = "approve") async throws -> (providerURL: String, cookie: String) {
+            let page = try await call(.GET, pageURL)
+            #expect(page.status == 200, "\(page.json)")
+            let (cookie, binding) = try Self.binding(page)
+            let answer = try await call(.POST, pageURL, form: "binding=\(binding)&decision=\(decision)", headers: [("Cookie", cookie)])
+            #expect(answer.status == 303, "\(answer.json)")
+            return (try #require(answer.headers["location"]), cookie)
+        }
+
+        /// The consent page's cookie (`name=value`) and the form's copy of its value.
+        static func binding(_ page: Answer) throws -> (cookie: String, binding: String) {
+            let setCookie = try #require(page.headers["set-cookie"])
+            let html = try #require(page.json.stringValue)
+            let marker = "name=\"binding\" value=\""
+            let start = try #require(html.range(of: marker)).upperBound
+            let value = html[start...].prefix { $0 != "\"" }
+            return (String(setCookie.prefix { $0 != ";" }), String(value))
         }
 
         func token(_ agent: V01Agent, client: String, secret: String, session: String, code: String?) async throws -> Answer {
@@ -164,13 +198,19 @@ import Testing
 
         let (agent, client, secret) = try await g.registeredAgent()
         let authorization = try await g.authorize(agent, client: client)
-        let url = try #require(authorization.json["authorization_url"]?.stringValue)
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        // Strict mode: the user first meets the gateway's consent page, then the provider.
+        let page = try #require(authorization.json["authorization_url"]?.stringValue)
+        #expect(page == g.base + "/ath/consent/" + session)
+        let (url, cookie) = try await g.continueAtConsentPage(page)
         let query = MockOAuthProvider.query(String(url.split(separator: "?").last ?? ""))
         #expect(url.hasPrefix(g.provider.baseURL + "/authorize?"))
         #expect(query["code_challenge_method"] == "S256" && query["code_challenge"]?.count == 43)
         #expect(query["redirect_uri"] == g.base + "/ath/callback" && query["scope"] == "repo read:user")
-        let back = try await g.consent(url)
-        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        let atProvider = try await g.call(.GET, url + "&auto_approve=true")
+        let callback = try await g.call(.GET, try #require(atProvider.headers["location"]), headers: [("Cookie", cookie)])
+        #expect(callback.status == 302 && callback.headers["set-cookie"]?.contains("Max-Age=0") == true)
+        let back = MockOAuthProvider.query(String(try #require(callback.headers["location"]).split(separator: "?", maxSplits: 1).last ?? ""))
         #expect(back["session_id"] == session && back["success"] == "true")
 
         let token = try await g.token(agent, client: client, secret: secret, session: session, code: back["code"])
@@ -293,6 +333,78 @@ import Testing
                 "user_redirect_uri": .string(g.base + "/ath/callback"),
             ])
         #expect(wrongAudience.code == "INVALID_ATTESTATION")
+    }
+
+    /// The consent page shows who asks (escaped), binds the session to the browser that
+    /// continues from it, and the provider's callback must come back to that browser.
+    @Test func theConsentPageBindsTheSessionToOneBrowser() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let agent = V01Agent(agentID: g.provider.baseURL + "/agents/\(Nonce.generate(bytes: 8)).json")
+        await g.provider.state.publish(String(agent.agentID.dropFirst(g.provider.baseURL.count)), agent.document)
+        guard case .object(var registration) = g.registration(agent, scopes: ["repo"]) else { Issue.record("not an object"); return }
+        registration["developer"] = ["name": "<script>alert(1)</script>", "id": "dev-x"]
+        let registered = try await g.call(.POST, "/ath/agents/register", json: .object(registration))
+        let (client, secret) = (try #require(registered.json["client_id"]?.stringValue), try #require(registered.json["client_secret"]?.stringValue))
+        let authorization = try await g.authorize(agent, client: client, scopes: ["repo"])
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        let pageURL = try #require(authorization.json["authorization_url"]?.stringValue)
+
+        let page = try await g.call(.GET, pageURL)
+        let html = try #require(page.json.stringValue)
+        #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true)
+        #expect(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains("<script>"))
+        #expect(html.contains(agent.agentID) && html.contains("<code>repo</code>"))
+        #expect(page.headers["content-security-policy"]?.contains("form-action 'self'") == true)
+        let setCookie = try #require(page.headers["set-cookie"])
+        #expect(setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Lax") && setCookie.hasPrefix("ath_consent_" + session + "="))
+        let (cookie, binding) = try Gateway.binding(page)
+
+        // A form posted from elsewhere has no cookie, or the wrong one: refused, nothing bound.
+        let noCookie = try await g.call(.POST, pageURL, form: "binding=\(binding)&decision=approve")
+        #expect(noCookie.status == 400 && noCookie.code == "STATE_MISMATCH")
+        let otherCookie = try await g.call(.POST, pageURL, form: "binding=\(binding)&decision=approve", headers: [("Cookie", cookie + "x")])
+        #expect(otherCookie.code == "STATE_MISMATCH")
+        let crossSite = try await g.call(
+            .POST, pageURL, form: "binding=\(binding)&decision=approve", headers: [("Cookie", cookie), ("Origin", "https://evil.example")])
+        #expect(crossSite.status >= 400)
+
+        let continued = try await g.call(.POST, pageURL, form: "binding=\(binding)&decision=approve", headers: [("Cookie", cookie)])
+        #expect(continued.status == 303)
+        let providerURL = try #require(continued.headers["location"])
+        #expect(providerURL.hasPrefix(g.provider.baseURL + "/authorize?"))
+        // The first browser holds the session: the page does not open again.
+        #expect(try await g.call(.GET, pageURL).code == "SESSION_NOT_FOUND")
+
+        let atProvider = try await g.call(.GET, providerURL + "&auto_approve=true")
+        let callbackURL = try #require(atProvider.headers["location"])
+        // The callback carried to another browser (no cookie, or another session's) fails and
+        // changes nothing; in the browser that continued it completes.
+        let elsewhere = try await g.call(.GET, callbackURL)
+        #expect(elsewhere.status == 400 && elsewhere.code == "STATE_MISMATCH")
+        let home = try await g.call(.GET, callbackURL, headers: [("Cookie", cookie)])
+        #expect(home.status == 302, "\(home.json)")
+        let back = MockOAuthProvider.query(String(try #require(home.headers["location"]).split(separator: "?", maxSplits: 1).last ?? ""))
+        let token = try await g.token(agent, client: client, secret: secret, session: session, code: back["code"])
+        #expect(token.status == 200, "\(token.json)")
+        let audit = try await g.store.auditEvents(limit: 50).map(\.event.event)
+        #expect(audit.contains("oauth.authorization.continued"))
+    }
+
+    /// Deny on the consent page ends the session: the agent's redirect gets access_denied and
+    /// the token request is refused USER_DENIED.
+    @Test func denyingOnTheConsentPageEndsTheSession() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let (agent, client, secret) = try await g.registeredAgent()
+        let authorization = try await g.authorize(agent, client: client)
+        let session = try #require(authorization.json["ath_session_id"]?.stringValue)
+        let (location, _) = try await g.continueAtConsentPage(try #require(authorization.json["authorization_url"]?.stringValue), decision: "deny")
+        #expect(location.hasPrefix(g.base + "/ath/callback?"))
+        let query = MockOAuthProvider.query(String(location.split(separator: "?", maxSplits: 1).last ?? ""))
+        #expect(query["error"] == "access_denied" && query["ath_session_id"] == session)
+        let token = try await g.token(agent, client: client, secret: secret, session: session, code: "anything")
+        #expect(token.status == 403 && token.code == "USER_DENIED")
     }
 
     /// The proxy remembers an admitted token, but a revocation made through another instance

@@ -83,6 +83,10 @@ public struct AuthorizationSession: Codable, Sendable, Equatable {
     /// The digest of the one-time code the callback hands to the agent's redirect URI, which
     /// `POST /ath/token` must present (but in dev mode: docs/GATEWAY.md).
     public var codeDigest: String?
+    /// The digest of the secret the consent page left in the user's browser (a cookie), which
+    /// the provider's callback must bring back: the session is bound to that browser. nil until
+    /// the user continues from the consent page (and always in dev mode).
+    public var bindingDigest: String?
 
     public enum Status: String, Codable, Sendable {
         /// Waiting for the user at the provider.

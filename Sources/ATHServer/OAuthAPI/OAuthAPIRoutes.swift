@@ -12,6 +12,8 @@ import Hummingbird
 /// POST /ath/agents/register                  201 client_id, client_secret, approvals
 /// GET  /ath/agents/{client_id}               its registration (HTTP Basic: client_id:client_secret)
 /// POST /ath/authorize                        authorization_url, ath_session_id
+/// GET  /ath/consent/{session}               the consent page (strict mode's authorization_url)
+/// POST /ath/consent/{session}                303 to the provider (or to the agent's redirect, denied)
 /// GET  /ath/callback                         302 to the agent's redirect
 /// POST /ath/token                            the access token
 /// ANY  /ath/proxy/{provider_id}/{path}       the upstream's answer
@@ -36,6 +38,8 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
 
     public func register(on router: Router<Context>) {
         let (service, forwarder, scheme) = (self.service, self.forwarder, self.scheme)
+        // Cookies are Secure whenever the public URL is HTTPS.
+        let secure = service.configuration.publicURL.hasPrefix("https://")
         let limit = Self.bodyLimit
         router.get("health") { _, _ in try JSONResponse.make(["status": "ok"]) }
         let wellKnown = router.group(".well-known").add(middleware: ErrorShapeMiddleware<Context>())
@@ -63,8 +67,15 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.get("callback") { request, _ in
             var query: [String: String] = [:]
             for (name, value) in request.uri.queryParameters where query[String(name)] == nil { query[String(name)] = String(value) }
-            let location = try await service.callback(query: query)
-            return Response(status: .found, headers: [.location: location, .cacheControl: "no-store"])
+            let cookies = request.headers[.cookie]
+            var sessionID: String?
+            let location = try await service.callback(query: query) { id in
+                sessionID = id
+                return ConsoleRoutes<Context>.cookieValue(cookies, name: ConsentPage.cookieName(id))
+            }
+            var response = Response(status: .found, headers: [.location: location, .cacheControl: "no-store"])
+            if let sessionID { response.headers[.setCookie] = ConsentPage.cookie(sessionID, value: "", maxAge: 0, secure: secure) }
+            return response
         }
         group.post("token") { request, _ in
             var request = request
@@ -75,6 +86,38 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
             try await service.revoke(request.json(limit: limit))
             return try JSONResponse.make([String: String]())
         }
+        // The consent page (strict mode's authorization_url) and the user's answer to it.
+        let consent = router.group("ath/consent").add(middleware: RefusalRecorder<Context>(refusals: refusals, event: "oauth.refused"))
+            .add(middleware: ConsoleHeadersMiddleware<Context>()).add(middleware: ErrorShapeMiddleware<Context>())
+        consent.get(":session") { _, context in
+            let id = try context.parameters.require("session")
+            let asked = try await service.consentRequest(sessionID: id)
+            let binding = Nonce.generate(bytes: 32)
+            let remaining = asked.expiresAt - Int64(Date().timeIntervalSince1970)
+            return Response(
+                status: .ok,
+                headers: [
+                    .contentType: "text/html; charset=utf-8", .setCookie: ConsentPage.cookie(id, value: binding, maxAge: remaining, secure: secure),
+                ],
+                body: .init(byteBuffer: ByteBuffer(string: ConsentPage.html(asked, binding: binding))))
+        }
+        consent.post(":session") { request, context in
+            let id = try context.parameters.require("session")
+            try ConsoleRoutes<Context>.checkOrigin(request)
+            let body = try await request.body.collect(upTo: 4096)
+            let form = try URLEncodedFormDecoder().decode(ConsentForm.self, from: String(buffer: body))
+            // The form's copy of the binding must be the cookie's: a page on another site can
+            // post the form, but cannot read or send this cookie (SameSite=Lax).
+            guard let cookie = ConsoleRoutes<Context>.cookieValue(request.headers[.cookie], name: ConsentPage.cookieName(id)),
+                OpaqueSecret.matches(form.binding, digest: OpaqueSecret.digest(cookie))
+            else { throw ATHError(.stateMismatch, "this browser did not open the consent page for this authorization") }
+            guard form.decision == "approve" || form.decision == "deny" else {
+                throw ATHError(.malformedMessage, "decision must be approve or deny")
+            }
+            let location = try await service.consent(sessionID: id, approve: form.decision == "approve", binding: cookie)
+            return Response(status: .seeOther, headers: [.location: location])
+        }
+
         guard let forwarder else { return }
         let proxy: @Sendable (Request, Context) async throws -> Response = { request, context in
             let (provider, path) = try Self.proxyTarget(request.uri.path)
@@ -93,6 +136,11 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
     }
 
     static var agentIDField: HTTPField.Name { .athAgentID }
+
+    struct ConsentForm: Decodable {
+        var binding: String
+        var decision: String
+    }
 
     /// The provider and the upstream path, from the raw (still percent-encoded) request path, so
     /// that what the operation map checks is byte for byte what is forwarded.

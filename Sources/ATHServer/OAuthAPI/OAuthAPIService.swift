@@ -41,6 +41,8 @@ public struct OAuthAPIService: Sendable {
         }
 
         public var callbackURL: String { publicURL + "/ath/callback" }
+        /// The consent page of one authorization session, what `authorization_url` names.
+        func consentURL(_ sessionID: String) -> String { publicURL + "/ath/consent/" + sessionID }
         public var tokenURL: String { publicURL + "/ath/token" }
         func provider(_ id: String) -> OAuthProvider? { providers.first { $0.id == id } }
     }
@@ -306,19 +308,93 @@ public struct OAuthAPIService: Sendable {
                     at: t, event: "oauth.authorization.started", actor: registration.agentID, subject: session.id, outcome: "pending",
                     detail: "\(provider.id): \(request.scopes.joined(separator: " "))")
             ])
+        // Strict: the user first sees the gateway's consent page, which binds the session to
+        // the browser. Dev mode: straight to the provider (the official suite has no browser).
+        let url = configuration.devMode ? providerAuthorizationURL(session, provider) : configuration.consentURL(session.id)
+        return Authorization(authorization_url: url, ath_session_id: session.id)
+    }
+
+    /// Where the user's browser asks the provider for consent: PKCE S256 (the verifier stays
+    /// here), the session's provider-side `state`, the gateway's callback.
+    func providerAuthorizationURL(_ session: AuthorizationSession, _ provider: OAuthProvider) -> String {
         var query = [
             ("response_type", "code"), ("client_id", provider.clientID), ("redirect_uri", configuration.callbackURL),
-            ("scope", request.scopes.joined(separator: " ")), ("state", session.providerState),
+            ("scope", session.requestedScopes.joined(separator: " ")), ("state", session.providerState),
             ("code_challenge", PKCE.challenge(for: session.codeVerifier)), ("code_challenge_method", PKCE.method),
         ]
-        if let resource = request.resource { query.append(("resource", resource)) }
-        return Authorization(authorization_url: Self.appending(query, to: provider.authorizationEndpoint), ath_session_id: session.id)
+        if let resource = session.resource { query.append(("resource", resource)) }
+        return Self.appending(query, to: provider.authorizationEndpoint)
+    }
+
+    // MARK: Consent
+
+    /// What the consent page shows the user: who asks, for which provider and scopes.
+    public struct ConsentRequest: Sendable {
+        public var sessionID: String
+        public var agentID: String
+        public var developer: String
+        public var purpose: String?
+        public var provider: String
+        public var scopes: [(name: String, description: String)]
+        public var expiresAt: Int64
+    }
+
+    /// `GET /ath/consent/{session}`: a pending session that no browser has continued yet.
+    public func consentRequest(sessionID: String) async throws -> ConsentRequest {
+        let (session, provider) = try await unboundSession(sessionID, now: Freshness.unix(clock()))
+        let registration = try await store.registration(clientID: session.clientID)
+        let described = Dictionary(provider.scopes.map { ($0.name, $0.description) }, uniquingKeysWith: { a, _ in a })
+        return ConsentRequest(
+            sessionID: session.id, agentID: session.agentID, developer: registration?.developer.name ?? "unknown", purpose: registration?.purpose,
+            provider: provider.displayName, scopes: session.requestedScopes.map { ($0, described[$0] ?? $0) }, expiresAt: session.expiresAt)
+    }
+
+    /// The user's answer on the consent page, from the browser holding `binding` (the page's
+    /// cookie). Continue: the session is bound to that browser (the first to continue holds it)
+    /// and the answer is the provider's authorization URL. Deny: the session ends denied and the
+    /// answer is the agent's redirect with `error=access_denied`.
+    public func consent(sessionID: String, approve: Bool, binding: String) async throws -> String {
+        let t = Freshness.unix(clock())
+        var (session, provider) = try await unboundSession(sessionID, now: t)
+        guard approve else {
+            session.status = .denied
+            session.denial = "access_denied"
+            guard try await store.finishAuthorization(session, sealedGrant: nil, now: t, audit: [
+                AuditEvent(
+                    at: t, event: "oauth.authorization.denied", actor: session.agentID, subject: session.id, outcome: "denied",
+                    detail: "at the consent page")
+            ]) else { throw ATHError(.sessionNotFound, "this authorization session has already finished") }
+            return Self.appending([("error", "access_denied"), ("ath_session_id", session.id)], to: session.userRedirectURI)
+        }
+        guard try await store.bindAuthorization(id: session.id, bindingDigest: OpaqueSecret.digest(binding), now: t, audit: [
+            AuditEvent(at: t, event: "oauth.authorization.continued", actor: session.agentID, subject: session.id, outcome: "bound")
+        ]) else { throw ATHError(.sessionNotFound, "this authorization was already continued in a browser, or has finished") }
+        return providerAuthorizationURL(session, provider)
+    }
+
+    /// A pending, unexpired session not yet bound to a browser, with its provider.
+    func unboundSession(_ id: String, now t: Int64) async throws -> (AuthorizationSession, OAuthProvider) {
+        guard let session = try await store.authorizationSession(id: id) else {
+            throw ATHError(.sessionNotFound, "no authorization session has this id")
+        }
+        guard session.expiresAt > t else { throw ATHError(.sessionExpired, "the authorization session expired") }
+        guard session.status == .pending, session.bindingDigest == nil else {
+            throw ATHError(.sessionNotFound, "this authorization was already continued in a browser, or has finished")
+        }
+        guard let provider = configuration.provider(session.providerID) else {
+            throw ATHError(.providerNotApproved, "provider \(session.providerID) is no longer configured")
+        }
+        return (session, provider)
     }
 
     /// `GET /ath/callback`: the provider's answer for one session. Returns where to send the
     /// user's browser: the agent's redirect with `session_id`, `success=true` and (strict mode)
     /// the one-time code `/ath/token` wants, or with the provider's `error`.
-    public func callback(query: [String: String]) async throws -> String {
+    ///
+    /// `browserBinding` gives the binding cookie the browser sent for a session id: outside dev
+    /// mode it must be the one the consent page set (STATE_MISMATCH otherwise), so a callback
+    /// carried to another browser, or forced on one that never saw the consent page, fails.
+    public func callback(query: [String: String], browserBinding: (String) -> String?) async throws -> String {
         let now = clock()
         let t = Freshness.unix(now)
         guard let state = query["state"], var session = try await store.authorizationSession(providerState: state) else {
@@ -326,6 +402,11 @@ public struct OAuthAPIService: Sendable {
         }
         guard session.expiresAt > t else { throw ATHError(.sessionExpired, "the authorization session expired") }
         guard session.status == .pending else { throw ATHError(.sessionNotFound, "this authorization session has already finished") }
+        if !configuration.devMode {
+            guard let digest = session.bindingDigest, let binding = browserBinding(session.id), OpaqueSecret.matches(binding, digest: digest) else {
+                throw ATHError(.stateMismatch, "this browser did not continue from the consent page for this authorization")
+            }
+        }
         guard let provider = configuration.provider(session.providerID) else {
             throw ATHError(.providerNotApproved, "provider \(session.providerID) is no longer configured")
         }
