@@ -44,8 +44,14 @@ gateway: {public_url: "http://127.0.0.1:$G", listen: {host: "127.0.0.1", port: $
 server: {did: "did:ath:bench", key_file: "key.pem"}
 store: {sqlite: "gateway.sqlite"}
 oauth: {identity_documents_on_loopback: true, agent_rate_limit: "none"}
-services: ["bench"]
+handshake: {require_user_confirmation: false}
+services: ["bench", "shop"]
 service:
+  shop:
+    protocol: "ath"
+    upstream: "http://127.0.0.1:$U"
+    scopes: ["profile:read = Your profile"]
+    routes: ["GET /userinfo profile:read"]
   bench:
     protocol: "oauth"
     upstream: "http://127.0.0.1:$U"
@@ -62,6 +68,8 @@ pids+=($!); gateway_pid=$!; disown
 $ath authz --config "$work/gateway.yaml" --set gateway.listen.port=$G2 --set authz.listen.port=$Z > "$work/authz.log" 2>&1 &
 pids+=($!); authz_pid=$!; disown
 nginx_run front "upstream authz { server 127.0.0.1:$Z; keepalive 64; } server { listen 127.0.0.1:$A;
+  location /ath/ { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://127.0.0.1:$G; }
+  location /shop/ { auth_request /_ath; proxy_set_header Authorization \"\"; proxy_set_header ATH-Proof \"\"; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up/; }
   location /ath/proxy/bench/ { auth_request /_ath; auth_request_set \$ath_auth \$upstream_http_x_ath_upstream_authorization;
     proxy_set_header Authorization \$ath_auth; proxy_set_header X-ATH-Agent-ID \"\"; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up/; }
   location = /_ath { internal; proxy_pass http://authz/ath/authz/nginx; proxy_pass_request_body off; proxy_set_header Content-Length \"\";
@@ -96,6 +104,24 @@ measure() {  # label, url, pids whose CPU counts
     local us=$(( (after - before) * 1000000 / ticks / requests ))
     echo "| $label | $rps | $p50 | $p99 | $us | ${errors:-0} |"
 }
+# The 9-step handshake's protected route: token and proof on every request, which wrk cannot
+# sign; `ath bench proxy` (in its own process) makes them. The server's CPU is read from the
+# moment it says "measuring" (after its handshake and warm-up) until it ends.
+measure_proofs() {  # label, base URL, pids whose CPU counts
+    local label=$1 url=$2; shift 2
+    local out="$work/$label.bench" before=0 after=0
+    "$ath" bench proxy --url "$url" --path /shop/userinfo --scope profile:read --seconds "$seconds" --concurrency "$connections" > "$out" 2>&1 &
+    local bench=$!
+    for _ in $(seq 200); do grep -q measuring "$out" 2>/dev/null && break; sleep 0.05; done
+    for p in "$@"; do before=$((before + $(cpu "$p"))); done
+    wait "$bench" || { echo "| $label | failed: $(tail -1 "$out") |"; return; }
+    for p in "$@"; do after=$((after + $(cpu "$p"))); done
+    local line requests
+    line=$(grep "^requests:" "$out")
+    requests=$(echo "$line" | awk '{print $2}')
+    local us=$(( (after - before) * 1000000 / ticks / requests ))
+    echo "| $label | $(echo "$line" | sed -E 's/.*= ([0-9]+)\/s.*/\1/') | $(echo "$line" | sed -E 's/.*p50 ([0-9.]+) ms.*/\1ms/') | $(echo "$line" | sed -E 's/.*p99 ([0-9.]+) ms.*/\1ms/') | $us | $(grep -c "first failure" "$out") |"
+}
 echo "| setup | requests/s | p50 | p99 | server CPU per request (µs) | non-2xx |"
 echo "|---|---|---|---|---|---|"
 measure "nginx reverse proxy" "http://127.0.0.1:$P/userinfo" "$proxy_pid"
@@ -116,4 +142,11 @@ fi
 measure "ath authz alone (the check)" "http://127.0.0.1:$Z/ath/authz/nginx" "$authz_pid"
 [ -z "${PROFILE_AUTHZ:-}" ] || wait "$recorder" || true
 extra=()
+if [ -n "${PROFILE_PROOFS:-}" ]; then  # perf's profile of the gateway under the 9-step load, to $PROFILE_PROOFS
+    perf record -F 999 -g -p "$gateway_pid" -o "$PROFILE_PROOFS" -- sleep "$seconds" > /dev/null 2>&1 &
+    recorder=$!
+fi
+measure_proofs "ath gateway (9-step token + proof)" "http://127.0.0.1:$G" "$gateway_pid"
+[ -z "${PROFILE_PROOFS:-}" ] || wait "$recorder" || true
+measure_proofs "nginx + auth_request to ath authz (9-step)" "http://127.0.0.1:$A" "$front_pid" "$authz_pid"
 measure "ath gateway, GET health (no check)" "http://127.0.0.1:$G/health" "$gateway_pid"

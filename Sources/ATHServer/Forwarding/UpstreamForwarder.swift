@@ -130,7 +130,12 @@ public struct UpstreamForwarder: Sendable {
     static func connectionNamed(_ values: some Sequence<String>) -> Set<String> {
         var names = Set<String>()
         for value in values {
-            for name in value.split(separator: ",") { names.insert(name.trimmingCharacters(in: .whitespaces).lowercased()) }
+            for name in value.utf8.split(separator: UInt8(ascii: ",")) {
+                // Optional white space is blanks and tabs (RFC 9110 §5.6.3); field names are ASCII.
+                let blank = { (c: UInt8) in c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
+                let trimmed = name.drop(while: blank).reversed().drop(while: blank).reversed()
+                names.insert(String(decoding: trimmed, as: UTF8.self).lowercased())
+            }
         }
         return names
     }

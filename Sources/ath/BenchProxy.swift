@@ -1,0 +1,57 @@
+import ATHAgent
+import ATHCore
+import ArgumentParser
+import Foundation
+import Synchronization
+
+extension Bench {
+    /// Load on a running gateway's 9-step protected route, which wrk cannot make: every request
+    /// carries the access token and a fresh proof of possession. One handshake first (the
+    /// gateway must not need the user's live confirmation: `handshake.require_user_confirmation:
+    /// false`), with did:key agent and user that need no account; then `concurrency` agents'
+    /// connections send requests for `seconds`. The server's CPU is for the caller to read from
+    /// the kernel (Benchmarks/gateway/run.sh does), since the server is another process.
+    struct Proxy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Requests with token and proof against a running gateway's protected route: rate, p50 and p99.")
+        @Option(help: "The gateway's base URL.") var url: String
+        @Option(help: "The protected path, e.g. /bench/userinfo.") var path: String
+        @Option(help: "The scope the path needs.") var scope: String
+        @Option(help: "Seconds of load after one second of warm-up.") var seconds: Double = 10
+        @Option(help: "Requests in flight at once.") var concurrency: Int = 32
+        @OptionGroup var executor: ExecutorOptions
+
+        func run() async throws {
+            executor.apply()
+            let (agentKey, userKey) = (PrivateKey.generate(.es256), PrivateKey.generate(.es256))
+            let agent = DID.key(agentKey.publicKey)
+            let credential = try await UserCredential.issue(
+                user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: [scope], validFor: 7200)
+            let session = try await ATHClient(baseURL: url, did: agent, key: agentKey).handshake(
+                credential: credential, scopes: [scope], ttl: 7200, context: "bench proxy", confirmationWait: .seconds(5))
+            let (path, seconds) = (self.path, self.seconds)
+            _ = try await Bench.load(seconds: 1, concurrency: concurrency) { _ in _ = try await session.get(path) }
+
+            // For a caller reading the server's CPU: the measured part starts now.
+            print("measuring")
+            fflush(nil)
+            let latencies = Mutex<[Duration]>([])
+            let clock = ContinuousClock()
+            let cpu0 = Bench.cpuSeconds()
+            let (done, elapsed) = try await Bench.load(seconds: seconds, concurrency: concurrency) { _ in
+                let start = clock.now
+                let answer = try await session.get(path)
+                guard (200..<300).contains(answer.status) else { throw ATHError(.internalError, "status \(answer.status)") }
+                let took = clock.now - start
+                latencies.withLock { $0.append(took) }
+            }
+            let sorted = latencies.withLock { $0.sorted() }
+            let ms = { (d: Duration) in Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15 }
+            let at = { (q: Double) in sorted.isEmpty ? 0 : ms(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) }
+            print(
+                String(
+                    format: "requests: %d in %.2f s = %.0f/s; p50 %.2f ms, p99 %.2f ms; load generator CPU %.1f µs per request", done,
+                    elapsed, Double(done) / elapsed, at(0.5), at(0.99), (Bench.cpuSeconds() - cpu0) / Double(max(done, 1)) * 1e6))
+        }
+    }
+}
