@@ -23,10 +23,6 @@ public protocol OAuthAPIStore: Sendable {
     /// Marks a completed, unexpired session redeemed and records `token` issued from it; false,
     /// nothing written, when it was not completed any more: one token per session.
     func redeemAuthorization(id: String, issuing token: IssuedAccessToken, now: Int64, audit: [AuditEvent]) async throws -> Bool
-    /// The sealed provider grant of a completed or redeemed session.
-    func sealedProviderGrant(sessionID: String) async throws -> Data?
-
-    func issuedToken(digest: String) async throws -> IssuedAccessToken?
     /// The token with its session's sealed provider grant (nil when the session is gone), in
     /// one read: what the proxy needs to admit a request.
     func issuedTokenAndGrant(digest: String) async throws -> (token: IssuedAccessToken, sealedGrant: Data?)?

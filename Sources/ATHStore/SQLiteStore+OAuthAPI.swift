@@ -91,17 +91,6 @@ extension SQLiteStore: OAuthAPIStore {
         }
     }
 
-    public func sealedProviderGrant(sessionID: String) async throws -> Data? {
-        try await db.read { db in
-            try Data.fetchOne(
-                db, sql: "SELECT sealed_grant FROM oauth_session WHERE id = ? AND status IN ('completed', 'redeemed')", arguments: [sessionID])
-        }
-    }
-
-    public func issuedToken(digest: String) async throws -> IssuedAccessToken? {
-        try await db.read { db in try Self.issuedToken(digest: digest, in: db) }
-    }
-
     public func issuedTokenAndGrant(digest: String) async throws -> (token: IssuedAccessToken, sealedGrant: Data?)? {
         try await db.read { db in
             let row = try Row.fetchOne(
