@@ -8,6 +8,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// `ath gateway`: the 9-step handshake, the consent console and the v0.1 API in front of
 /// services that do not change, from one `GatewayConfiguration`.
@@ -16,28 +17,40 @@ import NIOCore
 /// is in the store, so stopping and starting again (a new configuration, a new binary) drops
 /// only the requests in flight, and no grant.
 public final class Gateway: Sendable {
-    public let configuration: GatewayConfiguration
+    /// The configuration in force: the one it started with, or the last one `reload` applied.
+    public var configuration: GatewayConfiguration { state.withLock { $0.configuration } }
     public let server: RunningServer
     /// `ath authz`'s listener for nginx and Envoy (nil for `ath gateway`).
     public let authz: RunningServer?
     public let service: ATHService
     public let store: SQLiteStore
+    let mode: Mode
     let upstreamClient: HTTPClient
     let webhook: WebhookConfirmationChannel?
+    let sealer: SecretSealer
+    /// What the listeners answer with, swapped whole by `reload`.
+    let mainRoutes: RouteTable
+    let checkRoutes: RouteTable?
+    private let state: Mutex<(configuration: GatewayConfiguration, oauth: OAuthAPIService?)>
 
     public var baseURL: String { server.baseURL }
 
     private init(
-        configuration: GatewayConfiguration, server: RunningServer, authz: RunningServer?, service: ATHService, store: SQLiteStore,
-        upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?
+        configuration: GatewayConfiguration, mode: Mode, server: RunningServer, authz: RunningServer?, service: ATHService, store: SQLiteStore,
+        upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?, sealer: SecretSealer, routes: Routes, mainRoutes: RouteTable,
+        checkRoutes: RouteTable?
     ) {
-        self.configuration = configuration
+        self.mode = mode
         self.server = server
         self.authz = authz
         self.service = service
         self.store = store
         self.upstreamClient = upstreamClient
         self.webhook = webhook
+        self.sealer = sealer
+        self.mainRoutes = mainRoutes
+        self.checkRoutes = checkRoutes
+        self.state = Mutex((configuration, routes.oauth))
     }
 
     public enum Mode: Sendable {
@@ -107,9 +120,50 @@ public final class Gateway: Sendable {
         // request's attributes computed, about 3 % of a proxied request's CPU.
         clientConfiguration.tracing.tracer = nil
         let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
-        let forwarder = UpstreamForwarder(httpClient: upstreamClient)
-        let scheme = tls == nil ? "http" : "https"
+        let sealer = SecretSealer(derivedFrom: key)
+        let routes = Self.routes(
+            configuration, mode: mode, service: service, store: store, upstreamClient: upstreamClient, sealer: sealer, previous: nil)
+        if configuration.devMode {
+            for line in [
+                "DEV MODE: agent attestation signatures are NOT verified and /ath/token does not compare the code.",
+                "DEV MODE: for the official test suites on loopback only; never run a gateway for real users this way.",
+            ] { logger.warning("\(line)") }
+        }
+        let mainRoutes = RouteTable(routes.main)
+        let checkRoutes = routes.checks.map(RouteTable.init)
+        var authz: RunningServer?
+        let server: RunningServer
+        do {
+            if let checkRoutes {
+                authz = try await RunningServer.start(
+                    checkRoutes.router(), host: configuration.authzHost, port: configuration.authzPort, limits: configuration.limits)
+            }
+            server = try await RunningServer.start(
+                mainRoutes.router(), host: configuration.host, port: configuration.port, tls: tls, limits: configuration.limits)
+        } catch {
+            await authz?.stop()
+            try? await upstreamClient.shutdown()
+            throw error
+        }
+        return Gateway(
+            configuration: configuration, mode: mode, server: server, authz: authz, service: service, store: store,
+            upstreamClient: upstreamClient, webhook: webhook, sealer: sealer, routes: routes, mainRoutes: mainRoutes, checkRoutes: checkRoutes)
+    }
 
+    /// What the listeners serve for one configuration: the main listener's routes, the checks'
+    /// (`ath authz` only), and the v0.1 API's service when an oauth service is configured.
+    struct Routes {
+        var main: Router<ATHRequestContext>
+        var checks: Router<ATHRequestContext>?
+        var oauth: OAuthAPIService?
+    }
+
+    static func routes(
+        _ configuration: GatewayConfiguration, mode: Mode, service: ATHService, store: SQLiteStore, upstreamClient: HTTPClient,
+        sealer: SecretSealer, previous: OAuthAPIService?
+    ) -> Routes {
+        let forwarder = UpstreamForwarder(httpClient: upstreamClient)
+        let scheme = configuration.tls == nil ? "http" : "https"
         let router = Router(context: ATHRequestContext.self)
         HandshakeRoutes<ATHRequestContext>(service: service).register(on: router)
         ConsoleRoutes<ATHRequestContext>(service: service).register(on: router)
@@ -131,39 +185,62 @@ public final class Gateway: Sendable {
             api.agentRateLimit = configuration.agentRateLimit
             api.nativeApp = configuration.nativeApp
             api.revocationRecheck = configuration.revocationRecheck
-            var documents = AgentIdentityDocuments.Policy()
-            documents.allowLoopback = configuration.identityDocumentsOnLoopback
-            let oauthService = OAuthAPIService(
-                api, store: store, sealer: SecretSealer(derivedFrom: key), httpClient: upstreamClient,
-                documents: AgentIdentityDocuments(policy: documents))
+            let oauthService: OAuthAPIService
+            if let previous {
+                oauthService = previous.reconfigured(api)
+            } else {
+                var documents = AgentIdentityDocuments.Policy()
+                documents.allowLoopback = configuration.identityDocumentsOnLoopback
+                oauthService = OAuthAPIService(
+                    api, store: store, sealer: sealer, httpClient: upstreamClient,
+                    documents: AgentIdentityDocuments(policy: documents))
+            }
             OAuthAPIRoutes<ATHRequestContext>(
                 service: oauthService, forwarder: mode == .proxy ? forwarder : nil, scheme: scheme, refusals: service.refusals
             ).register(on: router)
             oauth = oauthService
         }
-        if configuration.devMode {
-            for line in [
-                "DEV MODE: agent attestation signatures are NOT verified and /ath/token does not compare the code.",
-                "DEV MODE: for the official test suites on loopback only; never run a gateway for real users this way.",
-            ] { logger.warning("\(line)") }
+        var checks: Router<ATHRequestContext>?
+        if mode == .externalAuthorization {
+            let router = Router(context: ATHRequestContext.self)
+            ExternalAuthorizationRoutes<ATHRequestContext>(service: service, oauth: oauth, protected: native).register(on: router)
+            checks = router
         }
-        var authz: RunningServer?
-        let server: RunningServer
-        do {
-            if mode == .externalAuthorization {
-                let checks = Router(context: ATHRequestContext.self)
-                ExternalAuthorizationRoutes<ATHRequestContext>(service: service, oauth: oauth, protected: native).register(on: checks)
-                authz = try await RunningServer.start(checks, host: configuration.authzHost, port: configuration.authzPort, limits: configuration.limits)
-            }
-            server = try await RunningServer.start(router, host: configuration.host, port: configuration.port, tls: tls, limits: configuration.limits)
-        } catch {
-            await authz?.stop()
-            try? await upstreamClient.shutdown()
-            throw error
+        return Routes(main: router, checks: checks, oauth: oauth)
+    }
+
+    /// Applies a new configuration without closing a connection (`ath gateway` on SIGHUP): the
+    /// services (upstreams, routes, timeouts, upstream credentials, providers) and the v0.1
+    /// API's settings. Requests in flight finish on the routes they started with; grants,
+    /// tokens, rate counters and admitted tokens are kept. A change to anything else (listeners,
+    /// TLS, keys, store, limits, the handshake's policy and therefore the ath services' scopes,
+    /// confirmation) needs a restart: the reload is refused, naming that key, and nothing changes.
+    public func reload(_ new: GatewayConfiguration) throws {
+        let old = configuration
+        if let key = Self.restartOnlyChange(from: old, to: new) {
+            throw GatewayConfigurationError(key: key, problem: "changed; this needs a restart (a reload applies services and oauth settings)")
         }
-        return Gateway(
-            configuration: configuration, server: server, authz: authz, service: service, store: store, upstreamClient: upstreamClient,
-            webhook: webhook)
+        let previous = state.withLock { $0.oauth }
+        let routes = Self.routes(
+            new, mode: mode, service: service, store: store, upstreamClient: upstreamClient, sealer: sealer, previous: previous)
+        mainRoutes.set(routes.main)
+        if let checks = routes.checks { checkRoutes?.set(checks) }
+        state.withLock { $0 = (new, routes.oauth) }
+    }
+
+    /// The first key whose change a reload cannot apply, nil when there is none.
+    static func restartOnlyChange(from a: GatewayConfiguration, to b: GatewayConfiguration) -> String? {
+        let fixed: [(String, Bool)] = [
+            ("gateway.public_url", a.publicURL == b.publicURL), ("gateway.listen", a.host == b.host && a.port == b.port),
+            ("gateway.insecure_http", a.insecureHTTP == b.insecureHTTP), ("gateway.dev_mode", a.devMode == b.devMode),
+            ("server.did", a.serverDID == b.serverDID), ("server.key_file", a.serverKeyFile == b.serverKeyFile),
+            ("store.sqlite", a.storePath == b.storePath), ("tls", a.tls == b.tls), ("limits", a.limits == b.limits),
+            ("handshake (or the scopes of an ath service)", a.policy == b.policy),
+            ("confirmation", a.webhook?.url == b.webhook?.url && a.webhook?.secretFile == b.webhook?.secretFile),
+            ("authz.listen", a.authzHost == b.authzHost && a.authzPort == b.authzPort),
+            ("oauth.identity_documents_on_loopback", a.identityDocumentsOnLoopback == b.identityDocumentsOnLoopback),
+        ]
+        return fixed.first { !$0.1 }?.0
     }
 
     /// Stops accepting, lets requests in flight finish, then closes upstream connections and

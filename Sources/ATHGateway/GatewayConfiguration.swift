@@ -44,7 +44,7 @@ public struct GatewayConfiguration: Sendable {
     public var authzPort: Int
     public var services: [Service]
 
-    public struct TLS: Sendable {
+    public struct TLS: Sendable, Equatable {
         public var certificateFile: String
         public var keyFile: String
         public var clientCAFile: String?

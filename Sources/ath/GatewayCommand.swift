@@ -66,9 +66,21 @@ struct GatewayOptions: ParsableArguments {
         print("gateway \(configuration.serverDID) listening on \(gateway.baseURL) as \(configuration.publicURL) (store \(configuration.storePath))")
         if let authz = gateway.authz { print("external authorization (nginx, Envoy) on \(authz.baseURL)/ath/authz/") }
         fflush(nil)
-        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
-            print("\(signal): stopping")
-            break
+        // SIGHUP: read the file (and --set) again and apply what a reload can (Gateway.reload);
+        // anything else keeps the configuration in force and says why.
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup) {
+            guard signal == .sighup else {
+                print("\(signal): stopping")
+                break
+            }
+            do {
+                let new = try await GatewayConfiguration.load(file: config, overrides: overrides)
+                try gateway.reload(new)
+                print("SIGHUP: reloaded \(config): \(new.services.count) services")
+            } catch {
+                print("SIGHUP: reload refused, the previous configuration stays in force: \(error)")
+            }
+            fflush(nil)
         }
         await gateway.stop()
     }

@@ -197,6 +197,43 @@ import Testing
         await #expect { try await agent.get("/shop/plain/goods/1") } throws: { ATHError.code($0) == .upstreamUnavailable }
     }
 
+    /// A reload (SIGHUP) applies a service's new routes on the same listener; the agent's grant
+    /// and connection carry on. A change that needs a restart is refused, naming its key, and
+    /// the configuration in force stays.
+    @Test func aReloadAppliesServicesAndKeepsGrants() async throws {
+        let upstream = try await MockOAuthProvider.start()
+        let yaml = try Self.loopback(upstream: upstream)
+        // The file is edited in place, as an operator would before sending SIGHUP.
+        let file = try Self.folder(yaml).appendingPathComponent("gateway.yaml")
+        let reread = { (text: String) async throws -> GatewayConfiguration in
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            return try await GatewayConfiguration.load(file: file.path, environment: [:])
+        }
+        let gateway = try await Gateway.start(try await reread(yaml))
+        defer { Task { await gateway.stop(); await upstream.stop() } }
+        let (session, _, _) = try await Self.handshake(gateway, at: gateway.baseURL, scopes: ["goods:read"])
+        await #expect { try await session.get("/shop/plain/extra/1") } throws: { ATHError.code($0) == .operationNotMapped }
+
+        let wider = yaml.replacingOccurrences(
+            of: "- \"GET /plain/goods/** goods:read\"", with: "- \"GET /plain/goods/** goods:read\"\n      - \"GET /plain/extra/** goods:read\"")
+        try gateway.reload(try await reread(wider))
+        #expect(try await session.get("/shop/plain/extra/1").status == 201)
+        #expect(try await session.get("/shop/plain/goods/1").status == 201)
+        #expect(gateway.configuration.services[0].operations.routes.count == 3)
+
+        for (find, replace, key) in [
+            ("port: 0", "port: 1", "gateway.listen"),
+            ("- \"order:create = Place orders in your name\"", "- \"order:create = Place orders\"\n      - \"order:cancel = Cancel\"", "handshake (or the scopes of an ath service)"),
+            ("token_max_ttl_seconds: 7200", "token_max_ttl_seconds: 3600", "handshake (or the scopes of an ath service)"),
+        ] {
+            #expect(wider.contains(find), "\(find)")
+            let changed = try await reread(wider.replacingOccurrences(of: find, with: replace))
+            #expect { try gateway.reload(changed) } throws: { ($0 as? GatewayConfigurationError)?.key == key }
+        }
+        // Refused reloads changed nothing.
+        #expect(try await session.get("/shop/plain/extra/2").status == 201)
+    }
+
     /// A restart (a new configuration, a new binary) keeps every grant: the state is in the
     /// store and the session keys are sealed under a key derived from the server's key.
     @Test func aRestartKeepsGrantsAndTokens() async throws {

@@ -21,7 +21,7 @@ import NIOHTTP1
 /// The server's own time answering is not limited here. Heads over the size limits are answered
 /// `431` and malformed ones `400`, each with `Connection: close`; `maxConnections` bounds the
 /// connections held at once (more wait in the kernel's accept queue).
-public struct ConnectionLimits: Sendable {
+public struct ConnectionLimits: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(60)
     public var headerTimeout: Duration = .seconds(10)
     public var bodyTimeout: Duration = .seconds(30)

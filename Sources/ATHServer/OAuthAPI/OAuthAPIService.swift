@@ -47,7 +47,7 @@ public struct OAuthAPIService: Sendable {
         func provider(_ id: String) -> OAuthProvider? { providers.first { $0.id == id } }
     }
 
-    public let configuration: Configuration
+    public private(set) var configuration: Configuration
     let store: any ATHStore & OAuthAPIStore
     let sealer: SecretSealer
     let documents: AgentIdentityDocuments
@@ -55,7 +55,7 @@ public struct OAuthAPIService: Sendable {
     let clock: @Sendable () -> Date
     /// Per process, as the handshake's rate counters are (issue 17 shares them).
     let limiter = SlidingWindowLimiter()
-    let admitted: AdmittedTokens
+    private(set) var admitted: AdmittedTokens
 
     public init(
         _ configuration: Configuration, store: any ATHStore & OAuthAPIStore, sealer: SecretSealer, httpClient: HTTPClient,
@@ -68,6 +68,18 @@ public struct OAuthAPIService: Sendable {
         self.exchange = ProviderCodeExchange(http: httpClient)
         self.clock = clock
         self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
+    }
+
+    /// The same service with a new configuration (a gateway's reload): the rate counters and,
+    /// unless the recheck interval changed, the admitted tokens carry over, so a reload neither
+    /// resets an agent's rate nor makes every token be read again.
+    public func reconfigured(_ configuration: Configuration) -> OAuthAPIService {
+        var copy = self
+        copy.configuration = configuration
+        if configuration.revocationRecheck != self.configuration.revocationRecheck {
+            copy.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
+        }
+        return copy
     }
 
     // MARK: Discovery

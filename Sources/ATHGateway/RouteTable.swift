@@ -1,0 +1,36 @@
+import ATHServer
+import Hummingbird
+import Synchronization
+
+/// The routes one listener answers with, swapped whole when the gateway reloads its
+/// configuration: the listener keeps its socket and its connections, each request is answered by
+/// the routes in force when it arrived.
+final class RouteTable: Sendable {
+    private let current: Mutex<any HTTPResponder<ATHRequestContext>>
+
+    init(_ router: Router<ATHRequestContext>) {
+        current = Mutex(router.buildResponder())
+    }
+
+    func set(_ router: Router<ATHRequestContext>) {
+        let responder = router.buildResponder()
+        current.withLock { $0 = responder }
+    }
+
+    /// The router the listener is started with: it only hands each request to the table.
+    func router() -> Router<ATHRequestContext> {
+        let router = Router(context: ATHRequestContext.self)
+        router.middlewares.add(Dispatch(table: self))
+        return router
+    }
+
+    struct Dispatch: RouterMiddleware {
+        typealias Context = ATHRequestContext
+        let table: RouteTable
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            let responder = table.current.withLock { $0 }
+            return try await responder.respond(to: request, context: context)
+        }
+    }
+}
