@@ -360,6 +360,11 @@ import Testing
         #expect(setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Lax") && setCookie.hasPrefix("ath_consent_" + session + "="))
         let (cookie, binding) = try Gateway.binding(page)
 
+        // Not the page's form: MALFORMED_MESSAGE (found by schemathesis: it was a 500).
+        for body in ["", "binding=x", "decision=approve&decision=deny&binding"] {
+            let malformed = try await g.call(.POST, pageURL, form: body, headers: [("Cookie", cookie)])
+            #expect(malformed.status == 400 && malformed.code == "MALFORMED_MESSAGE", "\(body): \(malformed.json)")
+        }
         // A form posted from elsewhere has no cookie, or the wrong one: refused, nothing bound.
         let noCookie = try await g.call(.POST, pageURL, form: "binding=\(binding)&decision=approve")
         #expect(noCookie.status == 400 && noCookie.code == "STATE_MISMATCH")

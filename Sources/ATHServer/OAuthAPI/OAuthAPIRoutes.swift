@@ -105,7 +105,12 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let id = try context.parameters.require("session")
             try ConsoleRoutes<Context>.checkOrigin(request)
             let body = try await request.body.collect(upTo: 4096)
-            let form = try URLEncodedFormDecoder().decode(ConsentForm.self, from: String(buffer: body))
+            let form: ConsentForm
+            do {
+                form = try URLEncodedFormDecoder().decode(ConsentForm.self, from: String(buffer: body))
+            } catch {
+                throw ATHError(.malformedMessage, "the consent form needs binding and decision (application/x-www-form-urlencoded)")
+            }
             // The form's copy of the binding must be the cookie's: a page on another site can
             // post the form, but cannot read or send this cookie (SameSite=Lax).
             guard let cookie = ConsoleRoutes<Context>.cookieValue(request.headers[.cookie], name: ConsentPage.cookieName(id)),
