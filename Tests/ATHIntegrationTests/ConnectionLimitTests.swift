@@ -2,6 +2,7 @@ import ATHAgent
 import ATHCore
 import ATHServer
 import Foundation
+import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -188,6 +189,17 @@ final class RawConnection: Sendable {
         let closed = await connection.closed(within: .seconds(15))
         #expect(closed.map { $0 >= .milliseconds(500) } == true, "\(String(describing: closed))")
         await h.stop()
+    }
+
+    /// A port another server holds: the start fails with couldNotBind at once. (It used to wait
+    /// forever for a bound port: a test that lost its port to another test's server hung CI.)
+    @Test func aPortInUseFailsTheStart() async throws {
+        let first = try await RunningServer.start(Router(context: ATHRequestContext.self))
+        defer { Task { await first.stop() } }
+        await #expect(throws: ServerStartError.self) {
+            let second = try await RunningServer.start(Router(context: ATHRequestContext.self), port: first.port)
+            await second.stop()
+        }
     }
 
     /// Past `maxConnections`, a new connection waits in the accept queue until one closes.

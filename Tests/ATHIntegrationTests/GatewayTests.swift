@@ -239,9 +239,10 @@ import Testing
     @Test func aRestartKeepsGrantsAndTokens() async throws {
         let upstream = try await MockOAuthProvider.start()
         defer { Task { await upstream.stop() } }
-        let port = try freeLoopbackPort()
-        let file = try Self.folder(try Self.loopback(upstream: upstream, port: port)).appendingPathComponent("gateway.yaml").path
-        let gateway = try await Gateway.start(try await GatewayConfiguration.load(file: file, environment: [:]))
+        let (file, gateway) = try await onAFreeLoopbackPort { port in
+            let file = try Self.folder(try Self.loopback(upstream: upstream, port: port)).appendingPathComponent("gateway.yaml").path
+            return (file, try await Gateway.start(try await GatewayConfiguration.load(file: file, environment: [:])))
+        }
         let (session, agent, _) = try await Self.handshake(gateway, at: gateway.baseURL, scopes: ["goods:read"])
         #expect(try await session.get("/shop/plain/goods/1").status == 201)
 

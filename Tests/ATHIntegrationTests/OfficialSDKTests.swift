@@ -1,5 +1,6 @@
 import ATHCore
 import ATHGateway
+import ATHServer
 import Foundation
 import Testing
 
@@ -12,13 +13,18 @@ import Testing
 
     static var repository: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized }
 
-    /// A gateway on a loopback port whose `github` provider and upstream are `mock`.
+    /// A gateway on a loopback port whose `github` provider and upstream are `mock`. Its public
+    /// URL holds the port, so the port is chosen first; another test's server may take it in
+    /// between, and then another port is tried.
     static func gateway(_ mock: MockOAuthProvider, devMode: Bool) async throws -> Gateway {
+        try await onAFreeLoopbackPort { try await gateway(mock, devMode: devMode, port: $0) }
+    }
+
+    static func gateway(_ mock: MockOAuthProvider, devMode: Bool, port: Int) async throws -> Gateway {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-sdk-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try PrivateKey.generate().pem.write(to: dir.appendingPathComponent("key.pem"), atomically: true, encoding: .utf8)
         try MockOAuthProvider.clientSecret.write(to: dir.appendingPathComponent("idp-secret"), atomically: true, encoding: .utf8)
-        let port = try freeLoopbackPort()
         let yaml = """
             gateway:
               public_url: "http://127.0.0.1:\(port)"

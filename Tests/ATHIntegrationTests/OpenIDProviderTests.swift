@@ -87,6 +87,19 @@ func http(_ method: HTTPMethod, _ url: String, form: String? = nil) async throws
 }
 
 /// A loopback port the kernel picked, for a server that must know its URL before it starts.
+/// `start` on a port chosen beforehand (a URL must name it before the server runs), tried again
+/// on another port when another test's server took it in between (`ServerStartError`).
+func onAFreeLoopbackPort<T>(_ start: (Int) async throws -> T) async throws -> T {
+    for attempt in 1... {
+        do {
+            return try await start(try freeLoopbackPort())
+        } catch is ServerStartError where attempt < 5 {
+            continue
+        }
+    }
+    fatalError("unreachable")
+}
+
 func freeLoopbackPort() throws -> Int {
     let reserved = try ReservedPort()
     reserved.release()
@@ -122,11 +135,12 @@ struct ReservedPort {
 @Suite(.serialized) struct OpenIDProviderTests {
     /// The platform and Alice's account linked to her subject at the provider.
     func start(provider: MockOpenIDProvider, refetch: TimeInterval = 30) async throws -> Harness {
-        let port = try freeLoopbackPort()
-        var configuration = OpenIDProvider.Configuration(
-            issuer: provider.issuer, clientID: "ath-shopping", clientSecret: "s3cret", redirectURI: "http://127.0.0.1:\(port)/ath/console/oidc/callback")
-        configuration.minimumRefetchInterval = refetch
-        let h = try await Harness.start(openID: OpenIDProvider(configuration), port: port)
+        let h = try await onAFreeLoopbackPort { port in
+            var configuration = OpenIDProvider.Configuration(
+                issuer: provider.issuer, clientID: "ath-shopping", clientSecret: "s3cret", redirectURI: "http://127.0.0.1:\(port)/ath/console/oidc/callback")
+            configuration.minimumRefetchInterval = refetch
+            return try await Harness.start(openID: OpenIDProvider(configuration), port: port)
+        }
         try await h.registerParties()
         // Linked the way an admin does it: the subject's external id on Alice's account.
         try await h.store.addExternalID(OpenIDConnect.externalID(issuer: provider.issuer, subject: "alice@example.com"), to: h.user.value)

@@ -48,7 +48,12 @@ public final class RunningServer: Sendable {
                 continuation.finish()
             }, logger: quiet)
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: quiet))
-        let task = Task { try await group.run() }
+        // The stream ends when the server does: a server that never ran (its port in use) ends it
+        // without a port, which is the error below, instead of a wait for a port forever.
+        let task = Task {
+            defer { continuation.finish() }
+            try await group.run()
+        }
         var bound = 0
         for await p in stream { bound = p }
         guard bound > 0 else {
