@@ -26,8 +26,8 @@ public protocol OAuthAPIStore: Sendable {
     /// The token with its session's sealed provider grant (nil when the session is gone), in
     /// one read: what the proxy needs to admit a request.
     func issuedTokenAndGrant(digest: String) async throws -> (token: IssuedAccessToken, sealedGrant: Data?)?
-    /// When the token was revoked, nil when it is not; `.none` when there is no such token
-    /// any more (purged): what the proxy re-reads of a token it remembers.
+    /// Whether the token is active, revoked, or gone (purged): what the proxy re-reads of a
+    /// token it remembers.
     func issuedTokenRevocation(digest: String) async throws -> TokenStanding
     /// Revokes the token if `clientID` (nil: any, for an administrator) issued it; returns it as
     /// found, nil when there is no such token of that client (nothing written either way then).

@@ -101,9 +101,7 @@ extension SQLiteStore: OAuthAPIStore {
                         WHERE t.digest = ?
                         """), arguments: [digest])
             guard let row else { return nil }
-            var token = try Self.decode(IssuedAccessToken.self, row["data"])
-            token.revokedAt = row["revoked_at"]
-            return (token, row["sealed_grant"])
+            return (try Self.issuedToken(row), row["sealed_grant"])
         }
     }
 
@@ -117,9 +115,12 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     static func issuedToken(digest: String, in db: Database) throws -> IssuedAccessToken? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM oauth_token WHERE digest = ?", arguments: [digest]) else {
-            return nil
-        }
+        try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM oauth_token WHERE digest = ?", arguments: [digest]).map(issuedToken)
+    }
+
+    /// A token from its row's `data` and `revoked_at` (the revocation is a column of its own,
+    /// set without rewriting the document).
+    static func issuedToken(_ row: Row) throws -> IssuedAccessToken {
         var token = try decode(IssuedAccessToken.self, row["data"])
         token.revokedAt = row["revoked_at"]
         return token
