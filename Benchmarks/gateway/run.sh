@@ -84,6 +84,13 @@ agent=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["agent_id"])'
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks=$(getconf CLK_TCK)
+profile() {  # file (empty: none), pid: perf records the pid for the next measurement's seconds
+    recorder=""
+    [ -n "$1" ] || return 0
+    perf record -F 999 -g -p "$2" -o "$1" -- sleep "$seconds" > /dev/null 2>&1 &
+    recorder=$!
+}
+profiled() { [ -z "$recorder" ] || wait "$recorder" || true; }
 extra=()     # more request headers for the next measure
 measure() {  # label, url, pids whose CPU counts
     local label=$1 url=$2; shift 2
@@ -125,28 +132,19 @@ measure_proofs() {  # label, base URL, pids whose CPU counts
 echo "| setup | requests/s | p50 | p99 | server CPU per request (µs) | non-2xx |"
 echo "|---|---|---|---|---|---|"
 measure "nginx reverse proxy" "http://127.0.0.1:$P/userinfo" "$proxy_pid"
-if [ -n "${PROFILE_GATEWAY:-}" ]; then  # perf's profile of the gateway under the same load, to $PROFILE_GATEWAY
-    perf record -F 999 -g -p "$gateway_pid" -o "$PROFILE_GATEWAY" -- sleep "$seconds" > /dev/null 2>&1 &
-    recorder=$!
-fi
+profile "${PROFILE_GATEWAY:-}" "$gateway_pid"  # perf's profile of the gateway under the same load, to $PROFILE_GATEWAY
 measure "ath gateway (v0.1 token)" "http://127.0.0.1:$G/ath/proxy/bench/userinfo" "$gateway_pid"
-[ -z "${PROFILE_GATEWAY:-}" ] || wait "$recorder" || true
+profiled
 measure "nginx + auth_request to ath authz" "http://127.0.0.1:$A/ath/proxy/bench/userinfo" "$front_pid" "$authz_pid"
 measure "upstream alone" "http://127.0.0.1:$U/userinfo" "$upstream_pid"
 # The check alone, as nginx asks it (no forwarding): what the gateway's CPU is beyond its check.
 extra=(-H "X-Original-Method: GET" -H "X-Original-URI: /ath/proxy/bench/userinfo")
-if [ -n "${PROFILE_AUTHZ:-}" ]; then  # perf's profile of ath authz alone, to $PROFILE_AUTHZ
-    perf record -F 999 -g -p "$authz_pid" -o "$PROFILE_AUTHZ" -- sleep "$seconds" > /dev/null 2>&1 &
-    recorder=$!
-fi
+profile "${PROFILE_AUTHZ:-}" "$authz_pid"  # perf's profile of ath authz alone, to $PROFILE_AUTHZ
 measure "ath authz alone (the check)" "http://127.0.0.1:$Z/ath/authz/nginx" "$authz_pid"
-[ -z "${PROFILE_AUTHZ:-}" ] || wait "$recorder" || true
+profiled
 extra=()
-if [ -n "${PROFILE_PROOFS:-}" ]; then  # perf's profile of the gateway under the 9-step load, to $PROFILE_PROOFS
-    perf record -F 999 -g -p "$gateway_pid" -o "$PROFILE_PROOFS" -- sleep "$seconds" > /dev/null 2>&1 &
-    recorder=$!
-fi
+profile "${PROFILE_PROOFS:-}" "$gateway_pid"  # perf's profile of the gateway under the 9-step load, to $PROFILE_PROOFS
 measure_proofs "ath gateway (9-step token + proof)" "http://127.0.0.1:$G" "$gateway_pid"
-[ -z "${PROFILE_PROOFS:-}" ] || wait "$recorder" || true
+profiled
 measure_proofs "nginx + auth_request to ath authz (9-step)" "http://127.0.0.1:$A" "$front_pid" "$authz_pid"
 measure "ath gateway, GET health (no check)" "http://127.0.0.1:$G/health" "$gateway_pid"
