@@ -100,6 +100,14 @@ public struct ATHAdminClient: Sendable {
     }
 
     /// Lifts a suspension; the grants it ended stay ended.
+    /// Ends a v0.1 agent's registration on a gateway, with its sessions and tokens; returns how
+    /// many tokens were revoked.
+    public func revokeRegistration(_ clientID: String) async throws -> Int {
+        let answer = try await transport.json(.POST, "/ath/admin/oauth/agents/\(Self.segment(clientID))/revoke", nil, headers: auth).1
+        guard case .integer(let count)? = answer["revoked_tokens"] else { throw ATHError(.malformedMessage, "the answer has no revoked_tokens") }
+        return Int(count)
+    }
+
     public func reinstate(_ id: String) async throws -> Account {
         try await account(.POST, "accounts/\(Self.segment(id))/reinstate")
     }

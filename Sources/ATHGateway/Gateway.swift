@@ -200,6 +200,9 @@ public final class Gateway: Sendable {
             ).register(on: router)
             oauth = oauthService
         }
+        if let token = configuration.adminToken {
+            AdminRoutes<ATHRequestContext>(service: service, adminToken: token, oauth: oauth).register(on: router)
+        }
         var checks: Router<ATHRequestContext>?
         if mode == .externalAuthorization {
             let router = Router(context: ATHRequestContext.self)
@@ -210,8 +213,8 @@ public final class Gateway: Sendable {
     }
 
     /// Applies a new configuration without closing a connection (`ath gateway` on SIGHUP): the
-    /// services (upstreams, routes, timeouts, upstream credentials, providers) and the v0.1
-    /// API's settings. Requests in flight finish on the routes they started with; grants,
+    /// services (upstreams, routes, timeouts, upstream credentials, providers), the v0.1
+    /// API's settings and the admin token. Requests in flight finish on the routes they started with; grants,
     /// tokens, rate counters and admitted tokens are kept. A change to anything else (listeners,
     /// TLS, keys, store, limits, the handshake's policy and therefore the ath services' scopes,
     /// confirmation) needs a restart: the reload is refused, naming that key, and nothing changes.

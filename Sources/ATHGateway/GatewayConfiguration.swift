@@ -42,6 +42,8 @@ public struct GatewayConfiguration: Sendable {
     /// v0.1 request's answer carries the provider's token for the proxy to use.
     public var authzHost: String
     public var authzPort: Int
+    /// The admin API's bearer token (`admin.token_file`); nil: no admin API.
+    public var adminToken: String?
     public var services: [Service]
 
     public struct TLS: Sendable, Equatable {
@@ -168,6 +170,10 @@ public struct GatewayConfiguration: Sendable {
         authzHost = try keys.optionalString("authz.listen.host") ?? "127.0.0.1"
         authzPort = try keys.optionalInt("authz.listen.port", in: 0...65535) ?? 9191
         identityDocumentsOnLoopback = try keys.optionalBool("oauth.identity_documents_on_loopback") ?? false
+        adminToken = try keys.optionalString("admin.token_file").map { try Keys.secret(file($0), key: "admin.token_file") }
+        if let token = adminToken, token.utf8.count < 32 {
+            throw GatewayConfigurationError(key: "admin.token_file", problem: "holds fewer than 32 characters: make one with `openssl rand -hex 32`")
+        }
         if identityDocumentsOnLoopback, !loopback {
             throw GatewayConfigurationError(key: "oauth.identity_documents_on_loopback", problem: "is refused with a listener that is not loopback")
         }

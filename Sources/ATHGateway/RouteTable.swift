@@ -6,15 +6,22 @@ import Synchronization
 /// configuration: the listener keeps its socket and its connections, each request is answered by
 /// the routes in force when it arrived.
 final class RouteTable: Sendable {
-    private let current: Mutex<any HTTPResponder<ATHRequestContext>>
+    private let current: Mutex<(responder: any HTTPResponder<ATHRequestContext>, served: [String])>
 
     init(_ router: Router<ATHRequestContext>) {
-        current = Mutex(router.buildResponder())
+        current = Mutex((router.buildResponder(), Self.served(router)))
     }
 
     func set(_ router: Router<ATHRequestContext>) {
-        let responder = router.buildResponder()
-        current.withLock { $0 = responder }
+        let table = (router.buildResponder(), Self.served(router))
+        current.withLock { $0 = table }
+    }
+
+    /// "METHOD /path/{parameter}" for each route in force: what the OpenAPI document must describe.
+    var served: [String] { current.withLock { $0.served } }
+
+    static func served(_ router: Router<ATHRequestContext>) -> [String] {
+        router.routes.map { "\($0.method.rawValue) \($0.path.description)" }
     }
 
     /// The router the listener is started with: it only hands each request to the table.
@@ -29,7 +36,7 @@ final class RouteTable: Sendable {
         let table: RouteTable
 
         func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-            let responder = table.current.withLock { $0 }
+            let responder = table.current.withLock { $0.responder }
             return try await responder.respond(to: request, context: context)
         }
     }

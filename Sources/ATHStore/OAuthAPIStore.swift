@@ -33,6 +33,11 @@ public protocol OAuthAPIStore: Sendable {
     /// found, nil when there is no such token of that client (nothing written either way then).
     func revokeIssuedToken(digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]) async throws
         -> IssuedAccessToken?
+    /// Ends an agent's registration (an operator's decision): the registration becomes `denied`,
+    /// its unfinished sessions `denied`, and every token it holds revoked, in one transaction
+    /// with `audit`. Returns the digests of the tokens it revoked, nil (nothing written) when
+    /// no agent is registered with `clientID`.
+    func revokeRegistration(clientID: String, now: Int64, audit: [AuditEvent]) async throws -> [String]?
     /// Deletes sessions that expired before `before` without being redeemed, and tokens expired
     /// before it with their redeemed sessions; returns how many sessions and tokens.
     func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int)
@@ -41,6 +46,6 @@ public protocol OAuthAPIStore: Sendable {
 /// A remembered token's standing in the store.
 public enum TokenStanding: Sendable, Equatable {
     case active
-    case revoked(at: Int64)
+    case revoked
     case gone
 }

@@ -110,7 +110,7 @@ extension SQLiteStore: OAuthAPIStore {
             let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT revoked_at FROM oauth_token WHERE digest = ?"), arguments: [digest])
             guard let row else { return .gone }
             let at: Int64? = row["revoked_at"]
-            return at.map { .revoked(at: $0) } ?? .active
+            return at == nil ? .active : .revoked
         }
     }
 
@@ -134,6 +134,33 @@ extension SQLiteStore: OAuthAPIStore {
             try db.execute(sql: "UPDATE oauth_token SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL", arguments: [now, digest])
             try Self.append(audit(token), in: db)
             return token
+        }
+    }
+
+    public func revokeRegistration(clientID: String, now: Int64, audit: [AuditEvent]) async throws -> [String]? {
+        try await db.write { db in
+            guard let text = try String.fetchOne(db, sql: "SELECT data FROM oauth_agent WHERE client_id = ?", arguments: [clientID]) else {
+                return nil
+            }
+            var registration = try Self.decode(AgentRegistration.self, text)
+            registration.status = .denied
+            try db.execute(sql: "UPDATE oauth_agent SET data = ? WHERE client_id = ?", arguments: [try Self.encode(registration), clientID])
+            // A session the user already completed would otherwise still be redeemed for a token.
+            let open = try String.fetchAll(
+                db, sql: "SELECT data FROM oauth_session WHERE client_id = ? AND status IN ('pending', 'completed')", arguments: [clientID])
+            for text in open {
+                var session = try Self.decode(AuthorizationSession.self, text)
+                session.status = .denied
+                session.denial = "registration_revoked"
+                try db.execute(
+                    sql: "UPDATE oauth_session SET status = 'denied', data = ?, sealed_grant = NULL WHERE id = ?",
+                    arguments: [try Self.encode(session), session.id])
+            }
+            let digests = try String.fetchAll(
+                db, sql: "SELECT digest FROM oauth_token WHERE client_id = ? AND revoked_at IS NULL", arguments: [clientID])
+            try db.execute(sql: "UPDATE oauth_token SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL", arguments: [now, clientID])
+            try Self.append(audit, in: db)
+            return digests
         }
     }
 

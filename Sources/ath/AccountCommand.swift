@@ -9,6 +9,7 @@ struct AccountCommand: AsyncParsableCommand {
         commandName: "account", abstract: "Manage accounts through a server's admin API (register, look up, aliases, ids, keys, suspension).",
         subcommands: [
             Register.self, Show.self, AddNames.self, AddKey.self, RotateKey.self, RevokeKey.self, Suspend.self, Reinstate.self, SetType.self, RevokeGrant.self, RevokeToken.self,
+            RevokeRegistration.self,
         ])
 
     struct Connection: ParsableArguments {
@@ -173,6 +174,19 @@ struct AccountCommand: AsyncParsableCommand {
         func run() async throws {
             try await connection.client().revokeToken(jti)
             print("revoked token \(jti)")
+        }
+    }
+
+    struct RevokeRegistration: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke-registration",
+            abstract: "End a v0.1 agent's registration on a gateway: its open authorizations and its tokens end with it.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The agent's client_id.") var clientID: String
+
+        func run() async throws {
+            let count = try await connection.client().revokeRegistration(clientID)
+            print("revoked registration \(clientID) and \(count) token(s)")
         }
     }
 

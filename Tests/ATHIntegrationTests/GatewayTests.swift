@@ -15,7 +15,10 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-gw-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try yaml.write(to: dir.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
-        let standard = ["shop-api-key": "k-123\n", "github-client-secret": "s-456\n", "server-key.pem": PrivateKey.generate().pem]
+        let standard = [
+            "shop-api-key": "k-123\n", "github-client-secret": "s-456\n", "server-key.pem": PrivateKey.generate().pem,
+            "admin-token": String(repeating: "a", count: 40) + "\n",
+        ]
         for (name, text) in standard.merging(files, uniquingKeysWith: { _, given in given }) {
             try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
         }
@@ -121,6 +124,8 @@ import Testing
         ("  token_lifetime_seconds: 3600", "  token_lifetime_seconds: 3600\n  agent_rate_limit: \"fast\"", "oauth.agent_rate_limit"),
         ("native_app: \"github\"", "native_app: \"shop\"", "oauth.native_app"),
         ("native_app: \"github\"", "native_app: \"github\"\n  revocation_recheck_seconds: 600", "oauth.revocation_recheck_seconds"),
+        ("token_file: \"admin-token\"", "token_file: \"shop-api-key\"", "admin.token_file"),
+        ("token_file: \"admin-token\"", "token_file: \"missing-file\"", "admin.token_file"),
     ])
     func brokenConfigurationsNameTheirKey(_ find: String, _ replace: String, _ key: String) async throws {
         let yaml = try Self.example
@@ -132,6 +137,28 @@ import Testing
 
     /// What only starting finds (files that do not read) stops the start, naming the key,
     /// before anything listens.
+    /// With `admin.token_file`, the gateway serves the admin API: accounts as `ath serve` does,
+    /// and ending a v0.1 registration; without its token, nothing.
+    @Test func theAdminAPIAnswersItsTokenOnly() async throws {
+        let upstream = try await MockOAuthProvider.start()
+        let gateway = try await Gateway.start(try await Self.load(try Self.loopback(upstream: upstream)))
+        defer { Task { await gateway.stop(); await upstream.stop() } }
+        _ = try await Self.handshake(gateway, at: gateway.baseURL, scopes: ["goods:read"])
+        let token = try #require(gateway.configuration.adminToken)
+        let admin = ATHAdminClient(baseURL: gateway.baseURL, adminToken: token)
+        #expect(try await admin.account("did:ath:alice").name == "Alice")
+        await #expect { try await admin.revokeRegistration("nobody") } throws: { ATHError.code($0) == .agentNotRegistered }
+        let stranger = ATHAdminClient(baseURL: gateway.baseURL, adminToken: token + "x")
+        await #expect { try await stranger.revokeRegistration("nobody") } throws: { ATHError.code($0) == .adminAuthenticationRequired }
+
+        let without = try Self.loopback(upstream: upstream, changes: [("admin:\n  token_file: \"admin-token\"\n", "")])
+        #expect(!without.contains("admin-token"))
+        let plain = try await Gateway.start(try await Self.load(without))
+        defer { Task { await plain.stop() } }
+        let answer = try await HTTPClient.shared.execute(HTTPClientRequest(url: plain.baseURL + "/ath/admin/accounts/did:ath:alice"), timeout: .seconds(10))
+        #expect(answer.status == .notFound)
+    }
+
     @Test func startUpErrorsNameTheirKey() async throws {
         // The example's TLS files are not in the folder.
         let example = try await Self.load(try Self.example)

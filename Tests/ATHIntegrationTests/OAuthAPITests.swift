@@ -21,6 +21,8 @@ import Testing
         /// The public URL agents use.
         let base: String
         var refusals: RefusalAudit? = nil
+        /// The API's service, for what only an operator does (nil behind nginx).
+        var service: OAuthAPIService? = nil
 
         /// The helpers against a v0.1 API at `base` whose provider is `provider`.
         static func client(provider: MockOAuthProvider, base: String, store: SQLiteStore) -> Gateway {
@@ -58,7 +60,8 @@ import Testing
                 .register(on: inner)
             box.set(inner.buildResponder())
             let client = Self.client(provider: provider, base: server.baseURL, store: store)
-            return Gateway(provider: provider, server: server, store: store, http: client.http, base: server.baseURL, refusals: refusals)
+            return Gateway(
+                provider: provider, server: server, store: store, http: client.http, base: server.baseURL, refusals: refusals, service: service)
         }
 
         func stop() async {
@@ -428,6 +431,36 @@ import Testing
         try await Task.sleep(for: .milliseconds(1100))
         let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
         #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
+    }
+
+    /// An operator ends a registration: its token is refused at once, a session the user already
+    /// completed yields no token, a pending one is denied, and the agent cannot start again.
+    @Test func anOperatorEndsARegistrationWithItsSessionsAndTokens() async throws {
+        let g = try await Gateway.start()
+        defer { Task { await g.stop() } }
+        let service = try #require(g.service)
+        let (agent, client, secret, bearer) = try await g.fullFlow()
+        let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers).status == 200)
+        let completed = try await g.authorize(agent, client: client)
+        let back = try await g.consent(try #require(completed.json["authorization_url"]?.stringValue))
+        let pending = try #require(try await g.authorize(agent, client: client).json["ath_session_id"]?.stringValue)
+        let other = try await g.fullFlow()
+
+        #expect(try await service.revokeRegistration(clientID: client, by: "admin") == 1)
+        let refused = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        #expect(refused.status == 401 && refused.code == "TOKEN_REVOKED", "\(refused.json)")
+        let session = try #require(completed.json["ath_session_id"]?.stringValue)
+        let token = try await g.token(agent, client: client, secret: secret, session: session, code: back["code"])
+        #expect(token.status == 403 && token.code == "AGENT_UNAPPROVED", "\(token.json)")
+        for id in [session, pending] { #expect(try await g.store.authorizationSession(id: id)?.status == .denied) }
+        #expect(try await g.authorize(agent, client: client).code == "AGENT_UNAPPROVED")
+        // Another agent is untouched; an unknown client is named.
+        let otherHeaders = [("Authorization", "Bearer " + other.token), ("X-ATH-Agent-ID", other.0.agentID)]
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: otherHeaders).status == 200)
+        await #expect { try await service.revokeRegistration(clientID: "nobody", by: "admin") } throws: { ATHError.code($0) == .agentNotRegistered }
+        let audit = try await g.store.auditEvents(limit: 100).map(\.event)
+        #expect(audit.filter { $0.event == "oauth.registration.revoked" && $0.subject == client }.count == 1)
     }
 
     /// Each agent's calls are limited (RATE_LIMITED, 429), another agent's not affected.

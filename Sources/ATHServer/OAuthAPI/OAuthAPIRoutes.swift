@@ -93,7 +93,7 @@ public struct OAuthAPIRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let id = try context.parameters.require("session")
             let asked = try await service.consentRequest(sessionID: id)
             let binding = Nonce.generate(bytes: 32)
-            let remaining = asked.expiresAt - Int64(Date().timeIntervalSince1970)
+            let remaining = asked.expiresAt - Freshness.unix(service.clock())
             return Response(
                 status: .ok,
                 headers: [

@@ -389,14 +389,22 @@ public struct OAuthAPIService: Sendable {
         guard let session = try await store.authorizationSession(id: id) else {
             throw ATHError(.sessionNotFound, "no authorization session has this id")
         }
-        guard session.expiresAt > t else { throw ATHError(.sessionExpired, "the authorization session expired") }
-        guard session.status == .pending, session.bindingDigest == nil else {
-            throw ATHError(.sessionNotFound, "this authorization was already continued in a browser, or has finished")
+        let provider = try pending(session, now: t)
+        guard session.bindingDigest == nil else {
+            throw ATHError(.sessionNotFound, "this authorization was already continued in a browser")
         }
+        return (session, provider)
+    }
+
+    /// The provider of a session still waiting for the user: unexpired, pending, its provider
+    /// still configured.
+    func pending(_ session: AuthorizationSession, now t: Int64) throws -> OAuthProvider {
+        guard session.expiresAt > t else { throw ATHError(.sessionExpired, "the authorization session expired") }
+        guard session.status == .pending else { throw ATHError(.sessionNotFound, "this authorization session has already finished") }
         guard let provider = configuration.provider(session.providerID) else {
             throw ATHError(.providerNotApproved, "provider \(session.providerID) is no longer configured")
         }
-        return (session, provider)
+        return provider
     }
 
     /// `GET /ath/callback`: the provider's answer for one session. Returns where to send the
@@ -412,15 +420,11 @@ public struct OAuthAPIService: Sendable {
         guard let state = query["state"], var session = try await store.authorizationSession(providerState: state) else {
             throw ATHError(.stateMismatch, "no authorization is waiting for this state")
         }
-        guard session.expiresAt > t else { throw ATHError(.sessionExpired, "the authorization session expired") }
-        guard session.status == .pending else { throw ATHError(.sessionNotFound, "this authorization session has already finished") }
+        let provider = try pending(session, now: t)
         if !configuration.devMode {
             guard let digest = session.bindingDigest, let binding = browserBinding(session.id), OpaqueSecret.matches(binding, digest: digest) else {
                 throw ATHError(.stateMismatch, "this browser did not continue from the consent page for this authorization")
             }
-        }
-        guard let provider = configuration.provider(session.providerID) else {
-            throw ATHError(.providerNotApproved, "provider \(session.providerID) is no longer configured")
         }
         if let error = query["error"] {
             session.status = .denied
@@ -477,6 +481,7 @@ public struct OAuthAPIService: Sendable {
             throw ATHError(.malformedMessage, "grant_type must be authorization_code")
         }
         let registration = try await client(request.client_id, secret: request.client_secret)
+        try checkApproved(registration, now: now)
         let attestation = try await attest(request.agent_attestation, audience: configuration.tokenURL, now: now)
         guard attestation.agentID == registration.agentID else {
             throw ATHError(.agentIdentityMismatch, "the attestation's sub is not this client's agent")
@@ -613,6 +618,20 @@ public struct OAuthAPIService: Sendable {
             [AuditEvent(at: t, event: "oauth.token.revoked", actor: token.agentID, subject: token.sessionID, outcome: "revoked")]
         }
         if revoked != nil { admitted.forget(digest) }
+    }
+
+    /// An operator ends an agent's registration (`POST /ath/admin/oauth/agents/{client_id}/revoke`):
+    /// no new authorization or token for it, its open sessions denied, its tokens revoked, in one
+    /// transaction. This process stops admitting them at once, other instances within
+    /// `Configuration.revocationRecheck`. Returns how many tokens it revoked.
+    public func revokeRegistration(clientID: String, by actor: String) async throws -> Int {
+        let t = Freshness.unix(clock())
+        let audit = [AuditEvent(at: t, event: "oauth.registration.revoked", actor: actor, subject: clientID, outcome: "revoked")]
+        guard let digests = try await store.revokeRegistration(clientID: clientID, now: t, audit: audit) else {
+            throw ATHError(.agentNotRegistered, "no agent is registered with this client_id")
+        }
+        for digest in digests { admitted.forget(digest) }
+        return digests.count
     }
 
     // MARK: Checks shared by the use cases

@@ -21,17 +21,22 @@ import Hummingbird
 ///     PUT    /ath/admin/accounts/{external id}/type          {account_type | null} -> {account, ended_grants}
 ///     POST   /ath/admin/grants/{grant id}/revoke             -> {grant_id}   (and every token of it)
 ///     POST   /ath/admin/tokens/{jti}/revoke                  -> {jti}
+///     POST   /ath/admin/oauth/agents/{client_id}/revoke      -> {client_id, revoked_tokens}
+///            (a v0.1 agent's registration ended with its sessions and tokens; gateway only)
 ///
 /// A duplicate external id or alias is ACCOUNT_CONFLICT (409) and writes nothing. Every change
 /// is audited with the actor "admin"; refused calls are audited as refusals.
 public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: ATHService
+    /// The v0.1 API's service, when the server has one (the gateway).
+    let oauth: OAuthAPIService?
     var store: any ATHStore { service.store }
     /// SHA-256 of the admin token: compared digest to digest, in constant time.
     let tokenDigest: SHA256Digest
 
-    public init(service: ATHService, adminToken: String) {
+    public init(service: ATHService, adminToken: String, oauth: OAuthAPIService? = nil) {
         self.service = service
+        self.oauth = oauth
         tokenDigest = SHA256.hash(data: Data(adminToken.utf8))
     }
 
@@ -47,6 +52,10 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
     struct AliasBody: Codable, Sendable { var alias: String }
     struct ExternalIDBody: Codable, Sendable { var external_id: String }
     struct KidBody: Codable, Sendable { var kid: String }
+    struct RevokedRegistration: Codable, Sendable {
+        var client_id: String
+        var revoked_tokens: Int
+    }
 
     public func register(on router: Router<Context>) {
         let store = self.store
@@ -149,6 +158,14 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             let jti = try Self.parameter("jti", context)
             try await self.service.revokeToken(jti, by: "admin")
             return try JSONResponse.make(["jti": jti])
+        }
+        if let oauth {
+            group.post("oauth/agents/:client_id/revoke") { request, context in
+                try self.authenticate(request)
+                let clientID = try Self.parameter("client_id", context)
+                let revoked = try await oauth.revokeRegistration(clientID: clientID, by: "admin")
+                return try JSONResponse.make(RevokedRegistration(client_id: clientID, revoked_tokens: revoked))
+            }
         }
         group.post("accounts/:id/reinstate") { request, context in
             try self.authenticate(request)
