@@ -64,6 +64,8 @@ public enum ShoppingPlatform {
             .get { _, context -> Response in
                 try jsonResponse(["user": try context.requireAccess().claims.sub], status: .ok)
             }
+        // After the last route: an unknown path is NOT_FOUND in the error shape, not an empty 404.
+        router.add(middleware: UnknownEndpointMiddleware<ATHRequestContext>())
         return router
     }
 

@@ -9,12 +9,18 @@ final class RouteTable: Sendable {
     private let current: Mutex<(responder: any HTTPResponder<ATHRequestContext>, served: [String])>
 
     init(_ router: Router<ATHRequestContext>) {
-        current = Mutex((router.buildResponder(), Self.served(router)))
+        current = Mutex(Self.table(router))
     }
 
     func set(_ router: Router<ATHRequestContext>) {
-        let table = (router.buildResponder(), Self.served(router))
+        let table = Self.table(router)
         current.withLock { $0 = table }
+    }
+
+    static func table(_ router: Router<ATHRequestContext>) -> (responder: any HTTPResponder<ATHRequestContext>, served: [String]) {
+        // Added after every route, it wraps the router's not-found answer alone.
+        router.add(middleware: UnknownEndpointMiddleware<ATHRequestContext>())
+        return (router.buildResponder(), served(router))
     }
 
     /// "METHOD /path/{parameter}" for each route in force: what the OpenAPI document must describe.
@@ -41,3 +47,4 @@ final class RouteTable: Sendable {
         }
     }
 }
+

@@ -157,6 +157,8 @@ import Testing
         defer { Task { await plain.stop() } }
         let answer = try await HTTPClient.shared.execute(HTTPClientRequest(url: plain.baseURL + "/ath/admin/accounts/did:ath:alice"), timeout: .seconds(10))
         #expect(answer.status == .notFound)
+        let body = try JSONValue.parse(Data(buffer: try await answer.body.collect(upTo: 4096)))
+        #expect(body["code"] == "NOT_FOUND", "an unknown path has the documented error shape: \(body)")
     }
 
     @Test func startUpErrorsNameTheirKey() async throws {

@@ -102,6 +102,8 @@ import Testing
         #expect(status == 413 && body?.code == "PAYLOAD_TOO_LARGE")
         (status, body) = try await send(base, .POST, "/ath/handshake/nope/identity", body: Data("{}".utf8))
         #expect(status == 404 && body?.code == "HANDSHAKE_NOT_FOUND")
+        (status, body) = try await send(base, .GET, "/no/such/endpoint")
+        #expect(status == 404 && body?.code == "NOT_FOUND")
         await h.stop()
     }
 

@@ -44,6 +44,20 @@ public struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// A path no route serves gets the documented error shape (NOT_FOUND as JSON), not Hummingbird's
+/// empty 404. Add it to a router after its last route: it then wraps the not-found answer alone.
+public struct UnknownEndpointMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            throw ATHError(.notFound, "no such endpoint")
+        }
+    }
+}
+
 enum JSONResponse {
     static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = JSONEncoder()
