@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "ATHCore", targets: ["ATHCore"]),
         .library(name: "ATHStore", targets: ["ATHStore"]),
+        .library(name: "ATHStoreSQLite", targets: ["ATHStoreSQLite"]),
         .library(name: "ATHServer", targets: ["ATHServer"]),
         .library(name: "ATHAgent", targets: ["ATHAgent"]),
         .library(name: "ATHIdentity", targets: ["ATHIdentity"]),
@@ -57,13 +58,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Durable state behind one protocol: SQLite (GRDB) by default.
+        // Durable state: the protocols by aggregate, with no backend.
+        .target(name: "ATHStore", dependencies: ["ATHCore"], swiftSettings: strict),
+        // The embedded default: one SQLite file through GRDB.
         .target(
-            name: "ATHStore",
-            dependencies: [
-                "ATHCore",
-                .product(name: "GRDB", package: "GRDB.swift"),
-            ],
+            name: "ATHStoreSQLite",
+            dependencies: ["ATHCore", "ATHStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         // Server SDK: Hummingbird routes for the handshake and the middleware that guards an API.
@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "ATHGateway",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHStore", "ATHIdentity",
+                "ATHCore", "ATHServer", "ATHStore", "ATHStoreSQLite", "ATHIdentity",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -117,7 +117,7 @@ let package = Package(
         .target(
             name: "ShoppingExample",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHIdentity",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -129,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "ath",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ATHGateway", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHIdentity", "ATHGateway", "ShoppingExample",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -174,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "ATHIntegrationTests",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHIdentity", "ATHGateway", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHIdentity", "ATHGateway", "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),

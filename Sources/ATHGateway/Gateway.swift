@@ -2,6 +2,7 @@ import ATHCore
 import ATHIdentity
 import ATHServer
 import ATHStore
+import ATHStoreSQLite
 import AsyncHTTPClient
 import Crypto
 import Foundation

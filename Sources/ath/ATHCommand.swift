@@ -3,6 +3,7 @@ import ATHCore
 import ATHIdentity
 import ATHServer
 import ATHStore
+import ATHStoreSQLite
 import ArgumentParser
 import Crypto
 import Foundation

@@ -1,5 +1,6 @@
 import ATHCore
 import ATHStore
+import ATHStoreSQLite
 import ArgumentParser
 import Foundation
 

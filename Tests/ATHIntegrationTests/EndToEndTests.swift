@@ -2,6 +2,7 @@ import ATHAgent
 import ATHCore
 import ATHServer
 import ATHStore
+import ATHStoreSQLite
 import AsyncHTTPClient
 import Crypto
 import Foundation

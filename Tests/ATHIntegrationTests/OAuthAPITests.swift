@@ -1,6 +1,7 @@
 import ATHCore
 import ATHServer
 import ATHStore
+import ATHStoreSQLite
 import AsyncHTTPClient
 import Foundation
 import Hummingbird

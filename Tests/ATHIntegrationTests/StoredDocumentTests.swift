@@ -1,4 +1,5 @@
 import ATHCore
+import ATHStoreSQLite
 import Foundation
 import Testing
 
@@ -14,10 +15,10 @@ import Testing
         credentialID: "c/1", createdAt: 1_700_000_000, expiresAt: 1_700_007_200)
 
     @Test func grantsReadBackWhicheverEncoderWroteThem() throws {
-        #expect(try SQLiteStore.decode(Grant.self, SQLiteStore.encode(grant)) == grant)
+        #expect(try StoredDocument.decode(Grant.self, StoredDocument.encode(grant)) == grant)
         let foundation = String(decoding: try JSONEncoder().encode(grant), as: UTF8.self)
         #expect(foundation.contains(#"c\/1"#))  // Foundation escapes the slash; the parser reads it back
-        #expect(try SQLiteStore.decode(Grant.self, foundation) == grant)
+        #expect(try StoredDocument.decode(Grant.self, foundation) == grant)
     }
 
     @Test func handshakesReadBackWhicheverEncoderWroteThem() throws {
@@ -27,17 +28,17 @@ import Testing
         var client = ClientHandshake(did: DID.key(agentKey.publicKey), key: agentKey)
         let (handshake, _) = try ServerHandshake.begin(
             request: try client.makeRequest(now: now), id: "h1", identity: identity, policy: ServerPolicy(scopesSupported: ["goods:read"]), registeredKey: nil, now: now)
-        let written = try SQLiteStore.encode(handshake)
+        let written = try StoredDocument.encode(handshake)
         for text in [written, String(decoding: try JSONEncoder().encode(handshake), as: UTF8.self)] {
-            let read = try SQLiteStore.decode(ServerHandshake.self, text)
-            #expect(try SQLiteStore.encode(read) == written)
+            let read = try StoredDocument.decode(ServerHandshake.self, text)
+            #expect(try StoredDocument.encode(read) == written)
             #expect(read.transcript == handshake.transcript)
         }
     }
 
     @Test func aRowThatDoesNotDecodeIsTheStoresError() {
         for text in ["", "{", #"{"id":"g1"}"#, #"{"id":"g1","id":"g2"}"#] {
-            #expect(throws: StoreError.self) { try SQLiteStore.decode(Grant.self, text) }
+            #expect(throws: StoreError.self) { try StoredDocument.decode(Grant.self, text) }
         }
     }
 }

@@ -1,10 +1,11 @@
 import ATHCore
+import ATHStore
 import Foundation
 import GRDB
 
 extension SQLiteStore: OAuthAPIStore {
     public func register(_ registration: AgentRegistration, audit: [AuditEvent]) async throws {
-        let data = try Self.encode(registration)
+        let data = try StoredDocument.encode(registration)
         try await db.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM oauth_agent WHERE agent_id = ?", arguments: [registration.agentID]) == nil else {
                 throw StoreError.duplicate("agent \(registration.agentID) is already registered")
@@ -18,11 +19,11 @@ extension SQLiteStore: OAuthAPIStore {
 
     public func registration(clientID: String) async throws -> AgentRegistration? {
         let data = try await db.read { db in try String.fetchOne(db, sql: "SELECT data FROM oauth_agent WHERE client_id = ?", arguments: [clientID]) }
-        return try data.map { try Self.decode(AgentRegistration.self, $0) }
+        return try data.map { try StoredDocument.decode(AgentRegistration.self, $0) }
     }
 
     public func beginAuthorization(_ session: AuthorizationSession, audit: [AuditEvent]) async throws {
-        let data = try Self.encode(session)
+        let data = try StoredDocument.encode(session)
         try await db.write { db in
             try db.execute(
                 sql: "INSERT INTO oauth_session (id, provider_state, client_id, status, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
@@ -41,7 +42,7 @@ extension SQLiteStore: OAuthAPIStore {
 
     private func loadSession(sql: String, _ key: String) async throws -> AuthorizationSession? {
         let data = try await db.read { db in try String.fetchOne(db, sql: sql, arguments: [key]) }
-        return try data.map { try Self.decode(AuthorizationSession.self, $0) }
+        return try data.map { try StoredDocument.decode(AuthorizationSession.self, $0) }
     }
 
     public func bindAuthorization(id: String, bindingDigest: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
@@ -49,17 +50,17 @@ extension SQLiteStore: OAuthAPIStore {
             guard let text = try String.fetchOne(
                 db, sql: "SELECT data FROM oauth_session WHERE id = ? AND status = 'pending' AND expires_at > ?", arguments: [id, now])
             else { return false }
-            var session = try Self.decode(AuthorizationSession.self, text)
+            var session = try StoredDocument.decode(AuthorizationSession.self, text)
             guard session.bindingDigest == nil else { return false }
             session.bindingDigest = bindingDigest
-            try db.execute(sql: "UPDATE oauth_session SET data = ? WHERE id = ?", arguments: [try Self.encode(session), id])
+            try db.execute(sql: "UPDATE oauth_session SET data = ? WHERE id = ?", arguments: [try StoredDocument.encode(session), id])
             try Self.append(audit, in: db)
             return true
         }
     }
 
     public func finishAuthorization(_ finished: AuthorizationSession, sealedGrant: Data?, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        let data = try Self.encode(finished)
+        let data = try StoredDocument.encode(finished)
         return try await db.write { db in
             try db.execute(
                 sql: """
@@ -74,15 +75,15 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func redeemAuthorization(id: String, issuing token: IssuedAccessToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        let tokenData = try Self.encode(token)
+        let tokenData = try StoredDocument.encode(token)
         return try await db.write { db in
             guard let text = try String.fetchOne(
                 db, sql: "SELECT data FROM oauth_session WHERE id = ? AND status = 'completed' AND expires_at > ?", arguments: [id, now])
             else { return false }
-            var session = try Self.decode(AuthorizationSession.self, text)
+            var session = try StoredDocument.decode(AuthorizationSession.self, text)
             session.status = .redeemed
             try db.execute(
-                sql: "UPDATE oauth_session SET status = 'redeemed', data = ? WHERE id = ?", arguments: [try Self.encode(session), id])
+                sql: "UPDATE oauth_session SET status = 'redeemed', data = ? WHERE id = ?", arguments: [try StoredDocument.encode(session), id])
             try db.execute(
                 sql: "INSERT INTO oauth_token (digest, client_id, session_id, expires_at, revoked_at, data) VALUES (?, ?, ?, ?, NULL, ?)",
                 arguments: [token.digest, token.clientID, token.sessionID, token.expiresAt, tokenData])
@@ -121,7 +122,7 @@ extension SQLiteStore: OAuthAPIStore {
     /// A token from its row's `data` and `revoked_at` (the revocation is a column of its own,
     /// set without rewriting the document).
     static func issuedToken(_ row: Row) throws -> IssuedAccessToken {
-        var token = try decode(IssuedAccessToken.self, row["data"])
+        var token = try StoredDocument.decode(IssuedAccessToken.self, row["data"])
         token.revokedAt = row["revoked_at"]
         return token
     }
@@ -142,19 +143,19 @@ extension SQLiteStore: OAuthAPIStore {
             guard let text = try String.fetchOne(db, sql: "SELECT data FROM oauth_agent WHERE client_id = ?", arguments: [clientID]) else {
                 return nil
             }
-            var registration = try Self.decode(AgentRegistration.self, text)
+            var registration = try StoredDocument.decode(AgentRegistration.self, text)
             registration.status = .denied
-            try db.execute(sql: "UPDATE oauth_agent SET data = ? WHERE client_id = ?", arguments: [try Self.encode(registration), clientID])
+            try db.execute(sql: "UPDATE oauth_agent SET data = ? WHERE client_id = ?", arguments: [try StoredDocument.encode(registration), clientID])
             // A session the user already completed would otherwise still be redeemed for a token.
             let open = try String.fetchAll(
                 db, sql: "SELECT data FROM oauth_session WHERE client_id = ? AND status IN ('pending', 'completed')", arguments: [clientID])
             for text in open {
-                var session = try Self.decode(AuthorizationSession.self, text)
+                var session = try StoredDocument.decode(AuthorizationSession.self, text)
                 session.status = .denied
                 session.denial = "registration_revoked"
                 try db.execute(
                     sql: "UPDATE oauth_session SET status = 'denied', data = ?, sealed_grant = NULL WHERE id = ?",
-                    arguments: [try Self.encode(session), session.id])
+                    arguments: [try StoredDocument.encode(session), session.id])
             }
             let digests = try String.fetchAll(
                 db, sql: "SELECT digest FROM oauth_token WHERE client_id = ? AND revoked_at IS NULL", arguments: [clientID])

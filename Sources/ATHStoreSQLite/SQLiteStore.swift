@@ -1,4 +1,5 @@
 import ATHCore
+import ATHStore
 import Crypto
 import Foundation
 import GRDB
@@ -259,7 +260,7 @@ public final class SQLiteStore: ATHStore {
             let names = Set(try String.fetchAll(db, sql: "SELECT value FROM external_id WHERE internal_id = ?", arguments: [internalID]))
             var ended: [String] = []
             for row in try Self.liveGrants(of: did, now: now, in: db) {
-                let grant = try Self.decode(Grant.self, row.data)
+                let grant = try StoredDocument.decode(Grant.self, row.data)
                 if ends(grant, names.contains(grant.clientDID.value)) { ended.append(row.id) }
             }
             for id in ended { try Self.revokeGrant(id, now: now, in: db) }
@@ -270,7 +271,7 @@ public final class SQLiteStore: ATHStore {
 
     public func activeGrants(did: String, now: Int64) async throws -> [Grant] {
         let rows = try await db.read { db in try Self.liveGrants(of: did, now: now, in: db) }
-        return try rows.map { try Self.decode(Grant.self, $0.data) }
+        return try rows.map { try StoredDocument.decode(Grant.self, $0.data) }
     }
 
     /// Grants in force naming the account of `did` as agent or user. Grants name their parties by
@@ -410,7 +411,7 @@ public final class SQLiteStore: ATHStore {
     public func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent])
         async throws -> Bool
     {
-        let data = try Self.encode(handshake)
+        let data = try StoredDocument.encode(handshake)
         return try await db.write { db in
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(
@@ -455,7 +456,7 @@ public final class SQLiteStore: ATHStore {
             try Row.fetchOne(db, sql: sql, arguments: [key]).map { ($0["data"] as String, $0["revision"] as Int) }
         }
         guard let row else { return nil }
-        return StoredHandshake(handshake: try Self.decode(ServerHandshake.self, row.0), revision: row.1)
+        return StoredHandshake(handshake: try StoredDocument.decode(ServerHandshake.self, row.0), revision: row.1)
     }
 
     public func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake] {
@@ -464,7 +465,7 @@ public final class SQLiteStore: ATHStore {
                 db, sql: "SELECT data FROM handshake WHERE user_did = ? AND state = ? AND deadline >= ? ORDER BY deadline",
                 arguments: [userDID, ServerHandshake.State.awaitingConfirmation.rawValue, now])
         }
-        return try rows.map { try Self.decode(ServerHandshake.self, $0) }
+        return try rows.map { try StoredDocument.decode(ServerHandshake.self, $0) }
     }
 
     public func updateHandshake(
@@ -474,8 +475,8 @@ public final class SQLiteStore: ATHStore {
         if completion != nil && sealedProofKey == nil {
             throw ATHError(.internalError, "a completed handshake needs its sealed proof key")
         }
-        let data = try Self.encode(handshake)
-        let grantData = try completion.map { try Self.encode($0.grant) }
+        let data = try StoredDocument.encode(handshake)
+        let grantData = try completion.map { try StoredDocument.encode($0.grant) }
         try await db.write { db in
             try db.execute(
                 sql: """
@@ -526,7 +527,7 @@ public final class SQLiteStore: ATHStore {
             }
         }
         guard let row else { return nil }
-        var grant = try Self.decode(Grant.self, row.0)
+        var grant = try StoredDocument.decode(Grant.self, row.0)
         grant.revoked = row.1 != nil
         return grant
     }
@@ -681,28 +682,4 @@ public final class SQLiteStore: ATHStore {
                 at: row["at"], event: row["event"], actor: row["actor"], subject: row["subject"], outcome: row["outcome"],
                 detail: row["detail"]), hash: row["hash"])
     }
-
-    /// Stored documents (a handshake in progress with its transcript, a grant) are written and
-    /// read with the protocol's own JSON coder: Foundation's `JSONEncoder` and `JSONDecoder` took
-    /// about 15 % of an HTTP handshake's CPU, most of it on the transcript, which is a JSON tree
-    /// already. Both write plain JSON, so rows written by either are read alike.
-    static func encode(_ value: some Encodable) throws -> String {
-        String(decoding: try CanonicalJSON.bytes(of: value), as: UTF8.self)
-    }
-
-    /// A stored document that does not decode is the store's fault, never the client's.
-    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
-        do {
-            return try JSONValue.parse(Array(text.utf8)).decode(T.self)
-        } catch {
-            throw StoreError.corrupt("a stored \(T.self) does not decode: \(error)")
-        }
-    }
-}
-
-public enum StoreError: Error, Sendable, Equatable {
-    case duplicate(String)
-    case notFound(String)
-    /// A stored row that cannot be read back.
-    case corrupt(String)
 }

@@ -1,0 +1,7 @@
+/// What a store refuses, whatever its backend: the adapters map these to the API's errors.
+public enum StoreError: Error, Sendable, Equatable {
+    case duplicate(String)
+    case notFound(String)
+    /// A stored row that cannot be read back.
+    case corrupt(String)
+}
