@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "ATHCore", targets: ["ATHCore"]),
         .library(name: "ATHStore", targets: ["ATHStore"]),
         .library(name: "ATHStoreSQLite", targets: ["ATHStoreSQLite"]),
+        .library(name: "ATHStorePostgres", targets: ["ATHStorePostgres"]),
         .library(name: "ATHServer", targets: ["ATHServer"]),
         .library(name: "ATHAgent", targets: ["ATHAgent"]),
         .library(name: "ATHIdentity", targets: ["ATHIdentity"]),
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
@@ -64,6 +66,17 @@ let package = Package(
         .target(
             name: "ATHStoreSQLite",
             dependencies: ["ATHCore", "ATHStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        // Several instances on one PostgreSQL (postgres-nio), for the aggregates built so far.
+        .target(
+            name: "ATHStorePostgres",
+            dependencies: [
+                "ATHCore", "ATHStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // Server SDK: Hummingbird routes for the handshake and the middleware that guards an API.
@@ -174,11 +187,13 @@ let package = Package(
         .testTarget(
             name: "ATHIntegrationTests",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHIdentity", "ATHGateway", "ShoppingExample",
+                "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHStorePostgres", "ATHIdentity", "ATHGateway",
+                "ShoppingExample",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),

@@ -150,7 +150,7 @@ public enum AuditChain {
     }
 
     /// Reads the whole log from `store` in pages and checks it.
-    public static func verify(_ store: any ATHStore, anchor: (sequence: Int64, hash: String)? = nil, pageSize: Int = 5_000) async throws
+    public static func verify(_ store: any AuditLog, anchor: (sequence: Int64, hash: String)? = nil, pageSize: Int = 5_000) async throws
         -> Verification
     {
         var verifier = Verifier(anchor: anchor)

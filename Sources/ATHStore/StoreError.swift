@@ -4,4 +4,7 @@ public enum StoreError: Error, Sendable, Equatable {
     case notFound(String)
     /// A stored row that cannot be read back.
     case corrupt(String)
+    /// The database cannot be reached, or did not answer in time: nothing was written, the
+    /// same call may succeed later.
+    case unavailable(String)
 }

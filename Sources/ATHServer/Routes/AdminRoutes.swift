@@ -221,7 +221,7 @@ public struct AdminRoutes<Context: ATHRequestContextProtocol>: Sendable {
             switch error {
             case .duplicate(let what): throw ATHError(.accountConflict, what)
             case .notFound(let what): throw ATHError(.accountNotFound, "no \(what)")
-            case .corrupt: throw error
+            case .corrupt, .unavailable: throw error
             }
         }
     }

@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// The PostgreSQL the tests use: the server named by `ATH_TEST_POSTGRES_URL` (`.ci/postgres-start`
+/// starts one and prints its URL; `.ci/run` exports it), with a fresh database per test, dropped
+/// at its end. Without the variable the tests that need it are skipped, saying so; with
+/// `ATH_REQUIRE_POSTGRES=1` (CI) its absence fails the run instead.
+enum TestPostgres {
+    static var url: String? { ProcessInfo.processInfo.environment["ATH_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 } }
+    static var available: Bool { url != nil }
+    static let skipped: Comment = "needs PostgreSQL: set ATH_TEST_POSTGRES_URL (.ci/postgres-start prints one)"
+
+    /// A new, empty database on the test server; `body` gets its URL; dropped afterwards.
+    static func withDatabase<T>(_ body: (String) async throws -> T) async throws -> T {
+        let base = try #require(url, "ATH_TEST_POSTGRES_URL is not set")
+        let name = "ath_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        try await admin(base) { try await $0.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger) }
+        var components = try #require(URLComponents(string: base))
+        components.path = "/" + name
+        do {
+            let result = try await body(try #require(components.string))
+            try await drop(name, base)
+            return result
+        } catch {
+            try? await drop(name, base)
+            throw error
+        }
+    }
+
+    static let logger = Logger(label: "ath.test.postgres")
+
+    static func drop(_ name: String, _ base: String) async throws {
+        try await admin(base) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger) }
+    }
+
+    /// One connection to the server's maintenance database, for CREATE and DROP DATABASE.
+    static func admin(_ base: String, _ body: (PostgresConnection) async throws -> Void) async throws {
+        let components = try #require(URLComponents(string: base))
+        let configuration = PostgresConnection.Configuration(
+            host: try #require(components.host), port: components.port ?? 5432, username: try #require(components.user),
+            password: components.password, database: "postgres", tls: .disable)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        do {
+            try await body(connection)
+            try await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+}
+
+/// In CI the PostgreSQL tests never skip: `.ci/run` sets ATH_REQUIRE_POSTGRES=1 with the URL.
+@Suite struct TestPostgresPresence {
+    @Test func ciHasPostgreSQL() {
+        if ProcessInfo.processInfo.environment["ATH_REQUIRE_POSTGRES"] == "1" {
+            #expect(TestPostgres.available, "ATH_REQUIRE_POSTGRES=1 but ATH_TEST_POSTGRES_URL is not set")
+        }
+    }
+}
