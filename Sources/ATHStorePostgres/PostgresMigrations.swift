@@ -9,24 +9,89 @@ enum PostgresMigrations {
     /// `pg_advisory_xact_lock` key for the migration run ("ATHM" in ASCII).
     static let lock: Int64 = 0x4154_484D
 
+    /// Tables mirror `SQLiteStore`'s: columns for what is looked up, locked or changed; the rest
+    /// of each record is its `StoredDocument`. The audit log refuses UPDATE and DELETE for every
+    /// writer through PostgreSQL; someone who edits it anyway is caught by the hash chain.
     static let steps: [(name: String, statements: [String])] = [
         (
-            "v1-single-use-values",
+            "v1",
             [
                 "CREATE TABLE nonce (key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
                 "CREATE INDEX nonce_expiry ON nonce (expires_at)",
-            ]
-        ),
-        (
-            "v1-audit",
-            [
                 """
                 CREATE TABLE audit (
                     seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, event TEXT NOT NULL, actor TEXT NOT NULL, subject TEXT NOT NULL,
                     outcome TEXT NOT NULL, detail TEXT NOT NULL, hash TEXT NOT NULL)
+                """,
                 """
+                CREATE FUNCTION ath_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$
+                """,
+                "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH STATEMENT EXECUTE FUNCTION ath_audit_append_only()",
+                """
+                CREATE TABLE account (
+                    internal_id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, developer TEXT, created_at BIGINT NOT NULL,
+                    suspended_at BIGINT, account_type TEXT)
+                """,
+                "CREATE TABLE external_id (value TEXT PRIMARY KEY, internal_id TEXT NOT NULL REFERENCES account, position INT NOT NULL)",
+                "CREATE INDEX external_id_account ON external_id (internal_id)",
+                "CREATE TABLE alias (value TEXT NOT NULL, internal_id TEXT NOT NULL REFERENCES account)",
+                // Aliases are unique whatever their case (SQLite: COLLATE NOCASE).
+                "CREATE UNIQUE INDEX alias_value ON alias (lower(value))",
+                "CREATE INDEX alias_account ON alias (internal_id)",
+                """
+                CREATE TABLE account_key (
+                    internal_id TEXT NOT NULL REFERENCES account, kid TEXT NOT NULL, pem TEXT NOT NULL, created_at BIGINT NOT NULL,
+                    revoked_at BIGINT, added BIGSERIAL, PRIMARY KEY (internal_id, kid))
+                """,
+                """
+                CREATE TABLE handshake (
+                    id TEXT PRIMARY KEY, state TEXT NOT NULL, client_did TEXT NOT NULL, user_did TEXT, request_id TEXT UNIQUE,
+                    deadline BIGINT NOT NULL, revision INT NOT NULL, data TEXT NOT NULL)
+                """,
+                "CREATE INDEX handshake_user ON handshake (user_did, state)",
+                "CREATE INDEX handshake_deadline ON handshake (deadline)",
+                """
+                CREATE TABLE grant_record (
+                    id TEXT PRIMARY KEY, handshake_id TEXT NOT NULL UNIQUE REFERENCES handshake, client_did TEXT NOT NULL,
+                    user_did TEXT NOT NULL, credential_id TEXT NOT NULL, data TEXT NOT NULL, created_at BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL, revoked_at BIGINT)
+                """,
+                "CREATE INDEX grant_credential ON grant_record (credential_id)",
+                "CREATE INDEX grant_user ON grant_record (user_did)",
+                "CREATE INDEX grant_client ON grant_record (client_did)",
+                """
+                CREATE TABLE session (
+                    id TEXT PRIMARY KEY, grant_id TEXT NOT NULL REFERENCES grant_record, sealed_proof_key BYTEA NOT NULL,
+                    expires_at BIGINT NOT NULL)
+                """,
+                """
+                CREATE TABLE token (
+                    jti TEXT PRIMARY KEY, grant_id TEXT NOT NULL REFERENCES grant_record, session_id TEXT NOT NULL REFERENCES session,
+                    issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, revoked_at BIGINT)
+                """,
+                "CREATE INDEX token_grant ON token (grant_id)",
+                """
+                CREATE TABLE revoked_credential (
+                    jti TEXT NOT NULL, user_did TEXT NOT NULL, revoked_at BIGINT NOT NULL, PRIMARY KEY (jti, user_did))
+                """,
+                "CREATE TABLE oauth_agent (client_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL UNIQUE, data TEXT NOT NULL)",
+                """
+                CREATE TABLE oauth_session (
+                    id TEXT PRIMARY KEY, provider_state TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL, status TEXT NOT NULL,
+                    expires_at BIGINT NOT NULL, data TEXT NOT NULL, sealed_grant BYTEA)
+                """,
+                "CREATE INDEX oauth_session_expiry ON oauth_session (expires_at)",
+                "CREATE INDEX oauth_session_client ON oauth_session (client_id)",
+                """
+                CREATE TABLE oauth_token (
+                    digest TEXT PRIMARY KEY, client_id TEXT NOT NULL, session_id TEXT NOT NULL, expires_at BIGINT NOT NULL,
+                    revoked_at BIGINT, data TEXT NOT NULL)
+                """,
+                "CREATE INDEX oauth_token_expiry ON oauth_token (expires_at)",
+                "CREATE INDEX oauth_token_client ON oauth_token (client_id)",
             ]
-        ),
+        )
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

@@ -32,7 +32,11 @@ public final class PostgresStore: Sendable {
     {
         let store = PostgresStore(client: PostgresClient(configuration: configuration.client), configuration: configuration, logger: logger)
         do {
-            try await store.transaction { connection in try await PostgresMigrations.apply(on: connection, logger: logger) }
+            // Start-up waits longer than a request: instances starting together queue on the
+            // migration lock, and the first creates every table.
+            try await store.transaction(timeout: max(configuration.operationTimeout, .seconds(60))) { connection in
+                try await PostgresMigrations.apply(on: connection, logger: logger)
+            }
         } catch {
             await store.close()
             if case StoreError.unavailable(let why) = error {
@@ -56,33 +60,34 @@ public final class PostgresStore: Sendable {
     /// One transaction: committed when `body` returns, rolled back when it throws (its error is
     /// rethrown as it was). Past the operation timeout, or when the database is unreachable,
     /// `StoreError.unavailable`.
-    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await bounded {
+    func transaction<T: Sendable>(
+        timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await bounded(timeout ?? configuration.operationTimeout) {
             do {
                 return try await self.client.withTransaction(logger: self.logger) { connection in try await body(connection) }
             } catch let error as PostgresTransactionError {
-                if let inner = error.closureError { throw Self.mapped(inner) }
-                throw Self.mapped(error.beginError ?? error.commitError ?? error)
+                if let inner = error.closureError { throw self.mapped(inner) }
+                throw self.mapped(error.beginError ?? error.commitError ?? error)
             }
         }
     }
 
     /// A read outside a transaction (one statement sees one snapshot).
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await bounded {
+        try await bounded(configuration.operationTimeout) {
             do {
                 return try await self.client.withConnection { connection in try await body(connection) }
             } catch {
-                throw Self.mapped(error)
+                throw self.mapped(error)
             }
         }
     }
 
     /// `body`, or `StoreError.unavailable` once the operation timeout passes (the pool waits for
     /// a connection without a limit of its own while the database is down).
-    private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let timeout = configuration.operationTimeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
+    private func bounded<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
             group.addTask {
                 try await Task.sleep(for: timeout)
@@ -97,9 +102,17 @@ public final class PostgresStore: Sendable {
     }
 
     /// Connection failures and a server going away are `unavailable` (retry later); anything
-    /// else is passed on.
-    static func mapped(_ error: any Error) -> any Error {
+    /// else is passed on, and logged with the server's own words (PSQLError's description says
+    /// nothing, to keep bound values out of messages that reach clients).
+    func mapped(_ error: any Error) -> any Error {
         guard let error = error as? PSQLError else { return error }
+        defer {
+            if case StoreError.unavailable = Self.classified(error) {} else { logger.error("database error: \(String(reflecting: error))") }
+        }
+        return Self.classified(error)
+    }
+
+    static func classified(_ error: PSQLError) -> any Error {
         switch error.code {
         case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown:
             return StoreError.unavailable("\(error.code)")
@@ -114,4 +127,33 @@ public final class PostgresStore: Sendable {
             return error
         }
     }
+}
+
+extension PostgresConnection {
+    /// Every row of `query`, each readable by column name.
+    func rows(_ query: PostgresQuery, _ logger: Logger) async throws -> [PostgresRandomAccessRow] {
+        try await self.query(query, logger: logger).collect().map { $0.makeRandomAccess() }
+    }
+
+    /// The first column of the first row, if any.
+    func value<T: PostgresDecodable>(_ type: T.Type, _ query: PostgresQuery, _ logger: Logger) async throws -> T? {
+        guard let row = try await self.query(query, logger: logger).collect().first else { return nil }
+        return try row.makeRandomAccess()[0].decode(T.self)
+    }
+
+    /// The first column of every row.
+    func values<T: PostgresDecodable>(_ type: T.Type, _ query: PostgresQuery, _ logger: Logger) async throws -> [T] {
+        try await self.query(query, logger: logger).collect().map { try $0.makeRandomAccess()[0].decode(T.self) }
+    }
+
+    /// Runs a statement with `RETURNING`; how many rows it returned (changed).
+    @discardableResult
+    func changed(_ query: PostgresQuery, _ logger: Logger) async throws -> Int {
+        try await self.query(query, logger: logger).collect().count
+    }
+}
+
+extension PSQLError {
+    /// A unique or primary key violation (23505): what `StoreError.duplicate` reports.
+    var isUniqueViolation: Bool { code == .server && serverInfo?[.sqlState] == "23505" }
 }

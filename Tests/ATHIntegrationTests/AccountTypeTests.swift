@@ -9,8 +9,8 @@ import Testing
 /// Per-service account types (Act Auth): a type names the scopes an account may hold, as agent
 /// or as user. The shopping platform has "read" (goods:read) and "read-write".
 @Suite struct AccountTypeTests {
-    @Test func aReadAgentIsGrantedOnlyWhatItsTypeAllows() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func aReadAgentIsGrantedOnlyWhatItsTypeAllows(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         _ = try await h.service.setAccountType(h.agent.value, to: "read", by: "test")
         let seen = Task { () -> [String] in
@@ -33,8 +33,8 @@ import Testing
         await h.stop()
     }
 
-    @Test func theUsersTypeLimitsWhatTheyCanDelegate() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func theUsersTypeLimitsWhatTheyCanDelegate(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         _ = try await h.service.setAccountType(h.user.value, to: "read", by: "test")
         let grant = await (try await h.handshake()).grant
@@ -46,8 +46,8 @@ import Testing
     }
 
     /// Lowering a type ends the grants it no longer allows, at once; the others go on.
-    @Test func loweringATypeEndsGrantsBeyondIt() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func loweringATypeEndsGrantsBeyondIt(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let router = Router(context: ATHRequestContext.self)
         AdminRoutes<ATHRequestContext>(service: h.service, adminToken: "admin-token-for-types").register(on: router)

@@ -20,8 +20,8 @@ import Testing
         return (h, try DatabaseQueue(path: h.dir.appendingPathComponent("ath.sqlite").path))
     }
 
-    @Test func aWholeHandshakeLeavesAnIntactChain() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func aWholeHandshakeLeavesAnIntactChain(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         _ = try await session.get("/api/goods")
@@ -36,8 +36,8 @@ import Testing
         await h.stop()
     }
 
-    @Test func concurrentAppendsStayChainedWithoutGaps() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func concurrentAppendsStayChainedWithoutGaps(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<8 {
                 group.addTask {
@@ -117,8 +117,8 @@ import Testing
     }
 
     /// Admin changes and refused admin calls are recorded too.
-    @Test func adminActionsAreAudited() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func adminActionsAreAudited(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         let router = Router(context: ATHRequestContext.self)
         AdminRoutes<ATHRequestContext>(service: h.service, adminToken: "t").register(on: router)
         let server = try await RunningServer.start(router)

@@ -16,7 +16,7 @@ import Glibc
 @Suite struct BoundedStateTests {
     let now = Date()
 
-    func begun(_ store: SQLiteStore, nonce: String) async throws -> (ServerHandshake, Bool) {
+    func begun(_ store: any ATHStore, nonce: String) async throws -> (ServerHandshake, Bool) {
         let key = PrivateKey.generate()
         var client = ClientHandshake(did: DID.key(key.publicKey), key: key)
         let identity = ServerIdentity(did: ShoppingPlatform.did, keys: [PrivateKey.generate()])
@@ -30,8 +30,8 @@ import Glibc
         return (handshake, fresh)
     }
 
-    @Test func stepOneIsOneTransactionAndAReplayWritesNothing() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func stepOneIsOneTransactionAndAReplayWritesNothing(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         let (first, fresh) = try await begun(h.store, nonce: "hs1:n")
         #expect(fresh)
         #expect(try await h.store.handshake(id: first.id) != nil)
@@ -45,8 +45,8 @@ import Glibc
 
     /// Handshakes that ended without a grant are deleted after the retention period, with the
     /// expired single-use values; a completed one stays with its grant, and so does the audit.
-    @Test func endedHandshakesArePurgedAfterRetention() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func endedHandshakesArePurgedAfterRetention(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let session = try await h.handshake(scopes: ["goods:read"])
         let completed = await session.grant.handshakeID
@@ -77,10 +77,10 @@ import Glibc
 
     /// An agent's long poll is woken by the user's answer, not by reading the store on a
     /// timer: with the look at the store set to once a minute, the answer still arrives at once.
-    @Test func aLongPollIsWokenByTheAnswer() async throws {
+    @Test(arguments: Backend.available) func aLongPollIsWokenByTheAnswer(_ backend: Backend) async throws {
         var retention = ATHService.Retention()
         retention.pollInterval = .seconds(60)
-        let h = try await Harness.start(retention: retention)
+        let h = try await Harness.start(retention: retention, backend: backend)
         try await h.registerParties()
         let (_, id) = try await HardeningTests.awaitingConfirmation(h)
         let waiting = Task { try await HardeningTests.send(h.server.baseURL, .GET, "/ath/handshake/\(id)/result?wait=25") }
@@ -96,8 +96,8 @@ import Glibc
 
     /// 500 agents waiting on handshakes: the CPU they cost while nothing happens is printed
     /// (docs/RELIABILITY.md), and every one of them is answered when the user decides.
-    @Test func fiveHundredWaitersCostLittleAndAreAllAnswered() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func fiveHundredWaitersCostLittleAndAreAllAnswered(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let (_, id) = try await HardeningTests.awaitingConfirmation(h)
         let (service, handshakeID) = (h.service, id)

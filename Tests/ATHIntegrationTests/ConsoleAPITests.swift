@@ -76,8 +76,8 @@ import Testing
         return (h, browser)
     }
 
-    @Test func enrollingAndSigningIn() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func enrollingAndSigningIn(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let browser = Browser(h.server.baseURL)
         // Not signed in: 401 with a challenge, and the protective headers even on the error.
@@ -192,8 +192,8 @@ import Testing
         await h.stop()
     }
 
-    @Test func thePageLoadsOnlyItsOwnScript() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func thePageLoadsOnlyItsOwnScript(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         let browser = Browser(h.server.baseURL)
         var request = HTTPClientRequest(url: h.server.baseURL + "/ath/console")
         request.method = .GET

@@ -32,8 +32,8 @@ import Testing
         #expect(audit.contains { $0.event.event == "handshake.start" && $0.event.detail == "aic=\(ShoppingScenario.assistantAIC)" })
     }
 
-    @Test func partialApprovalGrantsOnlyWhatTheUserApproved() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func partialApprovalGrantsOnlyWhatTheUserApproved(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         defer { Task { await h.stop() } }
         try await h.registerParties()
         let session = try await h.handshake(approve: ["goods:read"])
@@ -47,8 +47,8 @@ import Testing
         await h.stop()
     }
 
-    @Test func userDenialGrantsNothing() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func userDenialGrantsNothing(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         await #expect { try await h.handshake(approve: []) } throws: { ATHError.code($0) == .userDenied }
         let events = try await h.store.auditEvents(limit: 50)
@@ -57,27 +57,27 @@ import Testing
         await h.stop()
     }
 
-    @Test func unansweredConfirmationTimesOut() async throws {
+    @Test(arguments: Backend.available) func unansweredConfirmationTimesOut(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.confirmationTimeout = 1
-        let h = try await Harness.start(policy: policy)
+        let h = try await Harness.start(policy: policy, backend: backend)
         try await h.registerParties()
         await #expect { try await h.handshake(answer: false) } throws: { ATHError.code($0) == .confirmationTimeout }
         await h.stop()
     }
 
-    @Test func withoutConfirmationTheCredentialSuffices() async throws {
+    @Test(arguments: Backend.available) func withoutConfirmationTheCredentialSuffices(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.requireUserConfirmation = false
-        let h = try await Harness.start(policy: policy)
+        let h = try await Harness.start(policy: policy, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake(answer: false)
         #expect(await session.grant.scopesGranted == ["goods:read", "order:create"])
         await h.stop()
     }
 
-    @Test func credentialRefusals() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func credentialRefusals(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let expired = try await h.credential(validFor: 60, now: Date().addingTimeInterval(-120))
         await #expect { try await h.handshake(credential: expired) } throws: { ATHError.code($0) == .userCredentialExpired }
@@ -91,8 +91,8 @@ import Testing
         await h.stop()
     }
 
-    @Test func ttlIsCappedAndTokensRenewWithinTheGrant() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func ttlIsCappedAndTokensRenewWithinTheGrant(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let session = try await h.handshake(ttl: 100_000, credential: try await h.credential(validFor: 86_400))
         let before = await session.grant
@@ -105,10 +105,10 @@ import Testing
         await h.stop()
     }
 
-    @Test func rateLimitIsEnforced() async throws {
+    @Test(arguments: Backend.available) func rateLimitIsEnforced(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.restrictions.rate_limit = "3/minute"
-        let h = try await Harness.start(policy: policy)
+        let h = try await Harness.start(policy: policy, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         for _ in 0..<3 { #expect(try await session.get("/api/goods").status == 200) }
@@ -116,10 +116,10 @@ import Testing
         await h.stop()
     }
 
-    @Test func ipAndTimeRestrictionsAreEnforced() async throws {
+    @Test(arguments: Backend.available) func ipAndTimeRestrictionsAreEnforced(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.restrictions.ip_whitelist = ["10.0.0.0/8"]
-        let h = try await Harness.start(policy: policy)
+        let h = try await Harness.start(policy: policy, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         await #expect { try await session.get("/api/goods") } throws: { ATHError.code($0) == .ipNotAllowed }
@@ -128,15 +128,15 @@ import Testing
         var closed = ShoppingPlatform.policy
         let hour = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: Date()).hour!
         closed.restrictions.access_time = String(format: "%02d:00-%02d:00 UTC", (hour + 2) % 24, (hour + 3) % 24)
-        let h2 = try await Harness.start(policy: closed)
+        let h2 = try await Harness.start(policy: closed, backend: backend)
         try await h2.registerParties()
         let s2 = try await h2.handshake()
         await #expect { try await s2.get("/api/goods") } throws: { ATHError.code($0) == .outsideAccessTime }
         await h2.stop()
     }
 
-    @Test func revokedGrantStopsAtOnce() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func revokedGrantStopsAtOnce(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         #expect(try await session.get("/api/goods").status == 200)
@@ -145,15 +145,15 @@ import Testing
         await h.stop()
     }
 
-    @Test func stateSurvivesARestart() async throws {
+    @Test(arguments: Backend.available) func stateSurvivesARestart(_ backend: Backend) async throws {
         let key = PrivateKey.generate()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
-        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        let h = try await Harness.start(storeDir: dir, serverKey: key, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         let grantID = await session.grant.grantID
         await h.server.stop()
-        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let store = try await h.reopenedStore()
         #expect(try await store.grant(id: grantID)?.scopes == ["goods:read", "order:create"])
         // A new process with the same key and store accepts the token and its proof.
         let restarted = try await ATHService(
@@ -176,20 +176,21 @@ import Testing
             method: "GET", target: "/api/goods", authorization: again[0].1, proof: again[1].1, body: [], remoteAddress: "127.0.0.1")
         await #expect { try await otherKey.authorize(facts2, scope: "goods:read") } throws: { ATHError.code($0) == .tokenInvalid }
         try? FileManager.default.removeItem(at: dir)
+        await h.stop()
     }
     /// Steps 1-5 against one instance; the process stops while the user has not answered; a new
     /// process on the same store and key takes the user's answer and completes the handshake.
-    @Test func halfFinishedHandshakeSurvivesARestart() async throws {
+    @Test(arguments: Backend.available) func halfFinishedHandshakeSurvivesARestart(_ backend: Backend) async throws {
         let key = PrivateKey.generate()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        let h = try await Harness.start(storeDir: dir, serverKey: key, backend: backend)
         try await h.registerParties()
         var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
         let id = try await Self.stepsOneToFive(&client, h)
         await h.server.stop()
 
-        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let store = try await h.reopenedStore()
         let restarted = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store)
         let server = try await RunningServer.start(ShoppingPlatform.router(service: restarted))
@@ -213,15 +214,16 @@ import Testing
             remoteAddress: "127.0.0.1")
         #expect(try await restarted.authorize(facts, scope: "goods:read").grant.id == grant.grantID)
         await server.stop()
+        await h.stop()
     }
 
     /// A proof used before a restart is not accepted again after it: the replay cache is in
     /// memory, so the new instance refuses proofs dated before it started.
-    @Test func aProofDoesNotReplayAcrossARestart() async throws {
+    @Test(arguments: Backend.available) func aProofDoesNotReplayAcrossARestart(_ backend: Backend) async throws {
         let key = PrivateKey.generate()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        let h = try await Harness.start(storeDir: dir, serverKey: key, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake(scopes: ["goods:read"])
         let captured = await session.authHeaders("GET", "/api/goods", Data())
@@ -229,7 +231,7 @@ import Testing
         await h.server.stop()
         try await Task.sleep(for: .milliseconds(1100))  // proofs carry whole seconds
 
-        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let store = try await h.reopenedStore()
         let restarted = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store)
         let server = try await RunningServer.start(ShoppingPlatform.router(service: restarted))
@@ -239,21 +241,22 @@ import Testing
         let fresh = await session.authHeaders("GET", "/api/goods", Data())
         #expect(try await HardeningTests.send(server.baseURL, .GET, "/api/goods", headers: fresh).status == 200)
         await server.stop()
+        await h.stop()
     }
 
     /// A handshake whose user did not answer before its deadline, while the server was down,
     /// ends with CONFIRMATION_TIMEOUT on the next instance, and no grant exists for it.
-    @Test func deadlinePassedDuringARestartTimesOut() async throws {
+    @Test(arguments: Backend.available) func deadlinePassedDuringARestartTimesOut(_ backend: Backend) async throws {
         let key = PrivateKey.generate()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-restart-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try await Harness.start(storeDir: dir, serverKey: key)
+        let h = try await Harness.start(storeDir: dir, serverKey: key, backend: backend)
         try await h.registerParties()
         var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
         let id = try await Self.stepsOneToFive(&client, h)
         await h.server.stop()
 
-        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let store = try await h.reopenedStore()
         let later = Date().addingTimeInterval(Double(ShoppingPlatform.policy.confirmationTimeout + 5))
         let restarted = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: store,
@@ -261,6 +264,7 @@ import Testing
         await #expect { _ = try await restarted.result(handshakeID: id, wait: 0) } throws: { ATHError.code($0) == .confirmationTimeout }
         #expect(try await store.handshake(id: id)?.handshake.state == .failed)
         #expect(try await store.handshake(id: id)?.handshake.outcome == nil)
+        await h.stop()
     }
 
     /// Steps 1-5 through the service (no HTTP): returns the handshake id, left waiting for the user.

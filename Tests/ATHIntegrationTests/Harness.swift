@@ -2,15 +2,19 @@ import ATHAgent
 import ATHCore
 import ATHServer
 import ATHStore
+import ATHStorePostgres
 import ATHStoreSQLite
 import AsyncHTTPClient
 import Foundation
 import ShoppingExample
 
-/// A shopping platform on a loopback port with a fresh SQLite file, an agent and a user.
+/// A shopping platform on a loopback port with a fresh store (a SQLite file, or a database of
+/// the test PostgreSQL), an agent and a user.
 struct Harness {
     let dir: URL
-    let store: SQLiteStore
+    let store: any ATHStore
+    /// The PostgreSQL database to drop at `stop` (nil on SQLite).
+    var database: (store: PostgresStore, url: String, name: String)?
     let service: ATHService
     let server: RunningServer
     /// The session layer's channels (HTTP and WebSocket transports on `server`).
@@ -27,26 +31,44 @@ struct Harness {
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
         sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods,
-        limits: ConnectionLimits = .init(), retention: ATHService.Retention = .init()
+        limits: ConnectionLimits = .init(), retention: ATHService.Retention = .init(), backend: Backend = .sqlite
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        let store: any ATHStore
+        var database: (store: PostgresStore, url: String, name: String)?
+        switch backend {
+        case .sqlite:
+            store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
+        case .postgres:
+            let (url, name) = try await TestPostgres.createDatabase()
+            let postgres = try await PostgresStore.open(url: url)
+            (store, database) = (postgres, (postgres, url, name))
+        }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
             agentCertificates: agentCertificates, openID: openID, retention: retention)
         let channels = SessionChannels(service: service, methods: methods, configuration: sessions)
         let server = try await RunningServer.start(
             ShoppingPlatform.router(service: service, channels: channels), port: port, tls: tls, sessionChannels: channels, limits: limits)
-        return Harness(dir: dir, store: store, service: service, server: server, channels: channels)
+        var harness = Harness(dir: dir, store: store, service: service, server: server, channels: channels)
+        harness.database = database
+        return harness
     }
 
-    init(dir: URL, store: SQLiteStore, service: ATHService, server: RunningServer, channels: SessionChannels) {
+    init(dir: URL, store: any ATHStore, service: ATHService, server: RunningServer, channels: SessionChannels) {
         self.dir = dir
         self.store = store
         self.service = service
         self.server = server
         self.channels = channels
+    }
+
+    /// The same store opened again, as a new process would after a restart. Closed with the
+    /// harness on PostgreSQL; a SQLite file needs no closing.
+    func reopenedStore() async throws -> any ATHStore {
+        if let database { return try await PostgresStore.open(url: database.url) }
+        return try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
     }
 
     func registerParties() async throws {
@@ -95,6 +117,10 @@ struct Harness {
         await channels.shutdown()
         await server.stop()
         try? FileManager.default.removeItem(at: dir)
+        if let database {
+            await database.store.close()
+            try? await TestPostgres.dropDatabase(database.name)
+        }
     }
 }
 

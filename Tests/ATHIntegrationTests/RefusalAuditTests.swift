@@ -6,8 +6,8 @@ import Testing
 
 @Suite struct RefusalAuditTests {
     /// Each refused request is in the audit log once the queue drains, with the hash chain intact.
-    @Test func refusedRequestsAreAudited() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func refusedRequestsAreAudited(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         for i in 0..<20 {
             let facts = ATHService.RequestFacts(
                 method: "GET", target: "/api/goods?n=\(i)", authorization: "Bearer not-a-token", proof: nil, body: [],
@@ -30,8 +30,8 @@ import Testing
 
     /// A burst far over the queue's capacity is not kept in memory: what does not fit is counted
     /// in `audit.dropped` records, and every refusal is either stored or counted.
-    @Test func aBurstOverCapacityIsCountedNotKept() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func aBurstOverCapacityIsCountedNotKept(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         let audit = RefusalAudit(store: h.store, capacity: 10, batchSize: 4)
         let burst = 5_000
         for i in 0..<burst {

@@ -19,8 +19,8 @@ import Testing
         return (server, ATHAdminClient(baseURL: server.baseURL, adminToken: Self.token))
     }
 
-    @Test func suspendingAnAgentEndsItsGrantsAndRefusesNewHandshakes() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func suspendingAnAgentEndsItsGrantsAndRefusesNewHandshakes(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let (server, admin) = try await startAdmin(h)
         let first = try await h.handshake()
@@ -63,8 +63,8 @@ import Testing
     }
 
     /// An admin revokes a grant (all its tokens) or a single token; the agent is refused at once.
-    @Test func anAdminRevokesAGrantOrAToken() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func anAdminRevokesAGrantOrAToken(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let (server, admin) = try await startAdmin(h)
         let first = try await h.handshake()
@@ -85,8 +85,8 @@ import Testing
     }
 
     /// Suspended while the user is being asked: the user's approval grants nothing.
-    @Test func anAgentSuspendedDuringConfirmationGetsNothing() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func anAgentSuspendedDuringConfirmationGetsNothing(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let (server, admin) = try await startAdmin(h)
         let credential = try await h.credential()
@@ -108,8 +108,8 @@ import Testing
     }
 
     /// The store itself refuses to write a grant for a suspended party, whatever the caller checked.
-    @Test func theStoreRefusesAGrantForASuspendedParty() async throws {
-        let h = try await Harness.start()
+    @Test(arguments: Backend.available) func theStoreRefusesAGrantForASuspendedParty(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
         let id = try await EndToEndTests.stepsOneToFive(&client, h)
@@ -133,9 +133,9 @@ import Testing
 
     /// Another instance on the same store sees a revocation once its status cache (2 s) runs out:
     /// well within the 5 s the product promises.
-    @Test func aRevocationReachesAnotherInstanceWithinTheStatusCache() async throws {
+    @Test(arguments: Backend.available) func aRevocationReachesAnotherInstanceWithinTheStatusCache(_ backend: Backend) async throws {
         let key = PrivateKey.generate()
-        let h = try await Harness.start(serverKey: key)
+        let h = try await Harness.start(serverKey: key, backend: backend)
         try await h.registerParties()
         let session = try await h.handshake()
         let offset = Mutex<TimeInterval>(0)

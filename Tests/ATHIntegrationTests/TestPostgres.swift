@@ -14,26 +14,33 @@ enum TestPostgres {
 
     /// A new, empty database on the test server; `body` gets its URL; dropped afterwards.
     static func withDatabase<T>(_ body: (String) async throws -> T) async throws -> T {
+        let (url, name) = try await createDatabase()
+        do {
+            let result = try await body(url)
+            try await dropDatabase(name)
+            return result
+        } catch {
+            try? await dropDatabase(name)
+            throw error
+        }
+    }
+
+    /// A new, empty database: its URL and its name (for `dropDatabase`).
+    static func createDatabase() async throws -> (url: String, name: String) {
         let base = try #require(url, "ATH_TEST_POSTGRES_URL is not set")
         let name = "ath_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         try await admin(base) { try await $0.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger) }
         var components = try #require(URLComponents(string: base))
         components.path = "/" + name
-        do {
-            let result = try await body(try #require(components.string))
-            try await drop(name, base)
-            return result
-        } catch {
-            try? await drop(name, base)
-            throw error
-        }
+        return (try #require(components.string), name)
+    }
+
+    static func dropDatabase(_ name: String) async throws {
+        let base = try #require(url, "ATH_TEST_POSTGRES_URL is not set")
+        try await admin(base) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger) }
     }
 
     static let logger = Logger(label: "ath.test.postgres")
-
-    static func drop(_ name: String, _ base: String) async throws {
-        try await admin(base) { try await $0.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger) }
-    }
 
     /// One connection to the server's maintenance database, for CREATE and DROP DATABASE.
     static func admin(_ base: String, _ body: (PostgresConnection) async throws -> Void) async throws {
@@ -59,4 +66,13 @@ enum TestPostgres {
             #expect(TestPostgres.available, "ATH_REQUIRE_POSTGRES=1 but ATH_TEST_POSTGRES_URL is not set")
         }
     }
+}
+
+/// The store a test runs on. Suites that hold for every backend take `Backend.available` as
+/// their arguments: SQLite always, PostgreSQL when the test server is there.
+enum Backend: String, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+
+    static var available: [Backend] { TestPostgres.available ? [.sqlite, .postgres] : [.sqlite] }
+    var testDescription: String { rawValue }
 }

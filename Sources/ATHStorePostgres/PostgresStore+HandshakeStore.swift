@@ -1,0 +1,119 @@
+import ATHCore
+import ATHStore
+import Foundation
+import PostgresNIO
+
+extension PostgresStore: HandshakeStore {
+    public func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent])
+        async throws -> Bool
+    {
+        let data = try StoredDocument.encode(handshake)
+        return try await transaction { c in
+            guard try await Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, on: c, self.logger) else { return false }
+            try await c.query(
+                """
+                INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
+                VALUES (\(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0, \(data))
+                """, logger: self.logger)
+            try await Self.append(audit, on: c, logger: self.logger)
+            return true
+        }
+    }
+
+    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int) {
+        try await transaction { c in
+            // A handshake's deadline is when it ended at the latest: a refusal ends it earlier.
+            let handshakes = try await c.changed(
+                """
+                DELETE FROM handshake h WHERE state != 'completed' AND deadline < \(endedBefore)
+                AND NOT EXISTS (SELECT 1 FROM grant_record g WHERE g.handshake_id = h.id) RETURNING 1
+                """, self.logger)
+            let nonces = try await c.changed("DELETE FROM nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
+            return (handshakes, nonces)
+        }
+    }
+
+    public func handshake(id: String) async throws -> StoredHandshake? {
+        try await loadHandshake("SELECT data, revision FROM handshake WHERE id = \(id)")
+    }
+
+    public func handshake(requestID: String) async throws -> StoredHandshake? {
+        try await loadHandshake("SELECT data, revision FROM handshake WHERE request_id = \(requestID)")
+    }
+
+    public func handshakeRevision(id: String) async throws -> Int? {
+        try await read { c in try await c.value(Int32.self, "SELECT revision FROM handshake WHERE id = \(id)", self.logger).map(Int.init) }
+    }
+
+    private func loadHandshake(_ query: PostgresQuery) async throws -> StoredHandshake? {
+        let row = try await read { c in
+            try await c.rows(query, self.logger).first.map { (try $0["data"].decode(String.self), try $0["revision"].decode(Int32.self)) }
+        }
+        guard let row else { return nil }
+        return StoredHandshake(handshake: try StoredDocument.decode(ServerHandshake.self, row.0), revision: Int(row.1))
+    }
+
+    public func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake] {
+        let state = ServerHandshake.State.awaitingConfirmation.rawValue
+        let rows = try await read { c in
+            try await c.values(
+                String.self,
+                "SELECT data FROM handshake WHERE user_did = \(userDID) AND state = \(state) AND deadline >= \(now) ORDER BY deadline, id",
+                self.logger)
+        }
+        return try rows.map { try StoredDocument.decode(ServerHandshake.self, $0) }
+    }
+
+    /// The revision check is the UPDATE's own condition: of two instances applying a message to
+    /// one handshake, the second waits for the first's row lock, finds the revision moved, and
+    /// changes nothing (UNEXPECTED_MESSAGE).
+    public func updateHandshake(
+        _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
+        audit: [AuditEvent]
+    ) async throws {
+        if completion != nil && sealedProofKey == nil {
+            throw ATHError(.internalError, "a completed handshake needs its sealed proof key")
+        }
+        let data = try StoredDocument.encode(handshake)
+        let grantData = try completion.map { try StoredDocument.encode($0.grant) }
+        try await transaction { c in
+            let changed = try await c.changed(
+                """
+                UPDATE handshake SET state = \(handshake.state.rawValue), user_did = \(handshake.scopeRequest?.userDID.value),
+                    request_id = \(handshake.confirmation?.request_id), deadline = \(handshake.deadline), revision = revision + 1, data = \(data)
+                WHERE id = \(handshake.id) AND revision = \(Int32(clamping: expectedRevision)) RETURNING 1
+                """, self.logger)
+            guard changed == 1 else {
+                throw ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
+            }
+            if let completion, let grantData, let sealedProofKey {
+                let g = completion.grant
+                // Checked inside the transaction that writes the grant, under the locks a
+                // revocation or a suspension takes, so one landing meanwhile cannot be missed.
+                try await Self.lockCredential(g.credentialID, userDID: g.userDID.value, on: c, self.logger)
+                if try await Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, on: c, self.logger) {
+                    throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
+                }
+                for party in [g.clientDID.value, g.userDID.value] where try await Self.isSuspended(party, on: c, self.logger, lock: true) {
+                    throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
+                }
+                try await c.query(
+                    """
+                    INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
+                    VALUES (\(g.id), \(g.handshakeID), \(g.clientDID.value), \(g.userDID.value), \(g.credentialID), \(grantData),
+                            \(g.createdAt), \(g.expiresAt))
+                    """, logger: self.logger)
+                try await c.query(
+                    """
+                    INSERT INTO session (id, grant_id, sealed_proof_key, expires_at)
+                    VALUES (\(completion.session.sessionID), \(g.id), \(ByteBuffer(bytes: sealedProofKey)), \(g.expiresAt))
+                    """, logger: self.logger)
+                let t = completion.token
+                try await c.query(
+                    "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (\(t.jti), \(g.id), \(t.sid), \(t.iat), \(t.exp))",
+                    logger: self.logger)
+            }
+            try await Self.append(audit, on: c, logger: self.logger)
+        }
+    }
+}
