@@ -1,6 +1,7 @@
 import ATHCore
 import ATHServer
 import ATHStore
+import ATHStorePostgres
 import ATHStoreSQLite
 import AsyncHTTPClient
 import Foundation
@@ -17,7 +18,9 @@ import Testing
         let provider: MockOAuthProvider
         /// nil when the gateway under test was started elsewhere (behind nginx).
         let server: RunningServer?
-        let store: SQLiteStore
+        let store: any ATHStore & OAuthAPIStore
+        /// The PostgreSQL database to drop at `stop` (nil on SQLite).
+        var database: (store: PostgresStore, name: String)? = nil
         let http: HTTPClient
         /// The public URL agents use.
         let base: String
@@ -26,7 +29,7 @@ import Testing
         var service: OAuthAPIService? = nil
 
         /// The helpers against a v0.1 API at `base` whose provider is `provider`.
-        static func client(provider: MockOAuthProvider, base: String, store: SQLiteStore) -> Gateway {
+        static func client(provider: MockOAuthProvider, base: String, store: any ATHStore & OAuthAPIStore) -> Gateway {
             var noRedirects = HTTPClient.Configuration(redirectConfiguration: .disallow)
             noRedirects.timeout.read = .seconds(30)
             return Gateway(
@@ -35,12 +38,21 @@ import Testing
         }
 
         static func start(
-            devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post, rate: RateLimit? = nil
+            devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post, rate: RateLimit? = nil, backend: Backend = .sqlite
         ) async throws -> Gateway {
             let provider = try await MockOAuthProvider.start()
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-oauth-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let store = try SQLiteStore(path: dir.appendingPathComponent("gateway.sqlite").path)
+            let store: any ATHStore & OAuthAPIStore
+            var database: (store: PostgresStore, name: String)?
+            switch backend {
+            case .sqlite:
+                store = try SQLiteStore(path: dir.appendingPathComponent("gateway.sqlite").path)
+            case .postgres:
+                let (url, name) = try await TestPostgres.createDatabase()
+                let postgres = try await PostgresStore.open(url: url)
+                (store, database) = (postgres, (postgres, name))
+            }
             // The public URL holds the ephemeral port: the server starts first, and its routes
             // are built for the URL it got.
             let box = ServiceBox()
@@ -62,13 +74,18 @@ import Testing
             box.set(inner.buildResponder())
             let client = Self.client(provider: provider, base: server.baseURL, store: store)
             return Gateway(
-                provider: provider, server: server, store: store, http: client.http, base: server.baseURL, refusals: refusals, service: service)
+                provider: provider, server: server, store: store, database: database, http: client.http, base: server.baseURL, refusals: refusals,
+                service: service)
         }
 
         func stop() async {
             try? await http.shutdown()
             await server?.stop()
             await provider.stop()
+            if let database {
+                await database.store.close()
+                try? await TestPostgres.dropDatabase(database.name)
+            }
         }
 
         struct Answer {
@@ -190,8 +207,8 @@ import Testing
         }
     }
 
-    @Test func theOfficialSDKsFlowWithVerifiedAttestations() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func theOfficialSDKsFlowWithVerifiedAttestations(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let discovery = try await g.call(.GET, "/.well-known/ath.json")
         #expect(discovery.json["gateway_id"]?.stringValue == g.base)
@@ -239,8 +256,8 @@ import Testing
         #expect(after.status == 401 && after.code == "TOKEN_REVOKED")
     }
 
-    @Test func theProxyChecksInTheContractsOrderAndForwardsOnlyWhatItShould() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func theProxyChecksInTheContractsOrderAndForwardsOnlyWhatItShould(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let (agent, _, _, bearer) = try await g.fullFlow(scopes: ["repo"])
         let auth = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
@@ -279,8 +296,8 @@ import Testing
         #expect(big.status == 413 && big.code == "PAYLOAD_TOO_LARGE")
     }
 
-    @Test func attestationsAreVerifiedAndSingleUse() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func attestationsAreVerifiedAndSingleUse(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         // An agent whose identity document is not published cannot register.
         let unpublished = V01Agent(agentID: g.provider.baseURL + "/agents/nobody.json")
@@ -317,8 +334,8 @@ import Testing
         #expect(try await authorize(agent.attestation(audience: g.base), state: "short").code == "STATE_MISMATCH")
     }
 
-    @Test func devModeSkipsOnlyTheSignatureAndTheCode() async throws {
-        let g = try await Gateway.start(devMode: true, authentication: .basic)
+    @Test(arguments: Backend.available) func devModeSkipsOnlyTheSignatureAndTheCode(_ backend: Backend) async throws {
+        let g = try await Gateway.start(devMode: true, authentication: .basic, backend: backend)
         defer { Task { await g.stop() } }
         // No identity document: accepted in dev mode.
         let (agent, client, secret) = try await g.registeredAgent(publish: false)
@@ -341,8 +358,8 @@ import Testing
 
     /// The consent page shows who asks (escaped), binds the session to the browser that
     /// continues from it, and the provider's callback must come back to that browser.
-    @Test func theConsentPageBindsTheSessionToOneBrowser() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func theConsentPageBindsTheSessionToOneBrowser(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let agent = V01Agent(agentID: g.provider.baseURL + "/agents/\(Nonce.generate(bytes: 8)).json")
         await g.provider.state.publish(String(agent.agentID.dropFirst(g.provider.baseURL.count)), agent.document)
@@ -402,8 +419,8 @@ import Testing
 
     /// Deny on the consent page ends the session: the agent's redirect gets access_denied and
     /// the token request is refused USER_DENIED.
-    @Test func denyingOnTheConsentPageEndsTheSession() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func denyingOnTheConsentPageEndsTheSession(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let (agent, client, secret) = try await g.registeredAgent()
         let authorization = try await g.authorize(agent, client: client)
@@ -419,8 +436,8 @@ import Testing
     /// The proxy remembers an admitted token, but a revocation made through another instance
     /// (another service on the same store) stops it here once the recheck interval (1 s) has
     /// passed: the remembered token's standing is read again.
-    @Test func aRevocationThroughAnotherInstanceHoldsWithinTheInterval() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func aRevocationThroughAnotherInstanceHoldsWithinTheInterval(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let (agent, client, secret, bearer) = try await g.fullFlow()
         let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
@@ -436,8 +453,8 @@ import Testing
 
     /// An operator ends a registration: its token is refused at once, a session the user already
     /// completed yields no token, a pending one is denied, and the agent cannot start again.
-    @Test func anOperatorEndsARegistrationWithItsSessionsAndTokens() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func anOperatorEndsARegistrationWithItsSessionsAndTokens(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let service = try #require(g.service)
         let (agent, client, secret, bearer) = try await g.fullFlow()
@@ -465,8 +482,8 @@ import Testing
     }
 
     /// Each agent's calls are limited (RATE_LIMITED, 429), another agent's not affected.
-    @Test func eachAgentHasARate() async throws {
-        let g = try await Gateway.start(rate: try RateLimit(parsing: "6/minute"))
+    @Test(arguments: Backend.available) func eachAgentHasARate(_ backend: Backend) async throws {
+        let g = try await Gateway.start(rate: try RateLimit(parsing: "6/minute"), backend: backend)
         defer { Task { await g.stop() } }
         // register, authorize, token: three calls; then three proxied ones pass and the fourth not.
         let (agent, _, _, bearer) = try await g.fullFlow(scopes: ["read:user"])
@@ -478,8 +495,8 @@ import Testing
         #expect(!other.isEmpty)
     }
 
-    @Test func registrationAndTokenRefusals() async throws {
-        let g = try await Gateway.start()
+    @Test(arguments: Backend.available) func registrationAndTokenRefusals(_ backend: Backend) async throws {
+        let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
         let (agent, client, secret) = try await g.registeredAgent()
         // The same agent id again.
