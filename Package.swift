@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "ATHGateway",
             dependencies: [
-                "ATHCore", "ATHServer", "ATHStore", "ATHStoreSQLite", "ATHIdentity",
+                "ATHCore", "ATHServer", "ATHStore", "ATHStoreSQLite", "ATHStorePostgres", "ATHIdentity",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

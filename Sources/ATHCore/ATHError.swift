@@ -93,6 +93,9 @@ public struct ATHError: Error, Sendable, Hashable, CustomStringConvertible {
         case operationNotMapped = "OPERATION_NOT_MAPPED"
         case upstreamUnavailable = "UPSTREAM_UNAVAILABLE"
         case upstreamTimeout = "UPSTREAM_TIMEOUT"
+        /// The server's database could not be reached or did not answer in time: nothing was
+        /// changed, the same request may succeed shortly.
+        case storeUnavailable = "STORE_UNAVAILABLE"
         case internalError = "INTERNAL_ERROR"
     }
 
@@ -140,13 +143,15 @@ extension ATHError.Code {
         case .internalError: 500
         case .oauthError, .upstreamUnavailable: 502
         case .upstreamTimeout: 504
+        case .storeUnavailable: 503
         }
     }
 
     /// Whether repeating the same request later can succeed without changing it.
     public var retryable: Bool {
         switch self {
-        case .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime, .upstreamUnavailable, .upstreamTimeout:
+        case .rateLimited, .internalError, .confirmationTimeout, .outsideAccessTime, .upstreamUnavailable, .upstreamTimeout,
+            .storeUnavailable:
             true
         default: false
         }

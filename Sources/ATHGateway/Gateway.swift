@@ -24,7 +24,9 @@ public final class Gateway: Sendable {
     /// `ath authz`'s listener for nginx and Envoy (nil for `ath gateway`).
     public let authz: RunningServer?
     public let service: ATHService
-    public let store: SQLiteStore
+    public let store: any ATHStore & OAuthAPIStore
+    /// The store as opened, closed at `stop`.
+    let opened: StoreLocation.Opened
     let mode: Mode
     let upstreamClient: HTTPClient
     let webhook: WebhookConfirmationChannel?
@@ -37,7 +39,7 @@ public final class Gateway: Sendable {
     public var baseURL: String { server.baseURL }
 
     private init(
-        configuration: GatewayConfiguration, mode: Mode, server: RunningServer, authz: RunningServer?, service: ATHService, store: SQLiteStore,
+        configuration: GatewayConfiguration, mode: Mode, server: RunningServer, authz: RunningServer?, service: ATHService, opened: StoreLocation.Opened,
         upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?, sealer: SecretSealer, routes: Routes, mainRoutes: RouteTable,
         checkRoutes: RouteTable?
     ) {
@@ -45,7 +47,8 @@ public final class Gateway: Sendable {
         self.server = server
         self.authz = authz
         self.service = service
-        self.store = store
+        self.opened = opened
+        self.store = opened.store
         self.upstreamClient = upstreamClient
         self.webhook = webhook
         self.sealer = sealer
@@ -77,12 +80,14 @@ public final class Gateway: Sendable {
         } catch {
             throw GatewayConfigurationError(key: "server.key_file", problem: "is not a P-256 or Ed25519 private key (PEM): make one with `ath keygen`")
         }
-        let store: SQLiteStore
+        let opened: StoreLocation.Opened
         do {
-            store = try SQLiteStore(path: configuration.storePath)
+            opened = try await configuration.store.open(logger: logger)
         } catch {
-            throw GatewayConfigurationError(key: "store.sqlite", problem: "cannot open \(configuration.storePath): \(error)")
+            let key = if case .postgres = configuration.store { "store.postgres" } else { "store.sqlite" }
+            throw GatewayConfigurationError(key: key, problem: "cannot open \(configuration.store.description): \(error)")
         }
+        let store = opened.store
         var trust: AgentTrust?
         var tls: ServerTLS?
         if let t = configuration.tls {
@@ -144,10 +149,11 @@ public final class Gateway: Sendable {
         } catch {
             await authz?.stop()
             try? await upstreamClient.shutdown()
+            await opened.close()
             throw error
         }
         return Gateway(
-            configuration: configuration, mode: mode, server: server, authz: authz, service: service, store: store,
+            configuration: configuration, mode: mode, server: server, authz: authz, service: service, opened: opened,
             upstreamClient: upstreamClient, webhook: webhook, sealer: sealer, routes: routes, mainRoutes: mainRoutes, checkRoutes: checkRoutes)
     }
 
@@ -160,7 +166,7 @@ public final class Gateway: Sendable {
     }
 
     static func routes(
-        _ configuration: GatewayConfiguration, mode: Mode, service: ATHService, store: SQLiteStore, upstreamClient: HTTPClient,
+        _ configuration: GatewayConfiguration, mode: Mode, service: ATHService, store: any ATHStore & OAuthAPIStore, upstreamClient: HTTPClient,
         sealer: SecretSealer, previous: OAuthAPIService?
     ) -> Routes {
         let forwarder = UpstreamForwarder(httpClient: upstreamClient)
@@ -238,7 +244,7 @@ public final class Gateway: Sendable {
             ("gateway.public_url", a.publicURL == b.publicURL), ("gateway.listen", a.host == b.host && a.port == b.port),
             ("gateway.insecure_http", a.insecureHTTP == b.insecureHTTP), ("gateway.dev_mode", a.devMode == b.devMode),
             ("server.did", a.serverDID == b.serverDID), ("server.key_file", a.serverKeyFile == b.serverKeyFile),
-            ("store.sqlite", a.storePath == b.storePath), ("tls", a.tls == b.tls), ("limits", a.limits == b.limits),
+            ("store", a.store == b.store), ("tls", a.tls == b.tls), ("limits", a.limits == b.limits),
             ("handshake (or the scopes of an ath service)", a.policy == b.policy),
             ("confirmation", a.webhook?.url == b.webhook?.url && a.webhook?.secretFile == b.webhook?.secretFile),
             ("authz.listen", a.authzHost == b.authzHost && a.authzPort == b.authzPort),
@@ -255,5 +261,6 @@ public final class Gateway: Sendable {
         try? await upstreamClient.shutdown()
         await webhook?.shutdown()
         await service.refusals.flush()
+        await opened.close()
     }
 }

@@ -1,5 +1,6 @@
 import ATHCore
 import ATHServer
+import ATHStorePostgres
 import Configuration
 import Foundation
 import HTTPTypes
@@ -20,7 +21,8 @@ public struct GatewayConfiguration: Sendable {
     public var devMode: Bool
     public var serverDID: DID
     public var serverKeyFile: String
-    public var storePath: String
+    /// `store.sqlite` (the default, `gateway.sqlite`) or `store.postgres` for several instances.
+    public var store: StoreLocation
     public var tls: TLS?
     public var limits: ConnectionLimits
     public var policy: ServerPolicy
@@ -126,7 +128,26 @@ public struct GatewayConfiguration: Sendable {
         }
         serverDID = try keys.parse("server.did") { try DID($0) }
         serverKeyFile = file(try keys.string("server.key_file"))
-        storePath = file(try keys.optionalString("store.sqlite") ?? "gateway.sqlite")
+        if let url = try keys.optionalString("store.postgres") {
+            guard try keys.optionalString("store.sqlite") == nil else {
+                throw GatewayConfigurationError(key: "store.postgres", problem: "excludes store.sqlite: one store")
+            }
+            do {
+                _ = try PostgresStoreConfiguration(url: url)
+            } catch {
+                throw GatewayConfigurationError(key: "store.postgres", problem: "\(error)")
+            }
+            if (try? PostgresStoreConfiguration(url: url))?.password != nil {
+                throw GatewayConfigurationError(
+                    key: "store.postgres", problem: "holds a password: keep it in store.postgres_password_file, out of the configuration")
+            }
+            store = .postgres(
+                url: url, passwordFile: try keys.optionalString("store.postgres_password_file").map(file),
+                maximumConnections: try keys.optionalInt("store.max_connections", in: 1...1000) ?? 20,
+                operationTimeoutSeconds: try keys.optionalInt("store.operation_timeout_seconds", in: 1...300) ?? 5)
+        } else {
+            store = .sqlite(path: file(try keys.optionalString("store.sqlite") ?? "gateway.sqlite"))
+        }
 
         if let certificate = try keys.optionalString("tls.certificate_file") {
             let clientCA = try keys.optionalString("tls.client_ca_file").map(file)

@@ -91,7 +91,15 @@ enum PostgresMigrations {
                 "CREATE INDEX oauth_token_expiry ON oauth_token (expires_at)",
                 "CREATE INDEX oauth_token_client ON oauth_token (client_id)",
             ]
-        )
+        ),
+        (
+            // Proof nonces every instance must see (`SharedProofNonces`): one row a protected request.
+            "v2-proof-nonces",
+            [
+                "CREATE TABLE proof_nonce (key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+                "CREATE INDEX proof_nonce_expiry ON proof_nonce (expires_at)",
+            ]
+        ),
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

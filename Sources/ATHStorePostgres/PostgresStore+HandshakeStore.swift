@@ -29,6 +29,7 @@ extension PostgresStore: HandshakeStore {
                 AND NOT EXISTS (SELECT 1 FROM grant_record g WHERE g.handshake_id = h.id) RETURNING 1
                 """, self.logger)
             let nonces = try await c.changed("DELETE FROM nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
+                + c.changed("DELETE FROM proof_nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
             return (handshakes, nonces)
         }
     }

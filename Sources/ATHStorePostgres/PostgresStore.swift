@@ -32,8 +32,9 @@ public final class PostgresStore: Sendable {
     {
         let store = PostgresStore(client: PostgresClient(configuration: configuration.client), configuration: configuration, logger: logger)
         do {
-            // Start-up waits longer than a request: instances starting together queue on the
-            // migration lock, and the first creates every table.
+            // Reachable at all, within a request's time; then the schema, which may wait longer:
+            // instances starting together queue on the migration lock, the first creates every table.
+            _ = try await store.read { connection in try await connection.value(Int32.self, "SELECT 1", logger) }
             try await store.transaction(timeout: max(configuration.operationTimeout, .seconds(60))) { connection in
                 try await PostgresMigrations.apply(on: connection, logger: logger)
             }

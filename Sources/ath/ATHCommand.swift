@@ -182,6 +182,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve the example shopping platform with ATH on loopback.")
 
     @Option(help: "SQLite file.") var store: String = "ath.sqlite"
+    @OptionGroup var database: DatabaseOptions
     @Option(help: "The server's private key file (generated with `ath keygen`).") var key: String
     @Option(help: "Port (0 picks a free one).") var port: Int = 8080
     @Option(help: "Also serve the session layer's raw TCP transport on this loopback port (0: a free one).") var sessionTCPPort: Int?
@@ -226,7 +227,8 @@ struct Serve: AsyncParsableCommand {
         let trust = try tls.trust()
         executor.apply()
         connections.raiseDescriptorLimit()
-        let db = try SQLiteStore(path: store)
+        let opened = try await database.location(sqlite: store).open()
+        let db = opened.store
         for entry in register {
             let parts = entry.split(separator: ":", maxSplits: 1)
             guard parts.count == 2, let kind = Account.Kind(rawValue: String(parts[0])) else { throw ValidationError("bad --register \(entry)") }
@@ -262,7 +264,7 @@ struct Serve: AsyncParsableCommand {
         var serverTLS = try tls.serverTLS(trust: trust)
         serverTLS?.auditRefusals(to: service)
         let server = try await RunningServer.start(router, port: port, tls: serverTLS, sessionChannels: sessions, limits: connections.limits)
-        print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(store); admin API token in \(tokenFile))")
+        print("\(ShoppingPlatform.did) listening on \(server.baseURL) (store \(try database.location(sqlite: store).description); admin API token in \(tokenFile))")
         var tcp: SessionTCPListener?
         var udp: SessionUDPListener?
         if let sessionTCPPort { tcp = try await SessionTCPListener.start(channels: sessions, port: sessionTCPPort, tls: serverTLS) }

@@ -1,6 +1,6 @@
 import ATHCore
 import ATHStore
-import ATHStoreSQLite
+import ATHGateway
 import ArgumentParser
 import Foundation
 
@@ -13,11 +13,13 @@ struct AuditCommand: AsyncParsableCommand {
 
     struct StoreOption: ParsableArguments {
         @Option(help: "The SQLite store `ath serve` uses.") var store: String = "ath.sqlite"
+        @OptionGroup var database: DatabaseOptions
 
         /// An existing store only: opening a path that holds none would create an empty one.
-        func open() throws -> SQLiteStore {
-            guard FileManager.default.fileExists(atPath: store) else { throw ValidationError("no store at \(store)") }
-            return try SQLiteStore(path: store)
+        func open() async throws -> any AuditLog {
+            let location = try database.location(sqlite: store)
+            if case .sqlite = location, !FileManager.default.fileExists(atPath: store) { throw ValidationError("no store at \(store)") }
+            return try await location.open().store
         }
     }
 
@@ -35,7 +37,7 @@ struct AuditCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let db = try store.open()
+            let db = try await store.open()
             let filtered = event != nil || party != nil
             var shown: [AuditRecord] = []
             if after == nil && !filtered {
@@ -85,7 +87,7 @@ struct AuditCommand: AsyncParsableCommand {
                 }
                 expected = (sequence, String(parts[1]))
             }
-            let result = try await AuditChain.verify(try store.open(), anchor: expected)
+            let result = try await AuditChain.verify(try await store.open(), anchor: expected)
             if json {
                 print(String(decoding: try CanonicalJSON.bytes(of: result), as: UTF8.self))
             } else if let broken = result.brokenAt {

@@ -63,7 +63,7 @@ struct GatewayOptions: ParsableArguments {
         } catch let error as GatewayConfigurationError {
             throw ValidationError("configuration: \(error)")
         }
-        print("gateway \(configuration.serverDID) listening on \(gateway.baseURL) as \(configuration.publicURL) (store \(configuration.storePath))")
+        print("gateway \(configuration.serverDID) listening on \(gateway.baseURL) as \(configuration.publicURL) (store \(configuration.store.description))")
         if let authz = gateway.authz { print("external authorization (nginx, Envoy) on \(authz.baseURL)/ath/authz/") }
         fflush(nil)
         // SIGHUP: read the file (and --set) again and apply what a reload can (Gateway.reload);

@@ -126,6 +126,10 @@ import Testing
         ("native_app: \"github\"", "native_app: \"github\"\n  revocation_recheck_seconds: 600", "oauth.revocation_recheck_seconds"),
         ("token_file: \"admin-token\"", "token_file: \"shop-api-key\"", "admin.token_file"),
         ("token_file: \"admin-token\"", "token_file: \"missing-file\"", "admin.token_file"),
+        ("  sqlite: \"gateway.sqlite\"", "  postgres: \"mysql://db/ath\"", "store.postgres"),
+        ("  sqlite: \"gateway.sqlite\"", "  postgres: \"postgres://ath:secret@db/ath\"", "store.postgres"),
+        ("  sqlite: \"gateway.sqlite\"", "  sqlite: \"gateway.sqlite\"\n  postgres: \"postgres://ath@db/ath\"", "store.postgres"),
+        ("  sqlite: \"gateway.sqlite\"", "  postgres: \"postgres://ath@db/ath\"\n  max_connections: 0", "store.max_connections"),
     ])
     func brokenConfigurationsNameTheirKey(_ find: String, _ replace: String, _ key: String) async throws {
         let yaml = try Self.example
@@ -137,6 +141,46 @@ import Testing
 
     /// What only starting finds (files that do not read) stops the start, naming the key,
     /// before anything listens.
+    /// Two gateways on one PostgreSQL database, as behind a load balancer: a handshake made
+    /// through one is honoured by the other, a proof used on one is a replay on the other, and a
+    /// revocation through one holds on both.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func twoInstancesOnOnePostgreSQLDatabase() async throws {
+        try await TestPostgres.withDatabase { url in
+            let upstream = try await MockOAuthProvider.start()
+            let yaml = try Self.loopback(upstream: upstream, changes: [("  sqlite: \"gateway.sqlite\"", "  postgres: \"\(url)\"")])
+            #expect(yaml.contains("postgres:"))
+            let dir = try Self.folder(yaml)
+            let configuration = try await GatewayConfiguration.load(file: dir.appendingPathComponent("gateway.yaml").path, environment: [:])
+            let (a, b) = (try await Gateway.start(configuration), try await Gateway.start(configuration))
+            let (session, _, _) = try await Self.handshake(a, at: a.baseURL, scopes: ["goods:read"])
+            #expect(try await session.get("/shop/plain/goods/1").status == 201)
+            let headers = await session.authHeaders("GET", "/shop/plain/goods/2", Data())
+            #expect(try await HardeningTests.send(b.baseURL, .GET, "/shop/plain/goods/2", headers: headers).status == 201)
+            // The same proof again, on the other instance, and on the same one: a replay both times.
+            for gateway in [a, b] {
+                let replay = try await HardeningTests.send(gateway.baseURL, .GET, "/shop/plain/goods/2", headers: headers)
+                #expect(replay.status == 401 && replay.code == "PROOF_REPLAYED", "\(replay.status) \(replay.code ?? "-")")
+            }
+            // Many fresh proofs at once, spread over both instances: all admitted (batched records).
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<40 {
+                    let proof = await session.authHeaders("GET", "/shop/plain/goods/\(i)", Data())
+                    let base = i % 2 == 0 ? a.baseURL : b.baseURL
+                    group.addTask { try await HardeningTests.send(base, .GET, "/shop/plain/goods/\(i)", headers: proof).status }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == 201 }, "\(statuses)")
+            // Revoked through B's admin API: refused by A (whose cache of the grant is bounded).
+            let admin = ATHAdminClient(baseURL: b.baseURL, adminToken: try #require(configuration.adminToken))
+            try await admin.revokeGrant(await session.grant.grantID)
+            try await Task.sleep(for: .milliseconds(2500))
+            await #expect { try await session.get("/shop/plain/goods/3") } throws: { ATHError.code($0) == .tokenRevoked }
+            for gateway in [a, b] { await gateway.stop() }
+            await upstream.stop()
+        }
+    }
+
     /// With `admin.token_file`, the gateway serves the admin API: accounts as `ath serve` does,
     /// and ending a v0.1 registration; without its token, nothing.
     @Test func theAdminAPIAnswersItsTokenOnly() async throws {

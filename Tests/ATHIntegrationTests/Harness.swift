@@ -31,13 +31,16 @@ struct Harness {
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
         sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods,
-        limits: ConnectionLimits = .init(), retention: ATHService.Retention = .init(), backend: Backend = .sqlite
+        limits: ConnectionLimits = .init(), retention: ATHService.Retention = .init(), backend: Backend = .sqlite,
+        store given: (any ATHStore)? = nil
     ) async throws -> Harness {
         let dir = storeDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("ath-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let store: any ATHStore
         var database: (store: PostgresStore, url: String, name: String)?
         switch backend {
+        case _ where given != nil:
+            store = given!
         case .sqlite:
             store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         case .postgres:

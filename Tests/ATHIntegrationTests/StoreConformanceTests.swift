@@ -122,6 +122,29 @@ enum StoreConformance {
         }
     }
 
+    /// Proof nonces across instances: within a batch and between batches racing on several
+    /// instances, each key is granted once.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func postgresSharedProofNonces() async throws {
+        try await TestPostgres.withDatabase { url in
+            let (a, b) = (try await PostgresStore.open(url: url), try await PostgresStore.open(url: url))
+            let first = try await a.recordProofNonces(
+                [ProofNonce(key: "k1", expiresAt: 100), ProofNonce(key: "k2", expiresAt: 100), ProofNonce(key: "k1", expiresAt: 100)], now: 10)
+            #expect(first == [true, true, false], "a key twice in one batch: the second is a replay")
+            #expect(try await b.recordProofNonces([ProofNonce(key: "k2", expiresAt: 100), ProofNonce(key: "k3", expiresAt: 100)], now: 20) == [false, true])
+            #expect(try await b.recordProofNonces([ProofNonce(key: "k1", expiresAt: 300)], now: 101) == [true], "expired: usable again")
+            let keys = (0..<50).map { "race-\($0)" }
+            let granted = try await withThrowingTaskGroup(of: [Bool].self) { group in
+                for store in [a, b, a, b] {
+                    group.addTask { try await store.recordProofNonces(keys.shuffled().map { ProofNonce(key: $0, expiresAt: 500) }, now: 30) }
+                }
+                return try await group.reduce(0) { $0 + $1.filter { $0 }.count }
+            }
+            #expect(granted == keys.count, "each key once, whichever instance's batch won it")
+            await a.close()
+            await b.close()
+        }
+    }
+
     @Test func databaseURLs() throws {
         let remote = try PostgresStoreConfiguration(url: "postgresql://svc:p%40ss@db.internal:6432/ath")
         #expect(remote.host == "db.internal" && remote.port == 6432 && remote.username == "svc" && remote.password == "p@ss")

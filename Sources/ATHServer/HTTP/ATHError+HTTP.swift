@@ -1,4 +1,5 @@
 import ATHCore
+import ATHStore
 import Foundation
 import Hummingbird
 import Logging
@@ -14,7 +15,7 @@ extension ATHError: HTTPResponseError {
         if httpStatus == 401 {
             response.headers[.wwwAuthenticate] = "ATH realm=\"ath\", error=\"\(code.rawValue)\""
         }
-        if code == .rateLimited { response.headers[.retryAfter] = "1" }
+        if code == .rateLimited || code == .storeUnavailable { response.headers[.retryAfter] = "1" }
         return response
     }
 }
@@ -37,6 +38,9 @@ public struct ErrorShapeMiddleware<Context: RequestContext>: RouterMiddleware {
             case .notFound: throw ATHError(.handshakeNotFound, "no such endpoint")
             default: throw ATHError(.malformedMessage, error.body ?? "bad request")
             }
+        } catch StoreError.unavailable(let why) {
+            context.logger.warning("store unavailable: \(why)")
+            throw ATHError(.storeUnavailable, "the server's database is unavailable; retry shortly")
         } catch {
             context.logger.error("unexpected error: \(error)")
             throw ATHError(.internalError, "the server failed to handle this request")

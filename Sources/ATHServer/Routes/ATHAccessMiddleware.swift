@@ -99,7 +99,7 @@ extension ATHService {
             method: request.method.rawValue, target: request.uri.description, authorization: authorization, proof: proof,
             body: Array(body.readableBytesView), remoteSocket: remoteAddress)
         do {
-            return (try decide(facts, known, scope: scope, now: now), request)
+            return (try await decide(facts, known, scope: scope, now: now), request)
         } catch let error as ATHError {
             throw refused(request, remoteAddress, error)
         }

@@ -45,7 +45,7 @@ extension ATHService {
     public func authorize(_ facts: RequestFacts, scope: String?) async throws -> VerifiedAccess {
         let now = clock()
         do {
-            return try decide(facts, try await knownAccess(authorization: facts.authorization, now: now), scope: scope, now: now)
+            return try await decide(facts, try await knownAccess(authorization: facts.authorization, now: now), scope: scope, now: now)
         } catch let error as ATHError {
             recordRefusal(error, method: facts.method, target: facts.target, remoteAddress: facts.remoteAddress, now: now)
             throw error
@@ -99,7 +99,7 @@ extension ATHService {
     /// The decision, in the documented order: proof of possession (MAC, time, not replayed),
     /// then the token's standing, scope and restrictions. What was loaded beforehand only
     /// decides in its turn, so a request without a valid proof learns nothing of the token.
-    func decide(_ facts: RequestFacts, _ known: Known, scope: String?, now: Date) throws -> VerifiedAccess {
+    func decide(_ facts: RequestFacts, _ known: Known, scope: String?, now: Date) async throws -> VerifiedAccess {
         let claims = known.token.claims
         guard let proofHeader = facts.proof else {
             throw ATHError(.proofMissing, "\(PossessionProof.header) is required with an ATH access token")
@@ -111,8 +111,20 @@ extension ATHService {
         guard proof.timestamp >= startedAt else {
             throw ATHError(.proofInvalid, "this ATH-Proof is dated before the server started; make a new one")
         }
-        guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: proof.timestamp + Freshness.maxSkew, now: Freshness.unix(now))
+        let expiresAt = proof.timestamp + Freshness.maxSkew
+        guard proofNonces.insert(scope: claims.sid, nonce: proof.nonce, expiresAt: expiresAt, now: Freshness.unix(now))
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
+        // Seen here first; with several instances, the shared record decides (a replay of a
+        // proof another instance admitted is refused the same way).
+        if let shared = sharedProofNonces {
+            do {
+                guard try await shared.admit(session: claims.sid, nonce: proof.nonce, expiresAt: expiresAt) else {
+                    throw ATHError(.proofReplayed, "this ATH-Proof was already used")
+                }
+            } catch StoreError.unavailable {
+                throw ATHError(.storeUnavailable, "the replay check could not reach the server's database; retry with a new proof")
+            }
+        }
         try checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: known.token.sharedClaims, grant: known.state.sharedGrant)
     }

@@ -20,6 +20,9 @@ public final class ATHService: Sendable {
     let clock: @Sendable () -> Date
     let limiter = SlidingWindowLimiter()
     let proofNonces = ReplayCache()
+    /// With a store that several instances share, every admitted proof nonce is also recorded
+    /// there (`SharedProofNonceCheck`); nil for a store of one instance.
+    let sharedProofNonces: SharedProofNonceCheck?
     /// Seals session secrets before they reach the store.
     let sealer: SecretSealer
     /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
@@ -94,6 +97,7 @@ public final class ATHService: Sendable {
         self.store = store
         self.channel = channel
         self.clock = clock
+        sharedProofNonces = (store as? any SharedProofNonces).map { SharedProofNonceCheck(store: $0, clock: clock) }
         self.logger = logger
         refusals = RefusalAudit(store: store, logger: logger)
         self.sealer = sealer ?? SecretSealer(derivedFrom: identity.tokenKey)
