@@ -60,13 +60,21 @@ public final class PostgresStore: Sendable {
 
     /// One transaction: committed when `body` returns, rolled back when it throws (its error is
     /// rethrown as it was). Past the operation timeout, or when the database is unreachable,
-    /// `StoreError.unavailable`.
+    /// `StoreError.unavailable`, and the transaction rolls back (unless its COMMIT was already
+    /// on its way, as with any client that stops waiting).
     func transaction<T: Sendable>(
         timeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         try await bounded(timeout ?? configuration.operationTimeout) {
             do {
-                return try await self.client.withTransaction(logger: self.logger) { connection in try await body(connection) }
+                return try await self.client.withTransaction(logger: self.logger) { connection in
+                    // Past the timeout the caller was told "unavailable": a connection leased
+                    // late, or a body that finishes late, rolls back instead of committing.
+                    try Task.checkCancellation()
+                    let value = try await body(connection)
+                    try Task.checkCancellation()
+                    return value
+                }
             } catch let error as PostgresTransactionError {
                 if let inner = error.closureError { throw self.mapped(inner) }
                 throw self.mapped(error.beginError ?? error.commitError ?? error)
