@@ -100,6 +100,14 @@ enum PostgresMigrations {
                 "CREATE INDEX proof_nonce_expiry ON proof_nonce (expires_at)",
             ]
         ),
+        (
+            // Rate counters every instance adds to (`SharedRateCounters`).
+            "v3-rate-counters",
+            [
+                "CREATE TABLE rate_counter (key TEXT NOT NULL, window_start BIGINT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (key, window_start))",
+                "CREATE INDEX rate_counter_window ON rate_counter (window_start)",
+            ]
+        ),
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

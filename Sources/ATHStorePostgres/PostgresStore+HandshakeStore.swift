@@ -30,6 +30,8 @@ extension PostgresStore: HandshakeStore {
                 """, self.logger)
             let nonces = try await c.changed("DELETE FROM nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
                 + c.changed("DELETE FROM proof_nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
+            // Counters of windows that ended over two days ago (a day is the longest window).
+            try await c.query("DELETE FROM rate_counter WHERE window_start < \(now - 2 * 86_400)", logger: self.logger)
             return (handshakes, nonces)
         }
     }

@@ -145,6 +145,30 @@ enum StoreConformance {
         }
     }
 
+    /// Rate counters: every instance's counts add up, a batch may name a counter twice, and the
+    /// previous window's total comes back with the current one.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func postgresSharedRateCounters() async throws {
+        try await TestPostgres.withDatabase { url in
+            let (a, b) = (try await PostgresStore.open(url: url), try await PostgresStore.open(url: url))
+            #expect(try await a.addRateCounts([RateCount(key: "g", windowStart: 60, window: 60, add: 3)]) == [RateTotals(current: 3, previous: 0)])
+            let both = try await b.addRateCounts([
+                RateCount(key: "g", windowStart: 60, window: 60, add: 2), RateCount(key: "g", windowStart: 60, window: 60, add: 1),
+                RateCount(key: "g", windowStart: 120, window: 60, add: 0),
+            ])
+            #expect(both == [RateTotals(current: 6, previous: 0), RateTotals(current: 6, previous: 0), RateTotals(current: 0, previous: 6)])
+            let racing = try await withThrowingTaskGroup(of: Void.self) { group in
+                for store in [a, b, a, b] {
+                    group.addTask { _ = try await store.addRateCounts((0..<20).map { RateCount(key: "k\($0 % 5)", windowStart: 0, window: 60, add: 1) }) }
+                }
+                try await group.waitForAll()
+                return try await a.addRateCounts((0..<5).map { RateCount(key: "k\($0)", windowStart: 0, window: 60, add: 0) })
+            }
+            #expect(racing.map(\.current) == [16, 16, 16, 16, 16], "four batches of four counts each, for each key")
+            await a.close()
+            await b.close()
+        }
+    }
+
     @Test func databaseURLs() throws {
         let remote = try PostgresStoreConfiguration(url: "postgresql://svc:p%40ss@db.internal:6432/ath")
         #expect(remote.host == "db.internal" && remote.port == 6432 && remote.username == "svc" && remote.password == "p@ss")

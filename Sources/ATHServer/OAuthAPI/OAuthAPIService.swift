@@ -53,8 +53,8 @@ public struct OAuthAPIService: Sendable {
     let documents: AgentIdentityDocuments
     let exchange: ProviderCodeExchange
     let clock: @Sendable () -> Date
-    /// Per process, as the handshake's rate counters are (issue 17 shares them).
-    let limiter = SlidingWindowLimiter()
+    /// Each agent's calls: in this process, or shared by every instance when the store is.
+    let limiter: any RateLimiting
     private(set) var admitted: AdmittedTokens
 
     public init(
@@ -68,6 +68,7 @@ public struct OAuthAPIService: Sendable {
         self.exchange = ProviderCodeExchange(http: httpClient)
         self.clock = clock
         self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
+        limiter = (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
     }
 
     /// The same service with a new configuration (a gateway's reload): the rate counters and,
@@ -208,7 +209,7 @@ public struct OAuthAPIService: Sendable {
         guard attestation.agentID == request.agent_id else {
             throw ATHError(.invalidAttestation, "the attestation's sub is not agent_id \(request.agent_id.prefix(256))")
         }
-        try limit(request.agent_id, now: now)
+        try await limit(request.agent_id, now: now)
         let approvals = request.requested_providers.map { asked -> AgentRegistration.ProviderApproval in
             guard let provider = configuration.provider(asked.provider_id) else {
                 return .init(providerID: asked.provider_id, approvedScopes: [], deniedScopes: asked.scopes, denialReason: "provider not offered")
@@ -279,7 +280,7 @@ public struct OAuthAPIService: Sendable {
         guard let registration = try await store.registration(clientID: clientID) else {
             throw ATHError(.agentNotRegistered, "no agent is registered with this client_id")
         }
-        try limit(registration.agentID, now: now)
+        try await limit(registration.agentID, now: now)
         try checkApproved(registration, now: now)
         let redirect: String
         if let asked = request.user_redirect_uri {
@@ -553,7 +554,7 @@ public struct OAuthAPIService: Sendable {
         guard let agentHeader, agentHeader == token.agentID else {
             throw ATHError(.agentIdentityMismatch, "X-ATH-Agent-ID must name the agent the token was issued to")
         }
-        try limit(token.agentID, now: now)
+        try await limit(token.agentID, now: now)
         guard providerID == token.providerID else {
             throw ATHError(.providerMismatch, "this token is for provider \(token.providerID), not \(providerID.prefix(64))")
         }
@@ -645,14 +646,18 @@ public struct OAuthAPIService: Sendable {
         guard OpaqueSecret.matches(secret, digest: registration.secretDigest) else {
             throw ATHError(.invalidClient, "client_secret is not this client's")
         }
-        try limit(registration.agentID, now: clock())
+        try await limit(registration.agentID, now: clock())
         return registration
     }
 
     /// One call of `agentID` against `agentRateLimit`: RATE_LIMITED past it.
-    func limit(_ agentID: String, now: Date) throws {
+    func limit(_ agentID: String, now: Date) async throws {
         guard let rate = configuration.agentRateLimit else { return }
-        try limiter.admit("oauth:" + agentID, limit: rate, now: now)
+        do {
+            try await limiter.admit("oauth:" + agentID, limit: rate, now: now)
+        } catch StoreError.unavailable {
+            throw ATHError(.storeUnavailable, "the rate check could not reach the server's database; retry shortly")
+        }
     }
 
     func checkApproved(_ registration: AgentRegistration, now: Date) throws {

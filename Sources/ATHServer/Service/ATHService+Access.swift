@@ -125,7 +125,7 @@ extension ATHService {
                 throw ATHError(.storeUnavailable, "the replay check could not reach the server's database; retry with a new proof")
             }
         }
-        try checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
+        try await checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: known.token.sharedClaims, grant: known.state.sharedGrant)
     }
 
@@ -134,14 +134,18 @@ extension ATHService {
     func checkGrant(
         _ state: SessionState, claims: AccessTokenClaims, revoked: Bool, scope: String?, remoteAddress: @autoclosure () -> String?,
         now: Date
-    ) throws {
+    ) async throws {
         try checkStanding(state, revoked: revoked, now: now)
         if let scope, !claims.grants(scope) {
             throw ATHError(.scopeInsufficient, "this request needs scope '\(scope)', which was not granted")
         }
         try state.restrictions.checkRequest(from: remoteAddress(), at: now)
         if let rate = state.restrictions.rateLimit {
-            try limiter.admit(state.grant.id, limit: rate, now: now)
+            do {
+                try await limiter.admit(state.grant.id, limit: rate, now: now)
+            } catch StoreError.unavailable {
+                throw ATHError(.storeUnavailable, "the rate check could not reach the server's database; retry shortly")
+            }
         }
     }
 
@@ -181,7 +185,7 @@ extension ATHService {
         let now = clock()
         let state = try await sessionState(access.claims, now: now)
         let revoked = try await loadRevocation(state, claims: access.claims)
-        try checkGrant(state, claims: access.claims, revoked: revoked, scope: scope, remoteAddress: remoteAddress, now: now)
+        try await checkGrant(state, claims: access.claims, revoked: revoked, scope: scope, remoteAddress: remoteAddress, now: now)
         return VerifiedAccess(claims: access.sharedClaims, grant: state.sharedGrant)
     }
 

@@ -18,7 +18,8 @@ public final class ATHService: Sendable {
     /// Users' did:key keys with their thumbprints and credential verifiers.
     let didKeys = DIDKeyVerifiers()
     let clock: @Sendable () -> Date
-    let limiter = SlidingWindowLimiter()
+    /// Grants' `rate_limit`: in this process, or shared by every instance when the store is.
+    let limiter: any RateLimiting
     let proofNonces = ReplayCache()
     /// With a store that several instances share, every admitted proof nonce is also recorded
     /// there (`SharedProofNonceCheck`); nil for a store of one instance.
@@ -98,6 +99,7 @@ public final class ATHService: Sendable {
         self.channel = channel
         self.clock = clock
         sharedProofNonces = (store as? any SharedProofNonces).map { SharedProofNonceCheck(store: $0, clock: clock) }
+        limiter = (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
         self.logger = logger
         refusals = RefusalAudit(store: store, logger: logger)
         self.sealer = sealer ?? SecretSealer(derivedFrom: identity.tokenKey)
