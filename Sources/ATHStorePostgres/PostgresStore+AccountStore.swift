@@ -108,6 +108,7 @@ extension PostgresStore: AccountStore {
                 "UPDATE account SET suspended_at = COALESCE(suspended_at, \(now)) WHERE internal_id = \(internalID)", logger: self.logger)
             let ended = try await Self.liveGrants(of: did, now: now, on: c, self.logger).map(\.id).sorted()
             for id in ended { try await Self.revokeGrant(id, now: now, on: c, self.logger) }
+            try await Self.notify(.grants(ended), on: c, self.logger)
             try await Self.append(audit(ended), on: c, logger: self.logger)
             return ended
         }
@@ -135,6 +136,7 @@ extension PostgresStore: AccountStore {
                 if ends(grant, names.contains(grant.clientDID.value)) { ended.append(row.id) }
             }
             for id in ended { try await Self.revokeGrant(id, now: now, on: c, self.logger) }
+            try await Self.notify(.grants(ended), on: c, self.logger)
             try await Self.append(audit(ended), on: c, logger: self.logger)
             return ended
         }

@@ -140,6 +140,7 @@ extension PostgresStore: OAuthAPIStore {
                 token.revokedAt = try row["revoked_at"].decode(Int64?.self)
                 guard clientID == nil || token.clientID == clientID else { return nil }
                 try await c.query("UPDATE oauth_token SET revoked_at = \(now) WHERE digest = \(digest) AND revoked_at IS NULL", logger: self.logger)
+                try await Self.notify(.issuedToken(digest: digest), on: c, self.logger)
                 try await Self.append(audit(token), on: c, logger: self.logger)
                 return token
             }
@@ -171,6 +172,7 @@ extension PostgresStore: OAuthAPIStore {
             let digests = try await c.values(
                 String.self, "UPDATE oauth_token SET revoked_at = \(now) WHERE client_id = \(clientID) AND revoked_at IS NULL RETURNING digest",
                 self.logger)
+            try await Self.notify(.registration(clientID: clientID), on: c, self.logger)
             try await Self.append(audit, on: c, logger: self.logger)
             return digests
         }

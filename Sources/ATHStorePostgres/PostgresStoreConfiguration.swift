@@ -67,6 +67,17 @@ public struct PostgresStoreConfiguration: Sendable {
         configuration.options.maximumConnections = maximumConnections
         return configuration
     }
+
+    /// For a connection of its own (outside the pool), as LISTEN needs.
+    func connection() throws -> PostgresConnection.Configuration {
+        let mode: PostgresConnection.Configuration.TLS
+        switch tls {
+        case .disable: mode = .disable
+        case .prefer: mode = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case .require: mode = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        }
+        return PostgresConnection.Configuration(host: host, port: port, username: username, password: password, database: database, tls: mode)
+    }
 }
 
 /// A database URL that cannot be used, and why (the password never appears here).

@@ -38,7 +38,8 @@ import Testing
         }
 
         static func start(
-            devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post, rate: RateLimit? = nil, backend: Backend = .sqlite
+            devMode: Bool = false, authentication: OAuthProvider.ClientAuthentication = .post, rate: RateLimit? = nil, backend: Backend = .sqlite,
+            recheck: Int64? = nil
         ) async throws -> Gateway {
             let provider = try await MockOAuthProvider.start()
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ath-oauth-\(UUID().uuidString)")
@@ -64,6 +65,7 @@ import Testing
             var configuration = OAuthAPIService.Configuration(publicURL: server.baseURL, providers: [try provider.provider(authentication: authentication)])
             configuration.devMode = devMode
             if let rate { configuration.agentRateLimit = rate }
+            if let recheck { configuration.revocationRecheck = recheck }
             let service = OAuthAPIService(
                 configuration, store: store, sealer: SecretSealer(key: .init(size: .bits256)), httpClient: .shared,
                 documents: AgentIdentityDocuments(policy: documents))
@@ -479,6 +481,23 @@ import Testing
         await #expect { try await service.revokeRegistration(clientID: "nobody", by: "admin") } throws: { ATHError.code($0) == .agentNotRegistered }
         let audit = try await g.store.auditEvents(limit: 100).map(\.event)
         #expect(audit.filter { $0.event == "oauth.registration.revoked" && $0.subject == client }.count == 1)
+    }
+
+    /// On PostgreSQL a revocation is pushed: with a minute between standing re-reads, a token
+    /// revoked through another instance is still refused within half a second.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func aRevocationIsPushedToEveryInstance() async throws {
+        let g = try await Gateway.start(backend: .postgres, recheck: 60)
+        defer { Task { await g.stop() } }
+        let (agent, client, secret, bearer) = try await g.fullFlow()
+        let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
+        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers).status == 200)
+        let other = OAuthAPIService(
+            .init(publicURL: g.base, providers: [try g.provider.provider()]), store: g.store, sealer: SecretSealer(key: .init(size: .bits256)),
+            httpClient: .shared)
+        try await other.revoke(["token": .string(bearer), "client_id": .string(client), "client_secret": .string(secret)])
+        try await Task.sleep(for: .milliseconds(500))
+        let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
     }
 
     /// Each agent's calls are limited (RATE_LIMITED, 429), another agent's not affected.

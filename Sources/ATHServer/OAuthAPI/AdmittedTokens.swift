@@ -23,12 +23,30 @@ final class AdmittedTokens: Sendable {
     let recheckInterval: Int64
     let capacity: Int
     private let entries = Mutex<[String: Entry]>([:])
+    private let listener = Mutex<Task<Void, Never>?>(nil)
 
-    /// `recheckInterval` 0: nothing is remembered, every request reads the store.
-    init(recheckInterval: Int64, capacity: Int = 50_000) {
+    /// `recheckInterval` 0: nothing is remembered, every request reads the store. With a `feed`
+    /// (a store several instances share), revocations made through any instance are forgotten
+    /// here as they commit, not after the interval.
+    init(recheckInterval: Int64, capacity: Int = 50_000, feed: (any RevocationFeed)? = nil) {
         self.recheckInterval = recheckInterval
         self.capacity = capacity
+        guard let feed else { return }
+        let revocations = feed.revocations()
+        let task = Task { [weak self] in
+            for await revocation in revocations {
+                guard let self else { return }
+                switch revocation {
+                case .issuedToken(let digest): self.forget(digest)
+                case .registration(let clientID): self.entries.withLock { $0 = $0.filter { $0.value.token.clientID != clientID } }
+                case .grants, .token: break
+                }
+            }
+        }
+        listener.withLock { $0 = task }
     }
+
+    deinit { listener.withLock { $0?.cancel() } }
 
     /// The entry for `digest` while it needs no new reading at `now`; nil: read the store.
     func fresh(_ digest: String, now: Int64) -> Entry? {

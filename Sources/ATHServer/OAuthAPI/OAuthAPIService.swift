@@ -67,7 +67,7 @@ public struct OAuthAPIService: Sendable {
         self.documents = documents
         self.exchange = ProviderCodeExchange(http: httpClient)
         self.clock = clock
-        self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
+        self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck, feed: store as? any RevocationFeed)
         limiter = (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
     }
 
@@ -78,7 +78,7 @@ public struct OAuthAPIService: Sendable {
         var copy = self
         copy.configuration = configuration
         if configuration.revocationRecheck != self.configuration.revocationRecheck {
-            copy.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck)
+            copy.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck, feed: store as? any RevocationFeed)
         }
         return copy
     }

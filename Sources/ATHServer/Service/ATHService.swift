@@ -43,6 +43,9 @@ public final class ATHService: Sendable {
     let signals = HandshakeSignals()
     public let retention: Retention
     private let sweeper = Mutex<Task<Void, Never>?>(nil)
+    /// Applies revocations other instances commit (a store shared by several), so that this
+    /// instance drops what it cached of them at once rather than at the cache's expiry.
+    private let revocationListener = Mutex<Task<Void, Never>?>(nil)
 
     /// How long what no grant needs is kept, and how often it is looked for.
     public struct Retention: Sendable {
@@ -108,9 +111,34 @@ public final class ATHService: Sendable {
         self.retention = retention
         startedAt = Freshness.unix(clock())
         startSweeping()
+        listenForRevocations()
     }
 
-    deinit { sweeper.withLock { $0?.cancel() } }
+    deinit {
+        sweeper.withLock { $0?.cancel() }
+        revocationListener.withLock { $0?.cancel() }
+    }
+
+    private func listenForRevocations() {
+        guard let feed = store as? any RevocationFeed else { return }
+        let revocations = feed.revocations()
+        let task = Task { [weak self] in
+            for await revocation in revocations {
+                guard let self else { return }
+                self.apply(revocation)
+            }
+        }
+        revocationListener.withLock { $0 = task }
+    }
+
+    /// Drops what this instance cached of a revoked grant or token.
+    func apply(_ revocation: Revocation) {
+        switch revocation {
+        case .grants(let ids): forget(grants: ids)
+        case .token(let jti, let session): sessions.withLock { $0[session] }?.tokenRevoked.withLock { $0[jti] = true }
+        case .issuedToken, .registration: break
+        }
+    }
 
     private func startSweeping() {
         let interval = retention.sweepInterval
