@@ -189,11 +189,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Also serve the session layer's UDP transport on this loopback port (0: a free one).") var sessionUDPPort: Int?
     @Option(help: "Register an account unless it exists: kind:did=keyfile.pub.pem=name (repeatable; kind user or agent).")
     var register: [String] = []
-    @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token")
+    @Option(help: "File holding the admin API token (created with a random token, mode 0600, if absent). Default: <store>.admin-token (with --database: ath.admin-token)")
     var adminTokenFile: String?
     @Option(help: "Also push each confirmation request to this URL (signed, retried); the user still answers through the API.")
     var webhookURL: String?
-    @Option(help: "File holding the webhook's shared secret (created at random, mode 0600, if absent). Default: <store>.webhook-secret")
+    @Option(help: "File holding the webhook's shared secret (created at random, mode 0600, if absent). Default: <store>.webhook-secret (with --database: ath.webhook-secret)")
     var webhookSecretFile: String?
     @OptionGroup var tls: ServeTLSOptions
     @Option(help: "Let users sign in with this OpenID Connect provider (its issuer URL) in the console and the user API.")
@@ -222,6 +222,10 @@ struct Serve: AsyncParsableCommand {
             .init(issuer: oidcIssuer, clientID: oidcClientID, clientSecret: secret, redirectURI: base + "/ath/console/oidc/callback"))
     }
 
+    /// Where the secrets the server makes for itself are kept by default: beside the SQLite file,
+    /// or, on PostgreSQL (no file of its own), as ath.* in the working directory.
+    var secretsPrefix: String { database.database == nil ? store : "ath" }
+
     func run() async throws {
         let openID = try openID()
         let trust = try tls.trust()
@@ -244,7 +248,7 @@ struct Serve: AsyncParsableCommand {
         var webhook: WebhookConfirmationChannel?
         if let webhookURL {
             guard port != 0 else { throw ValidationError("--webhook-url needs a fixed --port: pushes name the URL to answer at") }
-            let secretFile = webhookSecretFile ?? store + ".webhook-secret"
+            let secretFile = webhookSecretFile ?? secretsPrefix + ".webhook-secret"
             let secret = SymmetricKey(data: Data(try Self.secret(at: secretFile, named: "webhook secret").utf8))
             // The push names where to answer: this server, which listens on loopback.
             let hook = WebhookConfirmationChannel(
@@ -259,7 +263,7 @@ struct Serve: AsyncParsableCommand {
         // The encrypted session layer: HTTP and WebSocket on the same port, TCP and UDP if asked.
         let sessions = SessionChannels(service: service, methods: ShoppingPlatform.sessionMethods)
         let router = ShoppingPlatform.router(service: service, channels: sessions)
-        let tokenFile = adminTokenFile ?? store + ".admin-token"
+        let tokenFile = adminTokenFile ?? secretsPrefix + ".admin-token"
         AdminRoutes<ATHRequestContext>(service: service, adminToken: try Self.secret(at: tokenFile, named: "admin token")).register(on: router)
         var serverTLS = try tls.serverTLS(trust: trust)
         serverTLS?.auditRefusals(to: service)
