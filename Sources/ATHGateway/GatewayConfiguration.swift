@@ -132,12 +132,13 @@ public struct GatewayConfiguration: Sendable {
             guard try keys.optionalString("store.sqlite") == nil else {
                 throw GatewayConfigurationError(key: "store.postgres", problem: "excludes store.sqlite: one store")
             }
+            let parsed: PostgresStoreConfiguration
             do {
-                _ = try PostgresStoreConfiguration(url: url)
+                parsed = try PostgresStoreConfiguration(url: url)
             } catch {
                 throw GatewayConfigurationError(key: "store.postgres", problem: "\(error)")
             }
-            if (try? PostgresStoreConfiguration(url: url))?.password != nil {
+            if parsed.password != nil {
                 throw GatewayConfigurationError(
                     key: "store.postgres", problem: "holds a password: keep it in store.postgres_password_file, out of the configuration")
             }

@@ -115,13 +115,13 @@ public final class PostgresStore: Sendable {
     /// nothing, to keep bound values out of messages that reach clients).
     func mapped(_ error: any Error) -> any Error {
         guard let error = error as? PSQLError else { return error }
-        defer {
-            if case StoreError.unavailable = Self.classified(error) {} else { logger.error("database error: \(String(reflecting: error))") }
-        }
-        return Self.classified(error)
+        if let unavailable = Self.unavailable(error) { return unavailable }
+        logger.error("database error: \(String(reflecting: error))")
+        return error
     }
 
-    static func classified(_ error: PSQLError) -> any Error {
+    /// `StoreError.unavailable` for an error that says the database cannot be reached now.
+    static func unavailable(_ error: PSQLError) -> StoreError? {
         switch error.code {
         case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown:
             return StoreError.unavailable("\(error.code)")
@@ -131,9 +131,9 @@ public final class PostgresStore: Sendable {
             if state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state) {
                 return StoreError.unavailable(error.serverInfo?[.message] ?? state)
             }
-            return error
+            return nil
         default:
-            return error
+            return nil
         }
     }
 }
