@@ -653,11 +653,7 @@ public struct OAuthAPIService: Sendable {
     /// One call of `agentID` against `agentRateLimit`: RATE_LIMITED past it.
     func limit(_ agentID: String, now: Date) async throws {
         guard let rate = configuration.agentRateLimit else { return }
-        do {
-            try await limiter.admit("oauth:" + agentID, limit: rate, now: now)
-        } catch StoreError.unavailable {
-            throw ATHError(.storeUnavailable, "the rate check could not reach the server's database; retry shortly")
-        }
+        try await limiter.admit("oauth:" + agentID, limit: rate, now: now)
     }
 
     func checkApproved(_ registration: AgentRegistration, now: Date) throws {

@@ -116,14 +116,8 @@ extension ATHService {
         else { throw ATHError(.proofReplayed, "this ATH-Proof was already used") }
         // Seen here first; with several instances, the shared record decides (a replay of a
         // proof another instance admitted is refused the same way).
-        if let shared = sharedProofNonces {
-            do {
-                guard try await shared.admit(session: claims.sid, nonce: proof.nonce, expiresAt: expiresAt) else {
-                    throw ATHError(.proofReplayed, "this ATH-Proof was already used")
-                }
-            } catch StoreError.unavailable {
-                throw ATHError(.storeUnavailable, "the replay check could not reach the server's database; retry with a new proof")
-            }
+        if let shared = sharedProofNonces, try await !shared.admit(session: claims.sid, nonce: proof.nonce, expiresAt: expiresAt) {
+            throw ATHError(.proofReplayed, "this ATH-Proof was already used")
         }
         try await checkGrant(known.state, claims: claims, revoked: known.revoked, scope: scope, remoteAddress: facts.remoteAddress, now: now)
         return VerifiedAccess(claims: known.token.sharedClaims, grant: known.state.sharedGrant)
@@ -141,11 +135,7 @@ extension ATHService {
         }
         try state.restrictions.checkRequest(from: remoteAddress(), at: now)
         if let rate = state.restrictions.rateLimit {
-            do {
-                try await limiter.admit(state.grant.id, limit: rate, now: now)
-            } catch StoreError.unavailable {
-                throw ATHError(.storeUnavailable, "the rate check could not reach the server's database; retry shortly")
-            }
+            try await limiter.admit(state.grant.id, limit: rate, now: now)
         }
     }
 

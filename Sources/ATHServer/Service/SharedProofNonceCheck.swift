@@ -40,11 +40,20 @@ final class SharedProofNonceCheck: Sendable {
         return Base64URL.encode(Data(hash.finalize()))
     }
 
-    /// True when no instance used this nonce before; throws the store's error (unavailable)
-    /// when the shared record cannot be made: the request is then refused, never admitted.
+    /// True when no instance used this nonce before; STORE_UNAVAILABLE when the shared record
+    /// cannot be made: the request is then refused, never admitted.
     func admit(session: String, nonce: some StringProtocol, expiresAt: Int64) async throws -> Bool {
         let entry = ProofNonce(key: Self.key(session: session, nonce: nonce), expiresAt: expiresAt)
-        return try await withCheckedThrowingContinuation { continuation in
+        do {
+            return try await enqueue(entry)
+        } catch StoreError.unavailable {
+            throw ATHError(.storeUnavailable, "the replay check could not reach the server's database; retry with a new proof")
+        }
+    }
+
+    /// Waits for the batch that records `entry`.
+    private func enqueue(_ entry: ProofNonce) async throws -> Bool {
+        try await withCheckedThrowingContinuation { continuation in
             let start = state.withLock { s in
                 s.waiting.append(Waiting(nonce: entry, continuation: continuation))
                 guard !s.flushing else { return false }

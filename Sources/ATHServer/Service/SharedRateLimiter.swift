@@ -25,7 +25,7 @@ extension SlidingWindowLimiter: RateLimiting {}
 /// others counted in the same time and it has not learned yet; with N instances under a steady
 /// load the overshoot is at most N × (one instance's admissions for that key in 2 intervals).
 /// It never undercounts. When the store cannot be reached, a counter goes stale and the next
-/// request fails with STORE_UNAVAILABLE: the limit fails closed.
+/// request fails with STORE_UNAVAILABLE (thrown here, for every caller): the limit fails closed.
 final class SharedRateLimiter: RateLimiting {
     let store: any SharedRateCounters
     let interval: Duration
@@ -98,7 +98,11 @@ final class SharedRateLimiter: RateLimiting {
                 if startFlush { startFlushing(after: interval) }
                 return
             case .learnFirst:
-                try await learn()
+                do {
+                    try await learn()
+                } catch StoreError.unavailable {
+                    throw ATHError(.storeUnavailable, "the rate check could not reach the server's database; retry shortly")
+                }
             }
         }
     }
