@@ -44,9 +44,8 @@ struct Harness {
         case .sqlite:
             store = try SQLiteStore(path: dir.appendingPathComponent("ath.sqlite").path)
         case .postgres:
-            let (url, name) = try await TestPostgres.createDatabase()
-            let postgres = try await PostgresStore.open(url: url)
-            (store, database) = (postgres, (postgres, url, name))
+            let opened = try await TestPostgres.openStore()
+            (store, database) = (opened.store, opened)
         }
         let service = try await ATHService(
             identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
@@ -120,10 +119,7 @@ struct Harness {
         await channels.shutdown()
         await server.stop()
         try? FileManager.default.removeItem(at: dir)
-        if let database {
-            await database.store.close()
-            try? await TestPostgres.dropDatabase(database.name)
-        }
+        if let database { await TestPostgres.release(database.store, name: database.name) }
     }
 }
 

@@ -50,9 +50,8 @@ import Testing
             case .sqlite:
                 store = try SQLiteStore(path: dir.appendingPathComponent("gateway.sqlite").path)
             case .postgres:
-                let (url, name) = try await TestPostgres.createDatabase()
-                let postgres = try await PostgresStore.open(url: url)
-                (store, database) = (postgres, (postgres, name))
+                let opened = try await TestPostgres.openStore()
+                (store, database) = (opened.store, (opened.store, opened.name))
             }
             // The public URL holds the ephemeral port: the server starts first, and its routes
             // are built for the URL it got.
@@ -84,10 +83,7 @@ import Testing
             try? await http.shutdown()
             await server?.stop()
             await provider.stop()
-            if let database {
-                await database.store.close()
-                try? await TestPostgres.dropDatabase(database.name)
-            }
+            if let database { await TestPostgres.release(database.store, name: database.name) }
         }
 
         struct Answer {
@@ -441,6 +437,13 @@ import Testing
     @Test(arguments: Backend.available) func aRevocationThroughAnotherInstanceHoldsWithinTheInterval(_ backend: Backend) async throws {
         let g = try await Gateway.start(backend: backend)
         defer { Task { await g.stop() } }
+        let after = try await Self.revokedThroughAnotherInstance(g, thenWait: .milliseconds(1100))
+        #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
+    }
+
+    /// A token admitted through `g`, then revoked through another instance's service on the
+    /// same store; what `g`'s proxy answers for it `wait` later.
+    static func revokedThroughAnotherInstance(_ g: Gateway, thenWait wait: Duration) async throws -> Gateway.Answer {
         let (agent, client, secret, bearer) = try await g.fullFlow()
         let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
         #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers).status == 200)
@@ -448,9 +451,8 @@ import Testing
             .init(publicURL: g.base, providers: [try g.provider.provider()]), store: g.store, sealer: SecretSealer(key: .init(size: .bits256)),
             httpClient: .shared)
         try await other.revoke(["token": .string(bearer), "client_id": .string(client), "client_secret": .string(secret)])
-        try await Task.sleep(for: .milliseconds(1100))
-        let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
-        #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
+        try await Task.sleep(for: wait)
+        return try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
     }
 
     /// An operator ends a registration: its token is refused at once, a session the user already
@@ -488,15 +490,7 @@ import Testing
     @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func aRevocationIsPushedToEveryInstance() async throws {
         let g = try await Gateway.start(backend: .postgres, recheck: 60)
         defer { Task { await g.stop() } }
-        let (agent, client, secret, bearer) = try await g.fullFlow()
-        let headers = [("Authorization", "Bearer " + bearer), ("X-ATH-Agent-ID", agent.agentID)]
-        #expect(try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers).status == 200)
-        let other = OAuthAPIService(
-            .init(publicURL: g.base, providers: [try g.provider.provider()]), store: g.store, sealer: SecretSealer(key: .init(size: .bits256)),
-            httpClient: .shared)
-        try await other.revoke(["token": .string(bearer), "client_id": .string(client), "client_secret": .string(secret)])
-        try await Task.sleep(for: .milliseconds(500))
-        let after = try await g.call(.GET, "/ath/proxy/github/userinfo", headers: headers)
+        let after = try await Self.revokedThroughAnotherInstance(g, thenWait: .milliseconds(500))
         #expect(after.status == 401 && after.code == "TOKEN_REVOKED", "\(after.json)")
     }
 

@@ -1,3 +1,4 @@
+import ATHStorePostgres
 import Foundation
 import Logging
 import PostgresNIO
@@ -33,6 +34,18 @@ enum TestPostgres {
         var components = try #require(URLComponents(string: base))
         components.path = "/" + name
         return (try #require(components.string), name)
+    }
+
+    /// A store on a new database of the test server, and the database's URL and name.
+    static func openStore() async throws -> (store: PostgresStore, url: String, name: String) {
+        let (url, name) = try await createDatabase()
+        return (try await PostgresStore.open(url: url), url, name)
+    }
+
+    /// Closes a store `openStore` made and drops its database.
+    static func release(_ store: PostgresStore, name: String) async {
+        await store.close()
+        try? await dropDatabase(name)
     }
 
     static func dropDatabase(_ name: String) async throws {
