@@ -17,22 +17,10 @@ work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source Benchmarks/common.sh
 U=$(port); P=$(port); I=$(port); G=$(port); G2=$(port); Z=$(port); A=$(port)
 
-nginx_run() {  # name, server block
-    mkdir -p "$work/$1/logs"
-    cat > "$work/$1/nginx.conf" <<EOF
-worker_processes 1;
-events { worker_connections 4096; }
-http { access_log off; upstream up { server 127.0.0.1:$U; keepalive 64; } $2 }
-EOF
-    /usr/sbin/nginx -p "$work/$1" -c "$work/$1/nginx.conf" -g "daemon off; master_process off; pid $work/$1/nginx.pid; error_log $work/$1/logs/error.log;" &
-    pids+=($!)
-    eval "${1}_pid=$!"
-    disown
-}
-nginx_run upstream "server { listen 127.0.0.1:$U; location / { default_type application/json; return 200 '{\"login\":\"bench\",\"name\":\"Bench User\"}'; } }"
+upstream_run
 nginx_run proxy "server { listen 127.0.0.1:$P; location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; } }"
 
 python3 Benchmarks/gateway/mock_idp.py "$I" > "$work/idp.log" 2>&1 &
@@ -82,8 +70,6 @@ minted=$(ATH_GATEWAY_URL="http://127.0.0.1:$G" python3 Benchmarks/gateway/mint_t
 token=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["token"])' "$minted")
 agent=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["agent_id"])' "$minted")
 
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks=$(getconf CLK_TCK)
 profile() {  # file (empty: none), pid: perf records the pid for the next measurement's seconds
     recorder=""
     [ -n "$1" ] || return 0

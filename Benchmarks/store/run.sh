@@ -20,19 +20,10 @@ cleanup() {
     [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks=$(getconf CLK_TCK)
+source Benchmarks/common.sh
 U=$(port)
+upstream_run
 
-mkdir -p "$work/upstream/logs"
-cat > "$work/upstream/nginx.conf" <<EOF
-worker_processes 1;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$U; location / { default_type application/json; return 200 '{"login":"bench"}'; } } }
-EOF
-/usr/sbin/nginx -p "$work/upstream" -c "$work/upstream/nginx.conf" -g "daemon off; master_process off; pid $work/upstream/nginx.pid; error_log $work/upstream/logs/error.log;" &
-pids+=($!); disown
 
 pg_url=$(.ci/postgres-start 2>"$work/pg-dir")
 pg_dir=$(cat "$work/pg-dir")
@@ -41,7 +32,7 @@ pg_pids() { local main; main=$(head -1 "$pg_dir/data/postmaster.pid"); echo "$ma
 commits() { psql "${pg_url%%\?*}" -tAc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 $ath keygen --out "$work/key.pem" > /dev/null
 
-gateway() {  # name, store line: starts a gateway, prints its port
+gateway() {  # name, store line: starts a gateway; its pid and port go to ${name}_pid and ${name}_port
     local g
     g=$(port)
     cat > "$work/$1.yaml" <<EOF
