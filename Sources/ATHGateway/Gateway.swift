@@ -65,21 +65,25 @@ public final class Gateway: Sendable {
         case externalAuthorization
     }
 
+    static func loadKey(_ file: String, key: String) throws -> PrivateKey {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw GatewayConfigurationError(key: key, problem: "cannot read \(file)")
+        }
+        do {
+            return try PrivateKey(pem: text)
+        } catch {
+            throw GatewayConfigurationError(key: key, problem: "\(file) is not a P-256 or Ed25519 private key (PEM): make one with `ath keygen`")
+        }
+    }
+
     public static func start(
         _ configuration: GatewayConfiguration, mode: Mode = .proxy, logger: Logger = Logger(label: "ath.gateway")
     ) async throws -> Gateway {
-        let keyText: String
-        do {
-            keyText = try String(contentsOfFile: configuration.serverKeyFile, encoding: .utf8)
-        } catch {
-            throw GatewayConfigurationError(key: "server.key_file", problem: "cannot read \(configuration.serverKeyFile)")
-        }
-        let key: PrivateKey
-        do {
-            key = try PrivateKey(pem: keyText)
-        } catch {
-            throw GatewayConfigurationError(key: "server.key_file", problem: "is not a P-256 or Ed25519 private key (PEM): make one with `ath keygen`")
-        }
+        let key = try Self.loadKey(configuration.serverKeyFile, key: "server.key_file")
+        let accepted = try configuration.acceptedKeyFiles.map { try Self.loadKey($0, key: "server.accepted_key_files") }
         let opened: StoreLocation.Opened
         do {
             opened = try await configuration.store.open(logger: logger)
@@ -111,7 +115,7 @@ public final class Gateway: Sendable {
             (channel, webhook) = (hook, hook)
         }
         let service = try await ATHService(
-            identity: ServerIdentity(did: configuration.serverDID, keys: [key]), policy: configuration.policy, store: store, channel: channel,
+            identity: ServerIdentity(did: configuration.serverDID, keys: [key], acceptedKeys: accepted), policy: configuration.policy, store: store, channel: channel,
             logger: logger, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: false) })
         tls?.auditRefusals(to: service)
 
@@ -126,7 +130,7 @@ public final class Gateway: Sendable {
         // request's attributes computed, about 3 % of a proxied request's CPU.
         clientConfiguration.tracing.tracer = nil
         let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
-        let sealer = SecretSealer(derivedFrom: key)
+        let sealer = SecretSealer(derivedFrom: service.identity)
         let routes = Self.routes(
             configuration, mode: mode, service: service, store: store, upstreamClient: upstreamClient, sealer: sealer, previous: nil)
         if configuration.devMode {
@@ -244,6 +248,7 @@ public final class Gateway: Sendable {
             ("gateway.public_url", a.publicURL == b.publicURL), ("gateway.listen", a.host == b.host && a.port == b.port),
             ("gateway.insecure_http", a.insecureHTTP == b.insecureHTTP), ("gateway.dev_mode", a.devMode == b.devMode),
             ("server.did", a.serverDID == b.serverDID), ("server.key_file", a.serverKeyFile == b.serverKeyFile),
+            ("server.accepted_key_files", a.acceptedKeyFiles == b.acceptedKeyFiles),
             ("store", a.store == b.store), ("tls", a.tls == b.tls), ("limits", a.limits == b.limits),
             ("handshake (or the scopes of an ath service)", a.policy == b.policy),
             ("confirmation", a.webhook?.url == b.webhook?.url && a.webhook?.secretFile == b.webhook?.secretFile),

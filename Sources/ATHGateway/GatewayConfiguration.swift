@@ -21,6 +21,9 @@ public struct GatewayConfiguration: Sendable {
     public var devMode: Bool
     public var serverDID: DID
     public var serverKeyFile: String
+    /// Keys the gateway accepts without signing with them (`server.accepted_key_files`): the
+    /// previous key while a rotation completes, or the next one before it signs.
+    public var acceptedKeyFiles: [String]
     /// `store.sqlite` (the default, `gateway.sqlite`) or `store.postgres` for several instances.
     public var store: StoreLocation
     public var tls: TLS?
@@ -128,6 +131,7 @@ public struct GatewayConfiguration: Sendable {
         }
         serverDID = try keys.parse("server.did") { try DID($0) }
         serverKeyFile = file(try keys.string("server.key_file"))
+        acceptedKeyFiles = (try keys.optionalStrings("server.accepted_key_files") ?? []).map(file)
         if let url = try keys.optionalString("store.postgres") {
             guard try keys.optionalString("store.sqlite") == nil else {
                 throw GatewayConfigurationError(key: "store.postgres", problem: "excludes store.sqlite: one store")

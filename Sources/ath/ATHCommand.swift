@@ -184,6 +184,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "SQLite file.") var store: String = "ath.sqlite"
     @OptionGroup var database: DatabaseOptions
     @Option(help: "The server's private key file (generated with `ath keygen`).") var key: String
+    @Option(
+        name: .customLong("accept-key"),
+        help: "A key file the server accepts without signing with it: the previous key during a rotation, or the next one before it signs (repeatable)."
+    ) var acceptKeys: [String] = []
     @Option(help: "Port (0 picks a free one).") var port: Int = 8080
     @Option(help: "Also serve the session layer's raw TCP transport on this loopback port (0: a free one).") var sessionTCPPort: Int?
     @Option(help: "Also serve the session layer's UDP transport on this loopback port (0: a free one).") var sessionUDPPort: Int?
@@ -257,7 +261,8 @@ struct Serve: AsyncParsableCommand {
             (channel, webhook) = (hook, hook)
         }
         let service = try await ATHService(
-            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)]), policy: ShoppingPlatform.policy, store: db,
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [loadKey(key)], acceptedKeys: acceptKeys.map(loadKey)),
+            policy: ShoppingPlatform.policy, store: db,
             channel: channel, agentCertificates: trust.map { AgentCertificatePolicy(trust: $0, required: tls.requireAgentCertificate) },
             openID: openID)
         // The encrypted session layer: HTTP and WebSocket on the same port, TCP and UDP if asked.

@@ -553,6 +553,61 @@ import Testing
     }
 }
 
+extension SecretSealerTests {
+    /// A rotation: what the old key sealed still opens under a ring that accepts it, new blobs
+    /// are sealed under the new key, and a ring without the old key opens nothing of it.
+    @Test func aRingOpensWhatEachOfItsKeysSealed() throws {
+        let (old, new) = (PrivateKey.generate(.es256), PrivateKey.generate(.es256))
+        let sealedBefore = try SecretSealer(derivedFrom: old).seal(bytes: Data("before".utf8), for: "r")
+        let rotated = SecretSealer(derivedFrom: ServerIdentity(did: try DID("did:ath:shop"), keys: [new], acceptedKeys: [old]))
+        #expect(rotated.openBytes(sealedBefore, for: "r") == Data("before".utf8))
+        let sealedAfter = try rotated.seal(bytes: Data("after".utf8), for: "r")
+        #expect(SecretSealer(derivedFrom: new).openBytes(sealedAfter, for: "r") == Data("after".utf8))
+        #expect(SecretSealer(derivedFrom: old).openBytes(sealedAfter, for: "r") == nil)
+        #expect(SecretSealer(derivedFrom: new).openBytes(sealedBefore, for: "r") == nil)
+        #expect(rotated.openBytes(sealedBefore, for: "another record") == nil)
+    }
+
+    /// Blobs sealed before key ids (nonce ‖ ciphertext ‖ tag, no marker) still open, under any key
+    /// of the ring; a marked blob whose key id is altered does not.
+    @Test func blobsWithoutAKeyIDStillOpen() throws {
+        let (old, new) = (SymmetricKey(size: .bits256), SymmetricKey(size: .bits256))
+        let legacy = try AES.GCM.seal(Data("legacy".utf8), using: old, authenticating: Data("r".utf8)).combined!
+        #expect(SecretSealer(keys: [new, old]).openBytes(legacy, for: "r") == Data("legacy".utf8))
+        #expect(SecretSealer(keys: [new]).openBytes(legacy, for: "r") == nil)
+        var marked = try SecretSealer(keys: [old]).seal(bytes: Data("x".utf8), for: "r")
+        #expect(marked.first == 0xA7 && marked.count == 1 + 8 + 12 + 1 + 16)
+        marked[1] ^= 1
+        #expect(SecretSealer(keys: [new, old]).openBytes(marked, for: "r") == nil)
+    }
+}
+
+@Suite struct JWTVerifierRingTests {
+    struct Claims: JWTPayload, Equatable {
+        var sub: String
+        func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    /// A token names its key: one signed under an accepted key verifies, one under a key outside
+    /// the ring is refused, and the `typ` check still applies.
+    @Test func verifiesUnderTheKeyTheTokenNames() async throws {
+        let (old, new) = (PrivateKey.generate(.es256), PrivateKey.generate(.edDSA))
+        let token = try await JWTCodec(key: old).sign(Claims(sub: "u"), typ: "t+jwt")
+        let ring = try await JWTVerifierRing(keys: [new.publicKey, old.publicKey])
+        #expect(try await ring.verify(token, as: Claims.self, typ: "t+jwt", error: .tokenInvalid) == Claims(sub: "u"))
+        let fresh = try await JWTCodec(key: new).sign(Claims(sub: "v"), typ: "t+jwt")
+        #expect(try await ring.verify(fresh, as: Claims.self, typ: "t+jwt", error: .tokenInvalid) == Claims(sub: "v"))
+        await #expect(throws: ATHError.self) { try await ring.verify(token, as: Claims.self, typ: "other+jwt", error: .tokenInvalid) }
+        let without = try await JWTVerifierRing(keys: [new.publicKey])
+        do {
+            _ = try await without.verify(token, as: Claims.self, typ: "t+jwt", error: .tokenInvalid)
+            Issue.record("a token under a key outside the ring verified")
+        } catch let error as ATHError {
+            #expect(error.code == .tokenInvalid && error.message.contains("does not hold"), "\(error)")
+        }
+    }
+}
+
 @Suite struct WebhookSignatureTests {
     let secret = SymmetricKey(size: .bits256)
     let body = Array(#"{"type":"ath.confirmation_request"}"#.utf8)

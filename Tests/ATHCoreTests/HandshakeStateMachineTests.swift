@@ -49,6 +49,39 @@ import Testing
         #expect(completion.token.sid == grant.secrets.sessionID)
     }
 
+    /// A handshake in flight when the server key rotates: step 9 is signed with the key step 2
+    /// announced while the server holds it (accepted), and refused, with nothing issued, once it
+    /// does not. The client checks step 9 against the announced key, so this is what it needs.
+    @Test(arguments: [true, false])
+    func aHandshakeInFlightOutlivesARotation(keepsOldKey: Bool) async throws {
+        let old = server()
+        let rotated = ServerIdentity(did: serverDID, keys: [.generate(.es256)], acceptedKeys: keepsOldKey ? old.keys : [])
+        let (agentKey, userKey) = (PrivateKey.generate(.es256), PrivateKey.generate(.es256))
+        let (agent, user) = (DID.key(agentKey.publicKey), DID.key(userKey.publicKey))
+        var client = ClientHandshake(did: agent, key: agentKey, expectedServer: serverDID)
+        var (srv, m2) = try ServerHandshake.begin(request: try client.makeRequest(now: now), id: "h1", identity: old, policy: policy, registeredKey: nil, now: now)
+        #expect(srv.serverKeyID == old.keys[0].publicKey.thumbprint)
+        _ = try client.receiveIdentityResult(try srv.receiveIdentityProof(try client.receiveResponse(m2, now: now), policy: policy, now: now), now: now)
+        let credential = try await UserCredential.issue(user: user, key: userKey, client: agent, scopes: ["goods:read"], validFor: 7200, now: now)
+        let request = try srv.receiveScopeRequest(
+            try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: credential, context: "shop", now: now), policy: policy, now: now)
+        let claims = try await UserCredential.verify(credential, userKey: userKey.publicKey, client: agent, server: serverDID, now: now)
+        let m6 = try #require(try srv.authorize(request, credential: claims, clientInfo: ClientInfo(name: "a", developer: "d"), policy: policy, now: now))
+        try srv.receiveConfirmation(try UserConfirmation.answer(m6, approvedScopes: ["goods:read"], key: userKey, now: now), userKey: userKey.publicKey, now: now)
+        // The handshake continues on an instance that rotated (stored and reloaded, as there).
+        var reloaded = try JSONValue.parse(try CanonicalJSON.bytes(of: srv)).decode(ServerHandshake.self)
+        let signer = try await JWTCodec(key: rotated.tokenKey)
+        if keepsOldKey {
+            let completion = try await reloaded.complete(policy: policy, tokenSigner: signer, identity: rotated, now: now)
+            let grant = try client.receiveOutcome(completion.outcome, now: now)
+            #expect(grant.scopesGranted == ["goods:read"])
+        } else {
+            await #expect(throws: ATHError.self) { try await reloaded.complete(policy: policy, tokenSigner: signer, identity: rotated, now: now) }
+            #expect(reloaded.state == .failed)
+            #expect(reloaded.outcome == nil)
+        }
+    }
+
     @Test func refusesRelayedServerSignature() throws {
         let identity = server()
         let key = PrivateKey.generate()

@@ -215,6 +215,13 @@ import Testing
         try "not a key".write(to: dir.appendingPathComponent("server-key.pem"), atomically: true, encoding: .utf8)
         let badKey = try await GatewayConfiguration.load(file: dir.appendingPathComponent("gateway.yaml").path, environment: [:])
         await #expect { try await Gateway.start(badKey) } throws: { ($0 as? GatewayConfigurationError)?.key == "server.key_file" }
+        let missing = try Self.folder(try Self.example.replacingOccurrences(
+            of: "  key_file: \"server-key.pem\"\n", with: "  key_file: \"server-key.pem\"\n  accepted_key_files: [\"previous-key.pem\"]\n"))
+        let missingAccepted = try await GatewayConfiguration.load(file: missing.appendingPathComponent("gateway.yaml").path, environment: [:])
+        #expect(missingAccepted.acceptedKeyFiles == [missing.appendingPathComponent("previous-key.pem").path])
+        await #expect { try await Gateway.start(missingAccepted) } throws: {
+            ($0 as? GatewayConfigurationError)?.key == "server.accepted_key_files"
+        }
     }
 
     @Test func twoServicesCannotShareAScopeOfTheHandshake() async throws {

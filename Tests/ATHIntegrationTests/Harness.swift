@@ -27,7 +27,7 @@ struct Harness {
     let user = try! DID("did:ath:alice")
 
     static func start(
-        policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(),
+        policy: ServerPolicy = ShoppingPlatform.policy, storeDir: URL? = nil, serverKey: PrivateKey = .generate(), acceptedKeys: [PrivateKey] = [],
         channel: any UserConfirmationChannel = PullConfirmationChannel(), tls: ServerTLS? = nil,
         agentCertificates: AgentCertificatePolicy? = nil, openID: OpenIDProvider? = nil, port: Int = 0,
         sessions: SessionChannels.Configuration = .init(), methods: SessionRPCRoutes = ShoppingPlatform.sessionMethods,
@@ -48,7 +48,7 @@ struct Harness {
             (store, database) = (opened.store, opened)
         }
         let service = try await ATHService(
-            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey]), policy: policy, store: store, channel: channel,
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [serverKey], acceptedKeys: acceptedKeys), policy: policy, store: store, channel: channel,
             agentCertificates: agentCertificates, openID: openID, retention: retention)
         let channels = SessionChannels(service: service, methods: methods, configuration: sessions)
         let server = try await RunningServer.start(

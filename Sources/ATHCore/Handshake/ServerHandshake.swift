@@ -54,6 +54,10 @@ public struct ServerHandshake: Codable, Sendable {
     /// The AIC of the agent's verified certificate (mutual TLS at step 1, or step-3
     /// credentials), once the adapter checked that the client's account holds it.
     public private(set) var clientAIC: String?
+    /// The thumbprint of the key step 2 announced: step 9 is signed with the same key, so that a
+    /// handshake in flight when the server key rotates still completes on any instance holding
+    /// it. Absent from handshakes stored before it was recorded: those use the algorithm's key.
+    public private(set) var serverKeyID: String? = nil
 
     public mutating func bindAgentCertificate(aic: String) {
         clientAIC = aic
@@ -103,10 +107,11 @@ public struct ServerHandshake: Codable, Sendable {
         let signed = try SignedMessage.sign(
             m2, .serverIdentity, client: m1.client_did, server: identity.did, user: nil, after: transcript, key: key)
         transcript.append(signed)
-        let handshake = ServerHandshake(
+        var handshake = ServerHandshake(
             id: id, state: .awaitingIdentityProof, clientDID: m1.client_did, clientKey: clientKey,
             serverDID: identity.did, version: version, algorithm: alg, transcript: transcript, createdAt: t,
             deadline: t + Int64(policy.handshakeTimeout))
+        handshake.serverKeyID = key.publicKey.thumbprint
         return (handshake, signed.value)
     }
 
@@ -341,8 +346,16 @@ public struct ServerHandshake: Codable, Sendable {
             handshake_id: id, key_exchange_alg: kex.rawValue, key_exchange_params: ephemeral.publicKey,
             cipher_suite: "AES-256-GCM", access_token: token, token_expires_at: claims.exp, grant_id: grant.id, signature: "",
             timestamp: t)
+        guard let serverKey = serverKeyID.map(identity.key(thumbprint:)) ?? identity.key(for: algorithm) else {
+            // Fails before anything is issued: the agent could not check a step 9 signed with
+            // another key than the one step 2 announced.
+            let error = ATHError(
+                .handshakeFailed, "this server no longer holds the key this handshake began with; start a new handshake", step: 9)
+            fail(error)
+            throw error
+        }
         let m9Signed = try SignedMessage.sign(
-            m9, .handshakeComplete, client: clientDID, server: serverDID, user: nil, after: transcript, key: identity.key(for: algorithm)!)
+            m9, .handshakeComplete, client: clientDID, server: serverDID, user: nil, after: transcript, key: serverKey)
         transcript.append(m9Signed)
         let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Signed.value)
         self.outcome = outcome

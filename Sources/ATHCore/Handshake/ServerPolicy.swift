@@ -63,19 +63,29 @@ public struct ServerPolicy: Sendable, Codable, Equatable {
     }
 }
 
-/// The server's identity: its DID and one signing key per algorithm it offers.
+/// The server's identity: its DID, one signing key per algorithm it offers, and the keys it
+/// still accepts without signing with them.
+///
+/// Accepted keys are what lets an operator rotate the server key across several instances
+/// without ending sessions: an access token, a sealed secret or a handshake in flight made under
+/// a key stays valid on every instance that holds that key, signing or accepted
+/// (docs/OPERATIONS.md, "Rotating the server key").
 public struct ServerIdentity: Sendable {
     public var did: DID
     public var keys: [PrivateKey] {
         didSet { publicKeyPEMs = keys.map(\.publicKey.pem) }
     }
+    /// Keys this server no longer signs with (or does not yet): what was made under them is
+    /// still accepted.
+    public var acceptedKeys: [PrivateKey]
     /// Each key's public PEM, as step 2 sends it: encoded once, not per handshake.
     private var publicKeyPEMs: [String]
 
-    public init(did: DID, keys: [PrivateKey]) {
+    public init(did: DID, keys: [PrivateKey], acceptedKeys: [PrivateKey] = []) {
         precondition(!keys.isEmpty, "a server needs at least one signing key")
         self.did = did
         self.keys = keys
+        self.acceptedKeys = acceptedKeys
         publicKeyPEMs = keys.map(\.publicKey.pem)
     }
 
@@ -85,8 +95,20 @@ public struct ServerIdentity: Sendable {
         keys.firstIndex { $0.algorithm == alg }.map { (keys[$0], publicKeyPEMs[$0]) }
     }
 
+    /// The key with this RFC 7638 thumbprint, signing or accepted.
+    public func key(thumbprint: String) -> PrivateKey? {
+        keys.first { $0.publicKey.thumbprint == thumbprint } ?? acceptedKeys.first { $0.publicKey.thumbprint == thumbprint }
+    }
+
     /// The key that signs access tokens: ES256 when the server has one (every peer can check it).
     public var tokenKey: PrivateKey { key(for: .es256) ?? keys[0] }
+
+    /// Every key whose tokens and sealed secrets this server accepts: the token key first.
+    public var keyRing: [PrivateKey] {
+        var ring = [tokenKey]
+        for key in keys + acceptedKeys where !ring.contains(where: { $0.publicKey == key.publicKey }) { ring.append(key) }
+        return ring
+    }
 }
 
 /// Version and algorithm negotiation (steps 1-2).

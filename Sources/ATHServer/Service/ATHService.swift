@@ -14,7 +14,8 @@ public final class ATHService: Sendable {
     public let store: any ATHStore
     let channel: any UserConfirmationChannel
     let tokenCodec: JWTCodec
-    let tokenVerifier: JWTCodec
+    /// Verifies access tokens signed under any key of the identity's ring.
+    let tokenVerifier: JWTVerifierRing
     /// Users' did:key keys with their thumbprints and credential verifiers.
     let didKeys = DIDKeyVerifiers()
     let clock: @Sendable () -> Date
@@ -105,9 +106,9 @@ public final class ATHService: Sendable {
         limiter = (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
         self.logger = logger
         refusals = RefusalAudit(store: store, logger: logger)
-        self.sealer = sealer ?? SecretSealer(derivedFrom: identity.tokenKey)
+        self.sealer = sealer ?? SecretSealer(derivedFrom: identity)
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
-        tokenVerifier = try await JWTCodec(verifying: identity.tokenKey.publicKey)
+        tokenVerifier = try await JWTVerifierRing(keys: identity.keyRing.map(\.publicKey))
         self.retention = retention
         startedAt = Freshness.unix(clock())
         startSweeping()
