@@ -22,3 +22,11 @@ public protocol RevocationFeed: Sendable {
     /// long as the stream is consumed; the store reconnects by itself when its connection drops.
     func revocations() -> AsyncStream<Revocation>
 }
+
+/// Handshakes changed by any instance in a way that ends an agent's wait for the user's answer
+/// (confirmed, completed, failed), pushed as they commit: the instance holding the agent's long
+/// poll answers it at once rather than at its next look at the store.
+public protocol HandshakeChangeFeed: Sendable {
+    /// The id of every such handshake committed from now on, for as long as the stream is consumed.
+    func handshakeChanges() -> AsyncStream<String>
+}

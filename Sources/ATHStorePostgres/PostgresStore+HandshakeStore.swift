@@ -69,7 +69,8 @@ extension PostgresStore: HandshakeStore {
 
     /// The revision check is the UPDATE's own condition: of two instances applying a message to
     /// one handshake, the second waits for the first's row lock, finds the revision moved, and
-    /// changes nothing (UNEXPECTED_MESSAGE).
+    /// changes nothing (UNEXPECTED_MESSAGE). A change that ends the wait for the user's answer
+    /// is announced on `ath_handshake` by the same statement, delivered at commit.
     public func updateHandshake(
         _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
         audit: [AuditEvent]
@@ -79,12 +80,13 @@ extension PostgresStore: HandshakeStore {
         }
         let data = try StoredDocument.encode(handshake)
         let grantData = try completion.map { try StoredDocument.encode($0.grant) }
+        let announced = Self.endsTheWait(handshake.state) ? "pg_notify('\(Self.handshakeChannel)', id)" : "1"
         try await transaction { c in
             let changed = try await c.changed(
                 """
                 UPDATE handshake SET state = \(handshake.state.rawValue), user_did = \(handshake.scopeRequest?.userDID.value),
                     request_id = \(handshake.confirmation?.request_id), deadline = \(handshake.deadline), revision = revision + 1, data = \(data)
-                WHERE id = \(handshake.id) AND revision = \(Int32(clamping: expectedRevision)) RETURNING 1
+                WHERE id = \(handshake.id) AND revision = \(Int32(clamping: expectedRevision)) RETURNING \(unescaped: announced)
                 """, self.logger)
             guard changed == 1 else {
                 throw ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
@@ -118,5 +120,16 @@ extension PostgresStore: HandshakeStore {
             }
             try await Self.append(audit, on: c, logger: self.logger)
         }
+    }
+
+    static let handshakeChannel = "ath_handshake"
+
+    /// The states an agent waiting on the user's answer is woken for.
+    static func endsTheWait(_ state: ServerHandshake.State) -> Bool { [.readyToComplete, .completed, .failed].contains(state) }
+}
+
+extension PostgresStore: HandshakeChangeFeed {
+    public func handshakeChanges() -> AsyncStream<String> {
+        notifications(on: Self.handshakeChannel) { $0 }
     }
 }

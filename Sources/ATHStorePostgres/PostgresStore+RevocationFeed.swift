@@ -27,7 +27,13 @@ extension PostgresStore: RevocationFeed {
     }
 
     public func revocations() -> AsyncStream<Revocation> {
-        let (stream, continuation) = AsyncStream<Revocation>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        notifications(on: Self.revocationChannel) { try? JSONValue.parse(Array($0.utf8)).decode(Revocation.self) }
+    }
+
+    /// The payloads `pg_notify` sends on `channel`, decoded (nil: dropped), for as long as the
+    /// stream is consumed.
+    func notifications<Event: Sendable>(on channel: String, _ decode: @escaping @Sendable (String) -> Event?) -> AsyncStream<Event> {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
         let configuration = self.configuration
         let logger = self.logger
         let task = Task {
@@ -36,19 +42,17 @@ extension PostgresStore: RevocationFeed {
                     let connection = try await PostgresConnection.connect(configuration: try configuration.connection(), id: 0, logger: logger)
                     // Closed on every path: a connection dropped without closing traps.
                     do {
-                        try await connection.listen(on: Self.revocationChannel) { notifications in
+                        try await connection.listen(on: channel) { notifications in
                             for try await notification in notifications {
-                                if let revocation = try? JSONValue.parse(Array(notification.payload.utf8)).decode(Revocation.self) {
-                                    continuation.yield(revocation)
-                                }
+                                if let event = decode(notification.payload) { continuation.yield(event) }
                             }
                         }
                     } catch {
-                        if !Task.isCancelled { logger.warning("revocation feed disconnected; listening again in a second") }
+                        if !Task.isCancelled { logger.warning("\(channel) feed disconnected; listening again in a second") }
                     }
                     try? await connection.close()
                 } catch {
-                    if !Task.isCancelled { logger.warning("revocation feed cannot connect; trying again in a second") }
+                    if !Task.isCancelled { logger.warning("\(channel) feed cannot connect; trying again in a second") }
                 }
                 try? await Task.sleep(for: .seconds(1))
             }

@@ -74,4 +74,25 @@ import Testing
         for store in [storeB, storeC] { await (store as? PostgresStore)?.close() }
         await a.stop()
     }
+
+    /// An agent waiting on one instance is answered as soon as the user answers on another: the
+    /// change is pushed. With the fallback look at the store every two minutes, the agent's 20 s
+    /// wait would end in CONFIRMATION_TIMEOUT without the push.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func theAgentsWaitEndsWhenAnotherInstanceIsAnswered() async throws {
+        var retention = ATHService.Retention()
+        retention.pollInterval = .seconds(120)
+        let a = try await Harness.start(retention: retention, backend: .postgres)
+        let store = try await a.reopenedStore()
+        let b = try await Harness.start(serverKey: a.service.identity.keys[0], retention: retention, store: store)
+        try await a.registerParties()
+        let started = ContinuousClock.now
+        // The agent waits on b; the user answers on a (Harness.handshake answers through `self`).
+        let session = try await a.handshake(
+            scopes: ["goods:read"], client: ATHClient(baseURL: b.server.baseURL, did: a.agent, key: a.agentKey, expectedServer: ShoppingPlatform.did))
+        #expect(await session.grant.scopesGranted == ["goods:read"])
+        #expect(ContinuousClock.now - started < .seconds(15), "the wait ended by the push, not by the agent's own deadline")
+        await b.stop()
+        await (store as? PostgresStore)?.close()
+        await a.stop()
+    }
 }

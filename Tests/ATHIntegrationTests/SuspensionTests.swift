@@ -119,8 +119,8 @@ import Testing
             try #require(handshake.confirmation), approvedScopes: ["goods:read"], key: h.userKey, now: Date())
         try handshake.receiveConfirmation(answer, userKey: h.userKey.publicKey, now: Date())
         _ = try await h.store.suspendAccount(did: h.user.value, now: Freshness.unix(Date()), audit: { _ in [] })
-        let signer = try await JWTCodec(key: PrivateKey.generate())
-        let identity = ServerIdentity(did: ShoppingPlatform.did, keys: [PrivateKey.generate()])
+        let identity = h.service.identity
+        let signer = try await JWTCodec(key: identity.tokenKey)
         let completion = try await handshake.complete(policy: ShoppingPlatform.policy, tokenSigner: signer, identity: identity, now: Date())
         await #expect {
             try await h.store.updateHandshake(

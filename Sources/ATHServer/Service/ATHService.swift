@@ -44,9 +44,10 @@ public final class ATHService: Sendable {
     let signals = HandshakeSignals()
     public let retention: Retention
     private let sweeper = Mutex<Task<Void, Never>?>(nil)
-    /// Applies revocations other instances commit (a store shared by several), so that this
-    /// instance drops what it cached of them at once rather than at the cache's expiry.
-    private let revocationListener = Mutex<Task<Void, Never>?>(nil)
+    /// Apply what other instances commit (a store shared by several): revocations, so that
+    /// this instance drops what it cached of them at once rather than at the cache's expiry, and
+    /// handshake changes, so that an agent waiting here is answered at once.
+    private let listeners = Mutex<[Task<Void, Never>]>([])
 
     /// How long what no grant needs is kept, and how often it is looked for.
     public struct Retention: Sendable {
@@ -117,19 +118,22 @@ public final class ATHService: Sendable {
 
     deinit {
         sweeper.withLock { $0?.cancel() }
-        revocationListener.withLock { $0?.cancel() }
+        for listener in listeners.withLock({ $0 }) { listener.cancel() }
     }
 
     private func listenForRevocations() {
-        guard let feed = store as? any RevocationFeed else { return }
-        let revocations = feed.revocations()
+        if let feed = store as? any RevocationFeed { listen(to: feed.revocations()) { $0.apply($1) } }
+        if let feed = store as? any HandshakeChangeFeed { listen(to: feed.handshakeChanges()) { $0.signals.signal($1) } }
+    }
+
+    private func listen<Event: Sendable>(to events: AsyncStream<Event>, _ handle: @escaping @Sendable (ATHService, Event) -> Void) {
         let task = Task { [weak self] in
-            for await revocation in revocations {
+            for await event in events {
                 guard let self else { return }
-                self.apply(revocation)
+                handle(self, event)
             }
         }
-        revocationListener.withLock { $0 = task }
+        listeners.withLock { $0.append(task) }
     }
 
     /// Drops what this instance cached of a revoked grant or token.
@@ -274,7 +278,9 @@ public final class ATHService: Sendable {
 
     /// The agent's wait for steps 6-7: answers at once when decided, else waits up to `wait`
     /// seconds for the change: woken at once by this instance's change (`signals`), at the
-    /// handshake's deadline, and every `retention.pollInterval` to see another instance's.
+    /// handshake's deadline, and every `retention.pollInterval` to see another instance's: at once
+    /// when the store pushes other instances' changes (`HandshakeChangeFeed`), so that the look
+    /// is only a fallback for a feed that was disconnected.
     public func result(handshakeID: String, wait: Double) async throws -> ScopeAnswer {
         // NaN would compare false with every deadline and hold the request until the handshake ends.
         let deadline = clock().addingTimeInterval(wait.isFinite ? min(max(wait, 0), 30) : 0)

@@ -4,8 +4,8 @@ import Synchronization
 /// Wakes the agents waiting on a handshake (`GET /ath/handshake/{id}/result?wait=`) when this
 /// instance changes it, instead of each waiter reading the store every 200 ms: 500 waiters did
 /// that 2,500 times a second, nearly two cores of work for nothing. A change made by another
-/// instance on the same store is seen at the waiter's next look, `ATHService.Retention.pollInterval` at
-/// the latest.
+/// instance is signalled when the store pushes it (`HandshakeChangeFeed`), or seen at the
+/// waiter's next look, `ATHService.Retention.pollInterval` at the latest.
 final class HandshakeSignals: Sendable {
     private struct Waiter {
         let id: UInt64
