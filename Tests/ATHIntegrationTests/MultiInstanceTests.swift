@@ -3,6 +3,7 @@ import ATHCore
 import ATHServer
 import ATHStore
 import ATHStorePostgres
+import PostgresNIO
 import Foundation
 import ShoppingExample
 import Testing
@@ -94,5 +95,29 @@ import Testing
         await b.stop()
         await (store as? PostgresStore)?.close()
         await a.stop()
+    }
+
+    /// A rolling upgrade: a newer release applied a schema step this one does not know (a table
+    /// and a nullable column, as steps are additive); this release still opens the database and
+    /// serves handshakes and requests on it.
+    @Test(.enabled(if: TestPostgres.available, TestPostgres.skipped)) func anOlderReleaseRunsOnASchemaANewerOneExtended() async throws {
+        let (url, name) = try await TestPostgres.createDatabase()
+        let first = try await PostgresStore.open(url: url)
+        try await TestPostgres.admin(try #require(TestPostgres.url), database: name) { c in
+            for statement in [
+                "CREATE TABLE future_feature (id TEXT PRIMARY KEY)", "ALTER TABLE handshake ADD COLUMN future_column TEXT",
+                "INSERT INTO ath_schema_migration (name) VALUES ('v99-from-a-newer-release')",
+            ] {
+                try await c.query(PostgresQuery(unsafeSQL: statement), logger: TestPostgres.logger)
+            }
+        }
+        await first.close()
+        let store = try await PostgresStore.open(url: url)
+        let h = try await Harness.start(store: store)
+        try await h.registerParties()
+        let session = try await h.handshake(scopes: ["goods:read"])
+        #expect(try await session.get("/api/goods").status == 200)
+        await h.stop()
+        await TestPostgres.release(store, name: name)
     }
 }

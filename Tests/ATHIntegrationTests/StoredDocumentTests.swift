@@ -41,4 +41,27 @@ import Testing
             #expect(throws: StoreError.self) { try StoredDocument.decode(Grant.self, text) }
         }
     }
+
+    /// Documents carry their format, so that two releases can run side by side: this release
+    /// reads a document without one (written before formats) and one with members it does not
+    /// know (written by a newer release of the same format), and refuses one of a newer format,
+    /// saying so.
+    @Test func documentsCarryTheirFormat() throws {
+        let written = try StoredDocument.encode(grant)
+        #expect(written.hasPrefix(#"{"_format":1,"#))
+        #expect(try StoredDocument.decode(Grant.self, written) == grant)
+        let older = String(decoding: try CanonicalJSON.bytes(of: grant), as: UTF8.self)
+        #expect(!older.contains("_format"))
+        #expect(try StoredDocument.decode(Grant.self, older) == grant)
+        let withUnknownMember = written.replacingOccurrences(of: #"{"_format":1,"#, with: #"{"_format":1,"added_later":{"x":[1]},"#)
+        #expect(try StoredDocument.decode(Grant.self, withUnknownMember) == grant)
+        let newer = written.replacingOccurrences(of: #"{"_format":1,"#, with: #"{"_format":2,"#)
+        #expect { try StoredDocument.decode(Grant.self, newer) } throws: { "\($0)".contains("format 2, written by a newer release") }
+        for malformed in [#"{"_format":"1","#, #"{"_format":0,"#] {
+            #expect(throws: StoreError.self) { try StoredDocument.decode(Grant.self, written.replacingOccurrences(of: #"{"_format":1,"#, with: malformed)) }
+        }
+        struct Empty: Codable, Equatable {}
+        #expect(try StoredDocument.encode(Empty()) == #"{"_format":1}"#)
+        #expect(try StoredDocument.decode(Empty.self, #"{"_format":1}"#) == Empty())
+    }
 }

@@ -55,12 +55,13 @@ enum TestPostgres {
 
     static let logger = Logger(label: "ath.test.postgres")
 
-    /// One connection to the server's maintenance database, for CREATE and DROP DATABASE.
-    static func admin(_ base: String, _ body: (PostgresConnection) async throws -> Void) async throws {
+    /// One connection to the server's maintenance database (CREATE and DROP DATABASE), or to
+    /// `database`.
+    static func admin(_ base: String, database: String = "postgres", _ body: (PostgresConnection) async throws -> Void) async throws {
         let components = try #require(URLComponents(string: base))
         let configuration = PostgresConnection.Configuration(
             host: try #require(components.host), port: components.port ?? 5432, username: try #require(components.user),
-            password: components.password, database: "postgres", tls: .disable)
+            password: components.password, database: database, tls: .disable)
         let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
         do {
             try await body(connection)
