@@ -204,7 +204,9 @@ extension ATHSession {
         let request = SessionChannel.AttachRequest(transport: route.transport, client_nonce: Base64URL.encode(Data(clientNonce)))
         let body = try JSONEncoder().encode(request)
         try await renewIfDue()
-        let reply = try await transport.send(.POST, "/ath/session/channels", body: body, headers: authHeaders("POST", "/ath/session/channels", body))
+        let routing = (SessionChannel.routeHeader, grant.secrets.sessionID)
+        let reply = try await transport.send(
+            .POST, "/ath/session/channels", body: body, headers: authHeaders("POST", "/ath/session/channels", body) + [routing])
         try HTTPTransport.throwIfError(reply)
         let attached = try JSONValue.parse(reply.body).decode(SessionChannel.Attached.self)
         guard attached.transport == route.transport else { throw SessionChannelError.transport("the server attached another transport") }
@@ -218,10 +220,11 @@ extension ATHSession {
         let transport = self.transport
         try await channel.connect { inbound in
             switch route {
-            case .http: return HTTPSessionLink(transport: transport, inbound: inbound)
+            case .http: return HTTPSessionLink(transport: transport, route: routing, inbound: inbound)
             case .webSocket(let tls, let serverName):
                 let base = transport.baseURL.replacingOccurrences(of: "https://", with: "wss://").replacingOccurrences(of: "http://", with: "ws://")
-                return try await QueuedSessionLink.webSocket(url: base + "/ath/session/ws", tls: tls, serverName: serverName, inbound: inbound)
+                return try await QueuedSessionLink.webSocket(
+                    url: base + "/ath/session/ws", route: routing, tls: tls, serverName: serverName, inbound: inbound)
             case .tcp(let host, let port, let tls, let serverName):
                 return try await QueuedSessionLink.tcp(host: host, port: port, tls: tls, serverName: serverName, inbound: inbound)
             case .udp(let host, let port): return try await QueuedSessionLink.udp(host: host, port: port, inbound: inbound)

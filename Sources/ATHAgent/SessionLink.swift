@@ -1,5 +1,6 @@
 import ATHCore
 import Foundation
+import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
@@ -26,14 +27,17 @@ struct SessionLinkInbound: Sendable {
 /// each other, which is why HTTP channels use the receive window like UDP.
 struct HTTPSessionLink: SessionLink {
     let transport: HTTPTransport
+    /// `SessionChannel.routeHeader` and the session id, for a load balancer.
+    let route: (String, String)
     let inbound: SessionLinkInbound
 
     func send(_ frame: [UInt8]) {
-        let (transport, inbound) = (transport, inbound)
+        let (transport, route, inbound) = (transport, route, inbound)
         Task {
             do {
                 let reply = try await transport.send(
-                    .POST, "/ath/session/frames", body: Data(SessionFrameStream.encode(frame)), contentType: "application/vnd.ath.frames")
+                    .POST, "/ath/session/frames", body: Data(SessionFrameStream.encode(frame)), headers: [route],
+                    contentType: "application/vnd.ath.frames")
                 if let error = HTTPTransport.protocolError(in: reply) {
                     await inbound.ended(error)
                     return
@@ -90,11 +94,12 @@ final class QueuedSessionLink: SessionLink {
     }
 
     /// Frames as binary WebSocket messages (`GET /ath/session/ws`).
-    static func webSocket(url: String, tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound) async throws
-        -> QueuedSessionLink
+    static func webSocket(url: String, route: (String, String), tls: TLSConfiguration?, serverName: String?, inbound: SessionLinkInbound)
+        async throws -> QueuedSessionLink
     {
         let (connected, signal) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
         var configuration = WebSocketClientConfiguration()
+        if let name = HTTPField.Name(route.0) { configuration.additionalHeaders[name] = route.1 }
         configuration.maxFrameSize = SessionFrameStream.maxFrameSize
         configuration.sniHostname = serverName
         let link = QueuedSessionLink(inbound: inbound) { [configuration] frames in

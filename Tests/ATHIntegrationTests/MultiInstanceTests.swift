@@ -120,4 +120,62 @@ import Testing
         await h.stop()
         await TestPostgres.release(store, name: name)
     }
+
+    /// Session channels live in the memory of the instance that attached them; the routing rule
+    /// of docs/OPERATIONS.md keeps them there. Through Examples/Instances/nginx.conf as written
+    /// (hashing on the ATH-Session header the agent SDK sends), channels of sessions spread over
+    /// both instances answer every call, over HTTP and WebSocket. The same balancer without the
+    /// rule (round robin) sends a channel's frames to the instance that does not hold it.
+    @Test func sessionChannelsStayOnTheInstanceThatAttachedThem() async throws {
+        let key = PrivateKey.generate()
+        let a = try await Harness.start(serverKey: key)
+        let storeB = try await a.reopenedStore()
+        let b = try await Harness.start(serverKey: key, store: storeB)
+        try await a.registerParties()
+        let example = try String(contentsOf: OfficialSDKTests.repository.appendingPathComponent("Examples/Instances/nginx.conf"), encoding: .utf8)
+            .replacingOccurrences(of: "127.0.0.1:8441", with: "127.0.0.1:\(a.server.port)")
+            .replacingOccurrences(of: "127.0.0.1:8442", with: "127.0.0.1:\(b.server.port)")
+        #expect(example.contains("hash $http_ath_session consistent;"))
+        let nginx = try await GatewayNginxTests.Nginx(configuration: example, port: try freeLoopbackPort())
+        defer { nginx.stop() }
+        let agent = ATHClient(baseURL: nginx.baseURL, did: a.agent, key: a.agentKey, expectedServer: ShoppingPlatform.did)
+
+        // Sessions until both instances hold channels (each lands on one by its random id).
+        var sessions = 0
+        func held() async -> (Int, Int) { (await a.channels.count, await b.channels.count) }
+        while sessions < 40 {
+            let (onA, onB) = await held()
+            if onA > 0 && onB > 0 { break }
+            sessions += 1
+            let session = try await a.handshake(scopes: ["goods:read"], client: agent)
+            let route: ATHSessionChannel.Route = sessions % 2 == 0 ? .http : .webSocket()
+            let channel = try await session.openChannel(route)
+            for keyword in ["phone", "case", "cable"] {
+                let found = try await channel.call("goods.search", ["keyword": .string(keyword)])
+                #expect(found["goods"] != nil, "\(found)")
+            }
+        }
+        let (onA, onB) = await held()
+        #expect(onA > 0 && onB > 0, "channels of \(sessions) sessions all on one instance")
+
+        // Without the rule: round robin over the same two instances.
+        let roundRobin = example.replacingOccurrences(of: "        hash $http_ath_session consistent;\n", with: "")
+        #expect(roundRobin != example)
+        let plain = try await GatewayNginxTests.Nginx(configuration: roundRobin, port: try freeLoopbackPort())
+        defer { plain.stop() }
+        let session = try await a.handshake(
+            scopes: ["goods:read"], client: ATHClient(baseURL: plain.baseURL, did: a.agent, key: a.agentKey, expectedServer: ShoppingPlatform.did))
+        let channel = try await session.openChannel(.http)
+        var refusals: [ATHError.Code?] = []
+        for _ in 0..<4 {
+            do {
+                _ = try await channel.call("goods.search", ["keyword": "phone"])
+            } catch {
+                refusals.append(ATHError.code(error))
+            }
+        }
+        #expect(refusals.contains(.channelNotFound), "round robin: \(refusals)")
+        await b.stop()
+        await a.stop()
+    }
 }

@@ -10,6 +10,12 @@ import Foundation
 public enum SessionChannel {
     public static let nonceSize = 32
     public static let idSize = 16
+    /// The header naming the session (its `sid`) on every HTTP request of its channels: the
+    /// attach, the HTTP transport's frames and the WebSocket upgrade. A channel lives in the
+    /// memory of the instance that attached it, so a load balancer in front of several instances
+    /// routes by this header (e.g. nginx `hash $http_ath_session consistent`), which keeps a
+    /// session's channels on one instance (docs/OPERATIONS.md, "Session channels").
+    public static let routeHeader = "ATH-Session"
     static let label = Array("attn/1 channel".utf8)
 
     /// How a transport delivers frames, which decides the receive rule.

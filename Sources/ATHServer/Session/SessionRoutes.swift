@@ -55,7 +55,10 @@ public struct SessionRoutes<Context: ATHRequestContextProtocol>: Sendable {
                 if !named, body.readableBytes >= Self.channelIDEnd {
                     let id = Array(body.readableBytesView.dropFirst(Self.channelIDEnd - SessionChannel.idSize).prefix(SessionChannel.idSize))
                     guard await channels.isOpen(id, via: .http) else {
-                        throw ATHError(.channelNotFound, "the first frame names no open HTTP session channel")
+                        throw ATHError(
+                            .channelNotFound,
+                            "the first frame names no open HTTP session channel of this instance (ended, or attached on another: route by \(SessionChannel.routeHeader))"
+                        )
                     }
                     named = true
                 }
