@@ -143,10 +143,12 @@ import Testing
         private final class Output: Sendable { let data = Mutex<Data>(Data()) }
         private let output = Output()
 
-        init(_ arguments: [String]) throws {
+        /// `directory`: where the process runs (files it makes by default go there).
+        init(_ arguments: [String], directory: URL? = nil) throws {
             process = Process()
             process.executableURL = CLITests.binary
             process.arguments = arguments
+            if let directory { process.currentDirectoryURL = directory }
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = pipe
