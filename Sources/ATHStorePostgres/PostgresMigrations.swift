@@ -108,6 +108,18 @@ enum PostgresMigrations {
                 "CREATE INDEX rate_counter_window ON rate_counter (window_start)",
             ]
         ),
+        (
+            // Audit records wait here, inside the transaction they belong to, for the chainer
+            // (`PostgresStore+AuditLog`).
+            "v4-audit-outbox",
+            [
+                """
+                CREATE TABLE audit_outbox (
+                    id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, event TEXT NOT NULL, actor TEXT NOT NULL, subject TEXT NOT NULL,
+                    outcome TEXT NOT NULL, detail TEXT NOT NULL)
+                """
+            ]
+        ),
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

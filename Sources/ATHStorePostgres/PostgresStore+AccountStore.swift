@@ -25,7 +25,7 @@ extension PostgresStore: AccountStore {
             }
             for alias in account.aliases { try await Self.insertAlias(alias, internalID: internalID, on: c, self.logger) }
             if let key { try await Self.insertKey(key, internalID: internalID, now: now, on: c, self.logger) }
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -109,7 +109,7 @@ extension PostgresStore: AccountStore {
             let ended = try await Self.liveGrants(of: did, now: now, on: c, self.logger).map(\.id).sorted()
             for id in ended { try await Self.revokeGrant(id, now: now, on: c, self.logger) }
             try await Self.notify(.grants(ended), on: c, self.logger)
-            try await Self.append(audit(ended), on: c, logger: self.logger)
+            try await self.append(audit(ended), on: c)
             return ended
         }
     }
@@ -137,7 +137,7 @@ extension PostgresStore: AccountStore {
             }
             for id in ended { try await Self.revokeGrant(id, now: now, on: c, self.logger) }
             try await Self.notify(.grants(ended), on: c, self.logger)
-            try await Self.append(audit(ended), on: c, logger: self.logger)
+            try await self.append(audit(ended), on: c)
             return ended
         }
     }
@@ -164,7 +164,7 @@ extension PostgresStore: AccountStore {
         try await transaction { c in
             let internalID = try await Self.requireInternalID(of: did, on: c, self.logger)
             try await c.query("UPDATE account SET suspended_at = NULL WHERE internal_id = \(internalID)", logger: self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -187,7 +187,7 @@ extension PostgresStore: AccountStore {
             let internalID = try await Self.requireInternalID(of: did, on: c, self.logger)
             let position = try await c.value(Int64.self, "SELECT COUNT(*) FROM external_id WHERE internal_id = \(internalID)", self.logger) ?? 0
             try await Self.insertExternalID(externalID, internalID: internalID, position: Int(position), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -195,7 +195,7 @@ extension PostgresStore: AccountStore {
         try Account.validateAlias(alias)
         try await transaction { c in
             try await Self.insertAlias(alias, internalID: try await Self.requireInternalID(of: did, on: c, self.logger), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -203,14 +203,14 @@ extension PostgresStore: AccountStore {
         try await transaction { c in
             let internalID = try await Self.requireInternalID(of: did, on: c, self.logger)
             try await Self.insertKey(key, internalID: internalID, now: Int64(Date().timeIntervalSince1970), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
     public func revokeKey(did: String, kid: String, audit: [AuditEvent]) async throws {
         try await transaction { c in
             try await Self.revoke(kid, internalID: try await Self.requireInternalID(of: did, on: c, self.logger), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -229,7 +229,7 @@ extension PostgresStore: AccountStore {
             let internalID = try await Self.requireInternalID(of: did, on: c, self.logger)
             try await Self.insertKey(newKey, internalID: internalID, now: Int64(Date().timeIntervalSince1970), on: c, self.logger)
             try await Self.revoke(kid, internalID: internalID, on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 

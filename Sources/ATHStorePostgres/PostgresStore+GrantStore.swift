@@ -51,7 +51,7 @@ extension PostgresStore: GrantStore {
                 VALUES (\(new.jti), \(new.grantID), \(new.sessionID), \(new.issuedAt), \(new.expiresAt))
                 """, logger: self.logger)
             try await Self.notify(.token(jti: old, session: new.sessionID), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -61,7 +61,7 @@ extension PostgresStore: GrantStore {
             guard try await c.value(Int32.self, "SELECT 1 FROM grant_record WHERE id = \(id)", self.logger) != nil else { return false }
             try await Self.revokeGrant(id, now: now, on: c, self.logger)
             try await Self.notify(.grants([id]), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -101,7 +101,7 @@ extension PostgresStore: GrantStore {
             // Expired grants are marked too, but only those still in force are reported as ended.
             let ended = rows.filter { $0.expiresAt > now }.map(\.id)
             try await Self.notify(.grants(rows.map(\.id)), on: c, self.logger)
-            try await Self.append(audit(ended), on: c, logger: self.logger)
+            try await self.append(audit(ended), on: c)
             return ended
         }
     }
@@ -149,7 +149,7 @@ extension PostgresStore: GrantStore {
             guard let token = try await Self.token(jti: jti, on: c, self.logger) else { return nil }
             try await c.query("UPDATE token SET revoked_at = \(now) WHERE jti = \(jti) AND revoked_at IS NULL", logger: self.logger)
             try await Self.notify(.token(jti: jti, session: token.sessionID), on: c, self.logger)
-            try await Self.append(audit(token), on: c, logger: self.logger)
+            try await self.append(audit(token), on: c)
             return token
         }
     }

@@ -15,7 +15,7 @@ extension PostgresStore: HandshakeStore {
                 INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
                 VALUES (\(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0, \(data))
                 """, logger: self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -118,7 +118,7 @@ extension PostgresStore: HandshakeStore {
                     "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (\(t.jti), \(g.id), \(t.sid), \(t.iat), \(t.exp))",
                     logger: self.logger)
             }
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 

@@ -16,7 +16,7 @@ extension PostgresStore: OAuthAPIStore {
             } catch let error as PSQLError where error.isUniqueViolation {
                 throw StoreError.duplicate("agent \(registration.agentID) is already registered")
             }
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -33,7 +33,7 @@ extension PostgresStore: OAuthAPIStore {
                 INSERT INTO oauth_session (id, provider_state, client_id, status, expires_at, data)
                 VALUES (\(session.id), \(session.providerState), \(session.clientID), \(session.status.rawValue), \(session.expiresAt), \(data))
                 """, logger: self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
         }
     }
 
@@ -61,7 +61,7 @@ extension PostgresStore: OAuthAPIStore {
             guard session.bindingDigest == nil else { return false }
             session.bindingDigest = bindingDigest
             try await c.query("UPDATE oauth_session SET data = \(try StoredDocument.encode(session)) WHERE id = \(id)", logger: self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -76,7 +76,7 @@ extension PostgresStore: OAuthAPIStore {
                 WHERE id = \(finished.id) AND status = 'pending' AND expires_at > \(now) RETURNING 1
                 """, self.logger)
             guard changed == 1 else { return false }
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -98,7 +98,7 @@ extension PostgresStore: OAuthAPIStore {
                 INSERT INTO oauth_token (digest, client_id, session_id, expires_at, revoked_at, data)
                 VALUES (\(token.digest), \(token.clientID), \(token.sessionID), \(token.expiresAt), NULL, \(tokenData))
                 """, logger: self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }
@@ -141,7 +141,7 @@ extension PostgresStore: OAuthAPIStore {
                 guard clientID == nil || token.clientID == clientID else { return nil }
                 try await c.query("UPDATE oauth_token SET revoked_at = \(now) WHERE digest = \(digest) AND revoked_at IS NULL", logger: self.logger)
                 try await Self.notify(.issuedToken(digest: digest), on: c, self.logger)
-                try await Self.append(audit(token), on: c, logger: self.logger)
+                try await self.append(audit(token), on: c)
                 return token
             }
         }
@@ -173,7 +173,7 @@ extension PostgresStore: OAuthAPIStore {
                 String.self, "UPDATE oauth_token SET revoked_at = \(now) WHERE client_id = \(clientID) AND revoked_at IS NULL RETURNING digest",
                 self.logger)
             try await Self.notify(.registration(clientID: clientID), on: c, self.logger)
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return digests
         }
     }

@@ -5,7 +5,7 @@ extension PostgresStore: SingleUseValues {
     public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         try await transaction { c in
             guard try await Self.consume(key, expiresAt: expiresAt, now: now, on: c, self.logger) else { return false }
-            try await Self.append(audit, on: c, logger: self.logger)
+            try await self.append(audit, on: c)
             return true
         }
     }

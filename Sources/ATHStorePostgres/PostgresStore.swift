@@ -1,7 +1,9 @@
 import ATHCore
 import ATHStore
 import Logging
+import Dispatch
 import PostgresNIO
+import Synchronization
 
 /// The store on PostgreSQL, for several instances of a server on one database: every instance
 /// sees the same single-use values and the same audit chain, because they are rows of one
@@ -16,6 +18,11 @@ public final class PostgresStore: Sendable {
     let configuration: PostgresStoreConfiguration
     let logger: Logger
     private let running: Task<Void, Never>
+    /// When this instance last put audit records in the outbox: its chainer runs often for a
+    /// while after.
+    /// (`DispatchTime` uptime nanoseconds; 0: never).
+    let auditAppended = Atomic<UInt64>(0)
+    private let chainer = Mutex<Task<Void, Never>?>(nil)
 
     private init(client: PostgresClient, configuration: PostgresStoreConfiguration, logger: Logger) {
         self.client = client
@@ -38,6 +45,8 @@ public final class PostgresStore: Sendable {
             try await store.transaction(timeout: max(configuration.operationTimeout, .seconds(60))) { connection in
                 try await PostgresMigrations.apply(on: connection, logger: logger)
             }
+            let chainer = store.chainInBackground()
+            store.chainer.withLock { $0 = chainer }
         } catch {
             await store.close()
             if case StoreError.unavailable(let why) = error {
@@ -52,8 +61,15 @@ public final class PostgresStore: Sendable {
         try await open(PostgresStoreConfiguration(url: url), logger: logger)
     }
 
-    /// Closes every connection; operations after it fail.
+    /// Chains what this instance left in the audit outbox (best effort: another instance, or
+    /// this one started again, chains it otherwise), then closes every connection; operations
+    /// after it fail.
     public func close() async {
+        if let chainer = chainer.withLock({ $0 }) {
+            chainer.cancel()
+            await chainer.value
+            _ = try? await chainOutbox(wait: false)
+        }
         running.cancel()
         await running.value
     }
