@@ -89,14 +89,25 @@ extension Bench {
             let (agentKey, userKey) = (PrivateKey.generate(.es256), PrivateKey.generate(.es256))
             let agent = DID.key(agentKey.publicKey)
             let client = ATHClient(baseURL: url, did: agent, key: agentKey)
-            var held: [ATHSession] = []
-            for _ in 0..<grants {
-                let credential = try await UserCredential.issue(
-                    user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: [scope], validFor: 7200)
-                let session = try await client.handshake(credential: credential, scopes: [scope], ttl: 7200, context: "hold", confirmationWait: .seconds(5))
-                let status = try await session.get(path).status
-                guard (200..<300).contains(status) else { throw ATHError(.internalError, "status \(status) from \(path)") }
-                held.append(session)
+            let (path, scope, grants) = (self.path, self.scope, self.grants)
+            // Eight agents' worth at once: the holding, not the making, is what is measured.
+            let held = try await withThrowingTaskGroup(of: [ATHSession].self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        var mine: [ATHSession] = []
+                        for _ in stride(from: worker, to: grants, by: 8) {
+                            let credential = try await UserCredential.issue(
+                                user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: [scope], validFor: 7200)
+                            let session = try await client.handshake(
+                                credential: credential, scopes: [scope], ttl: 7200, context: "hold", confirmationWait: .seconds(5))
+                            let status = try await session.get(path).status
+                            guard (200..<300).contains(status) else { throw ATHError(.internalError, "status \(status) from \(path)") }
+                            mine.append(session)
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
             }
             print("holding \(held.count) grants")
             fflush(nil)
