@@ -12,16 +12,18 @@ public final class SQLiteStore: ATHStore {
     public init(path: String) throws {
         var config = Configuration()
         config.busyMode = .timeout(5)
-        db = try DatabasePool(path: path, configuration: config)
         // Processes that open a new file at once (`ath gateway` and `ath authz` on one store)
         // would each find no migration applied and both apply the first: the migrator reads what
-        // is applied before it takes SQLite's write lock. One at a time, by a lock beside the file.
+        // is applied before it takes SQLite's write lock. One at a time, by a lock beside the file,
+        // taken before the pool opens: opening switches a new file to WAL, which SQLite may refuse
+        // at once ("database is locked") to another opener doing the same, whatever the timeout.
         let lock = open(path + ".lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
         guard lock >= 0 else { throw StoreError.corrupt("cannot open the migration lock \(path).lock") }
         defer { close(lock) }
         while flock(lock, LOCK_EX) != 0 {
             guard errno == EINTR else { throw StoreError.corrupt("cannot lock \(path).lock") }
         }
+        db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)
     }
 
