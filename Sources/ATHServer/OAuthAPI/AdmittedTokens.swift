@@ -21,8 +21,9 @@ final class AdmittedTokens: Sendable {
     }
 
     let recheckInterval: Int64
+    /// At most twice this many entries (`BoundedCache`).
     let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries: BoundedCache<String, Entry>
     private let listener = Mutex<Task<Void, Never>?>(nil)
 
     /// `recheckInterval` 0: nothing is remembered, every request reads the store. With a `feed`
@@ -31,6 +32,7 @@ final class AdmittedTokens: Sendable {
     init(recheckInterval: Int64, capacity: Int = 50_000, feed: (any RevocationFeed)? = nil) {
         self.recheckInterval = recheckInterval
         self.capacity = capacity
+        entries = BoundedCache(capacity: capacity)
         guard let feed else { return }
         let revocations = feed.revocations()
         let task = Task { [weak self] in
@@ -38,7 +40,7 @@ final class AdmittedTokens: Sendable {
                 guard let self else { return }
                 switch revocation {
                 case .issuedToken(let digest): self.forget(digest)
-                case .registration(let clientID): self.entries.withLock { $0 = $0.filter { $0.value.token.clientID != clientID } }
+                case .registration(let clientID): self.entries.removeAll { $0.token.clientID == clientID }
                 case .grants, .token: break
                 }
             }
@@ -51,33 +53,22 @@ final class AdmittedTokens: Sendable {
     /// The entry for `digest` while it needs no new reading at `now`; nil: read the store.
     func fresh(_ digest: String, now: Int64) -> Entry? {
         guard recheckInterval > 0 else { return nil }
-        return entries.withLock { entries in
-            guard let entry = entries[digest] else { return nil }
-            return now - entry.checkedAt < recheckInterval ? entry : nil
-        }
+        guard let entry = entries.value(forKey: digest) else { return nil }
+        return now - entry.checkedAt < recheckInterval ? entry : nil
     }
 
     /// The entry for `digest` whatever its age: what a standing re-check confirms.
     func remembered(_ digest: String) -> Entry? {
-        entries.withLock { $0[digest] }
+        entries.value(forKey: digest)
     }
 
     func remember(_ digest: String, _ entry: Entry) {
         guard recheckInterval > 0 else { return }
-        entries.withLock { entries in
-            // Bounded: when full, entries past their interval go first; if none are, all go
-            // (they are read again from the store on their next request).
-            if entries.count >= capacity, entries[digest] == nil {
-                let oldest = entry.checkedAt - recheckInterval
-                entries = entries.filter { $0.value.checkedAt > oldest }
-                if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            }
-            entries[digest] = entry
-        }
+        entries.set(entry, forKey: digest)
     }
 
     /// The token stops being admitted from memory (revoked here, or found revoked or gone).
     func forget(_ digest: String) {
-        _ = entries.withLock { $0.removeValue(forKey: digest) }
+        entries.removeValue(forKey: digest)
     }
 }

@@ -187,17 +187,14 @@ extension ATHService {
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
         let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token), authorization: authorization)
-        verifiedTokens.withLock { cache in
-            if cache.count > 50_000 { cache = cache.filter { $0.value.claims.exp > Freshness.unix(now) } }
-            cache[TokenKey(authorization)] = verified
-        }
+        verifiedTokens.set(verified, forKey: TokenKey(authorization))
         return verified
     }
 
     /// The remembered token, its expiry checked against `now` again (its other claims do not
     /// change with time); nil if not remembered.
     func cachedToken(authorization: String, now: Date) throws -> VerifiedToken? {
-        guard let cached = verifiedTokens.withLock({ $0[TokenKey(authorization)] }), cached.isToken(of: authorization) else { return nil }
+        guard let cached = verifiedTokens.value(forKey: TokenKey(authorization)), cached.isToken(of: authorization) else { return nil }
         try AccessToken.checkExpiry(cached.claims, now: now)
         return cached
     }
@@ -255,7 +252,7 @@ extension ATHService {
 
     /// The session's state if read from the store less than `statusCacheSeconds` ago.
     func cachedSessionState(_ claims: AccessTokenClaims, now: Date) -> SessionState? {
-        guard let s = sessions.withLock({ $0[claims.sid] }), now.timeIntervalSince(s.loadedAt) < Self.statusCacheSeconds else { return nil }
+        guard let s = sessions.value(forKey: claims.sid), now.timeIntervalSince(s.loadedAt) < Self.statusCacheSeconds else { return nil }
         return s
     }
 
@@ -272,7 +269,7 @@ extension ATHService {
         let proofKey = try openSessionKeys(session).proofKey
         let s = SessionState(
             proofMAC: ProofMAC(key: proofKey), grant: grant, restrictions: restrictions, loadedAt: now)
-        sessions.withLock { $0[claims.sid] = s }
+        sessions.set(s, forKey: claims.sid)
         return s
     }
 
@@ -303,7 +300,7 @@ extension ATHService {
                 AuditEvent(
                     at: t, event: "token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", detail: "old=\(old.jti) new=\(claims.jti)")
             ])
-        sessions.withLock { $0[old.sid] }?.tokenRevoked.withLock { $0[old.jti] = true }
+        sessions.value(forKey: old.sid)?.tokenRevoked.withLock { $0[old.jti] = true }
         guard renewed else { throw ATHError(.tokenRevoked, "this access token was already renewed or revoked") }
         return RenewedToken(access_token: token, token_expires_at: claims.exp)
     }
@@ -326,6 +323,6 @@ extension ATHService {
                 jti: jti, now: t,
                 audit: { [AuditEvent(at: t, event: "token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\($0.grantID)")] })
         else { throw ATHError(.notFound, "no token \(jti.prefix(64))") }
-        sessions.withLock { $0[token.sessionID] }?.tokenRevoked.withLock { $0[jti] = true }
+        sessions.value(forKey: token.sessionID)?.tokenRevoked.withLock { $0[jti] = true }
     }
 }

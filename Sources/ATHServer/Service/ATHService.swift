@@ -33,8 +33,12 @@ public final class ATHService: Sendable {
     public let agentCertificates: AgentCertificatePolicy?
     /// The OpenID Connect provider users may sign in with (console and user API), if any.
     public let openID: OpenIDProvider?
-    let verifiedTokens = Mutex<[TokenKey: VerifiedToken]>([:])
-    let sessions = Mutex<[String: SessionState]>([:])
+    /// Tokens whose signature was checked, until they expire or go unused for two turns of
+    /// 50,000 new ones.
+    let verifiedTokens = BoundedCache<TokenKey, VerifiedToken>(capacity: 50_000)
+    /// Sessions' state as read from the store. An entry is used for `statusCacheSeconds` and
+    /// read again after, so generations turn at that age: what stays is what was used lately.
+    let sessions = BoundedCache<String, SessionState>(capacity: 100_000, maxAge: .seconds(statusCacheSeconds))
     let logger: Logger
     /// When this instance started (Unix seconds). Proofs of possession dated earlier are refused:
     /// the replay cache is in memory, so a proof used before a restart could otherwise be used
@@ -140,7 +144,7 @@ public final class ATHService: Sendable {
     func apply(_ revocation: Revocation) {
         switch revocation {
         case .grants(let ids): forget(grants: ids)
-        case .token(let jti, let session): sessions.withLock { $0[session] }?.tokenRevoked.withLock { $0[jti] = true }
+        case .token(let jti, let session): sessions.value(forKey: session)?.tokenRevoked.withLock { $0[jti] = true }
         case .issuedToken, .registration: break
         }
     }
@@ -549,7 +553,7 @@ public final class ATHService: Sendable {
     func forget(grants: [String]) {
         guard !grants.isEmpty else { return }
         let ended = Set(grants)
-        sessions.withLock { $0 = $0.filter { !ended.contains($0.value.grant.id) } }
+        sessions.removeAll { ended.contains($0.grant.id) }
     }
 
     func authenticateUser(_ authorization: String, now: Date) async throws -> DID {

@@ -1,0 +1,73 @@
+import ATHCore
+import ShoppingExample
+import Testing
+
+@testable import ATHServer
+
+/// The caches of verified tokens, sessions and admitted v0.1 tokens hold at most twice their
+/// capacity, keep what is in use, and drop what is not within two turns.
+@Suite struct BoundedCacheTests {
+    @Test func holdsAtMostTwiceItsCapacity() {
+        let cache = BoundedCache<Int, Int>(capacity: 100)
+        for i in 0..<1_000 {
+            cache.set(i, forKey: i)
+            #expect(cache.count <= 200)
+        }
+        // The newest entries are there; the oldest went whole generations ago.
+        #expect((900..<1_000).allSatisfy { cache.value(forKey: $0) == $0 })
+        #expect(cache.value(forKey: 0) == nil && cache.value(forKey: 700) == nil)
+    }
+
+    @Test func anEntryInUseSurvivesEveryTurn() {
+        let cache = BoundedCache<String, Int>(capacity: 10)
+        cache.set(1, forKey: "hot")
+        cache.set(2, forKey: "cold")
+        for i in 0..<1_000 {
+            cache.set(i, forKey: "k\(i)")
+            if i % 5 == 0 { #expect(cache.value(forKey: "hot") == 1, "lost at \(i)") }
+        }
+        #expect(cache.value(forKey: "cold") == nil)
+    }
+
+    /// With a maximum age, generations turn with time too: an entry unused for two ages goes
+    /// even when few new ones arrive.
+    @Test func generationsTurnWithAge() async throws {
+        let cache = BoundedCache<String, Int>(capacity: 1_000, maxAge: .milliseconds(50))
+        cache.set(1, forKey: "a")
+        try await Task.sleep(for: .milliseconds(80))
+        cache.set(2, forKey: "b")  // "a" is now in the older generation
+        try await Task.sleep(for: .milliseconds(80))
+        cache.set(3, forKey: "c")  // and now dropped
+        #expect(cache.value(forKey: "a") == nil)
+        #expect(cache.value(forKey: "b") == 2 && cache.value(forKey: "c") == 3)
+        #expect(cache.count == 2)
+    }
+
+    @Test func removesWhatItIsTold() {
+        let cache = BoundedCache<Int, Int>(capacity: 4)
+        for i in 0..<6 { cache.set(i, forKey: i) }  // spread over both generations
+        cache.removeAll { $0 % 2 == 0 }
+        cache.removeValue(forKey: 5)
+        #expect((0..<6).compactMap { cache.value(forKey: $0) } == [1, 3])
+    }
+
+    /// The service's session cache follows use: a session not used for two turns of
+    /// `statusCacheSeconds` is no longer held (it is read again from the store if it returns).
+    @Test func theServiceForgetsSessionsNoLongerUsed() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let idle = try await h.handshake(scopes: ["goods:read"])
+        #expect(try await idle.get("/api/goods").status == 200)
+        #expect(h.service.sessions.count == 1)
+        let busy = try await h.handshake(scopes: ["goods:read"])
+        for _ in 0..<2 {
+            try await Task.sleep(for: .seconds(ATHService.statusCacheSeconds + 0.2))
+            #expect(try await busy.get("/api/goods").status == 200)
+        }
+        #expect(h.service.sessions.count == 1, "only the session in use is held")
+        // The forgotten one is read again from the store when it returns.
+        #expect(try await idle.get("/api/goods").status == 200)
+        #expect(h.service.sessions.count == 2)
+        await h.stop()
+    }
+}
