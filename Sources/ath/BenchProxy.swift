@@ -19,9 +19,12 @@ extension Bench {
             case request
             /// A whole handshake (steps 1-9, no user confirmation), with a credential of its own.
             case handshake
+            /// A handshake, then one request with its token: every operation leaves the server
+            /// one more live token and session to remember.
+            case handshakeAndRequest = "handshake-and-request"
         }
         @Option(help: "The gateway's base URL.") var url: String
-        @Option(help: "What one operation is: request or handshake.") var operation: Operation = .request
+        @Option(help: "What one operation is: request, handshake or handshake-and-request.") var operation: Operation = .request
         @Option(help: "The protected path, e.g. /bench/userinfo.") var path: String
         @Option(help: "The scope the path needs.") var scope: String
         @Option(help: "Seconds of load after one second of warm-up.") var seconds: Double = 10
@@ -42,12 +45,14 @@ extension Bench {
             switch self.operation {
             case .request:
                 operation = { try await session.get(path).status }
-            case .handshake:
+            case .handshake, .handshakeAndRequest:
+                let request = self.operation == .handshakeAndRequest
                 operation = {
                     let credential = try await UserCredential.issue(
                         user: DID.key(userKey.publicKey), key: userKey, client: agent, scopes: [scope], validFor: 7200)
-                    _ = try await client.handshake(credential: credential, scopes: [scope], ttl: 7200, context: "bench", confirmationWait: .seconds(5))
-                    return 200
+                    let session = try await client.handshake(
+                        credential: credential, scopes: [scope], ttl: 7200, context: "bench", confirmationWait: .seconds(5))
+                    return request ? try await session.get(path).status : 200
                 }
             }
             _ = try await Bench.load(seconds: 1, concurrency: concurrency) { _ in _ = try await operation() }
