@@ -30,7 +30,6 @@ public final class Gateway: Sendable {
     let mode: Mode
     let upstreamClient: HTTPClient
     let webhook: WebhookConfirmationChannel?
-    let sealer: SecretSealer
     /// What the listeners answer with, swapped whole by `reload`.
     let mainRoutes: RouteTable
     let checkRoutes: RouteTable?
@@ -40,7 +39,7 @@ public final class Gateway: Sendable {
 
     private init(
         configuration: GatewayConfiguration, mode: Mode, server: RunningServer, authz: RunningServer?, service: ATHService, opened: StoreLocation.Opened,
-        upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?, sealer: SecretSealer, routes: Routes, mainRoutes: RouteTable,
+        upstreamClient: HTTPClient, webhook: WebhookConfirmationChannel?, routes: Routes, mainRoutes: RouteTable,
         checkRoutes: RouteTable?
     ) {
         self.mode = mode
@@ -51,7 +50,6 @@ public final class Gateway: Sendable {
         self.store = opened.store
         self.upstreamClient = upstreamClient
         self.webhook = webhook
-        self.sealer = sealer
         self.mainRoutes = mainRoutes
         self.checkRoutes = checkRoutes
         self.state = Mutex((configuration, routes.oauth))
@@ -130,9 +128,8 @@ public final class Gateway: Sendable {
         // request's attributes computed, about 3 % of a proxied request's CPU.
         clientConfiguration.tracing.tracer = nil
         let upstreamClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
-        let sealer = SecretSealer(derivedFrom: service.identity)
         let routes = Self.routes(
-            configuration, mode: mode, service: service, store: store, upstreamClient: upstreamClient, sealer: sealer, previous: nil)
+            configuration, mode: mode, service: service, store: store, upstreamClient: upstreamClient, previous: nil)
         if configuration.devMode {
             for line in [
                 "DEV MODE: agent attestation signatures are NOT verified and /ath/token does not compare the code.",
@@ -158,7 +155,7 @@ public final class Gateway: Sendable {
         }
         return Gateway(
             configuration: configuration, mode: mode, server: server, authz: authz, service: service, opened: opened,
-            upstreamClient: upstreamClient, webhook: webhook, sealer: sealer, routes: routes, mainRoutes: mainRoutes, checkRoutes: checkRoutes)
+            upstreamClient: upstreamClient, webhook: webhook, routes: routes, mainRoutes: mainRoutes, checkRoutes: checkRoutes)
     }
 
     /// What the listeners serve for one configuration: the main listener's routes, the checks'
@@ -171,7 +168,7 @@ public final class Gateway: Sendable {
 
     static func routes(
         _ configuration: GatewayConfiguration, mode: Mode, service: ATHService, store: any ATHStore & OAuthAPIStore, upstreamClient: HTTPClient,
-        sealer: SecretSealer, previous: OAuthAPIService?
+        previous: OAuthAPIService?
     ) -> Routes {
         let forwarder = UpstreamForwarder(httpClient: upstreamClient)
         let scheme = configuration.tls == nil ? "http" : "https"
@@ -203,8 +200,8 @@ public final class Gateway: Sendable {
                 var documents = AgentIdentityDocuments.Policy()
                 documents.allowLoopback = configuration.identityDocumentsOnLoopback
                 oauthService = OAuthAPIService(
-                    api, store: store, sealer: sealer, httpClient: upstreamClient,
-                    documents: AgentIdentityDocuments(policy: documents))
+                    api, store: store, sealer: service.sealer, httpClient: upstreamClient,
+                    documents: AgentIdentityDocuments(policy: documents), limiter: service.limiter)
             }
             OAuthAPIRoutes<ATHRequestContext>(
                 service: oauthService, forwarder: mode == .proxy ? forwarder : nil, scheme: scheme, refusals: service.refusals
@@ -236,7 +233,7 @@ public final class Gateway: Sendable {
         }
         let previous = state.withLock { $0.oauth }
         let routes = Self.routes(
-            new, mode: mode, service: service, store: store, upstreamClient: upstreamClient, sealer: sealer, previous: previous)
+            new, mode: mode, service: service, store: store, upstreamClient: upstreamClient, previous: previous)
         mainRoutes.set(routes.main)
         if let checks = routes.checks { checkRoutes?.set(checks) }
         state.withLock { $0 = (new, routes.oauth) }

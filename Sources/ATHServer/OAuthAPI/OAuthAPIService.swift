@@ -59,7 +59,8 @@ public struct OAuthAPIService: Sendable {
 
     public init(
         _ configuration: Configuration, store: any ATHStore & OAuthAPIStore, sealer: SecretSealer, httpClient: HTTPClient,
-        documents: AgentIdentityDocuments = AgentIdentityDocuments(), clock: @escaping @Sendable () -> Date = { Date() }
+        documents: AgentIdentityDocuments = AgentIdentityDocuments(), limiter: (any RateLimiting)? = nil,
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.configuration = configuration
         self.store = store
@@ -68,7 +69,8 @@ public struct OAuthAPIService: Sendable {
         self.exchange = ProviderCodeExchange(http: httpClient)
         self.clock = clock
         self.admitted = AdmittedTokens(recheckInterval: configuration.revocationRecheck, feed: store as? any RevocationFeed)
-        limiter = (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
+        // A server's own limiter when given (`ATHService.limiter`): one batcher syncs every count.
+        self.limiter = limiter ?? (store as? any SharedRateCounters).map { SharedRateLimiter(store: $0) } ?? SlidingWindowLimiter()
     }
 
     /// The same service with a new configuration (a gateway's reload): the rate counters and,

@@ -20,13 +20,15 @@ public final class ATHService: Sendable {
     let didKeys = DIDKeyVerifiers()
     let clock: @Sendable () -> Date
     /// Grants' `rate_limit`: in this process, or shared by every instance when the store is.
-    let limiter: any RateLimiting
+    /// Public so that the v0.1 API on the same store counts through it too (one batcher).
+    public let limiter: any RateLimiting
     let proofNonces = ReplayCache()
     /// With a store that several instances share, every admitted proof nonce is also recorded
     /// there (`SharedProofNonceCheck`); nil for a store of one instance.
     let sharedProofNonces: SharedProofNonceCheck?
-    /// Seals session secrets before they reach the store.
-    let sealer: SecretSealer
+    /// Seals session secrets before they reach the store; public so that the v0.1 API of the
+    /// same server seals with the same ring rather than deriving its own.
+    public let sealer: SecretSealer
     /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
     public let refusals: RefusalAudit
     /// Agents' certificates (ACPs CAI), when this service takes them; see `AgentCertificatePolicy`.

@@ -5,7 +5,7 @@ import Synchronization
 
 /// How a server counts a limit: in its own memory (`SlidingWindowLimiter`, one instance) or
 /// toward totals every instance shares (`SharedRateLimiter`).
-protocol RateLimiting: Sendable {
+public protocol RateLimiting: Sendable {
     /// Counts one request for `key`; throws RATE_LIMITED when it would exceed `limit`.
     func admit(_ key: String, limit: RateLimit, now: Date) async throws
 }
