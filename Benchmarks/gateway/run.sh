@@ -11,13 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-15}"
 connections="${2:-32}"
-ath="${ATH_BIN:-.build/release/ath}"   # ATH_BIN: another build, e.g. to try the script on a debug one
-[ -x "$ath" ] || { echo "build it first: swift build -c release --product ath"; exit 1; }
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"; }
-trap cleanup EXIT
 source Benchmarks/common.sh
+bench_init   # ATH_BIN: another build, e.g. to try the script on a debug one
 U=$(port); P=$(port); I=$(port); G=$(port); G2=$(port); Z=$(port); A=$(port)
 
 upstream_run

@@ -21,18 +21,8 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-10}"
 sizes="${2:-0 10000 100000 1000000}"
 backends="${3:-sqlite postgres}"
-ath="$(pwd)/${ATH_BIN:-.build/release/ath}"
-[ -x "$ath" ] || { echo "build it first: swift build -c release --product ath"; exit 1; }
-work="$(mktemp -d)"
-pids=()
-pg_dir=""
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    [ -z "$pg_dir" ] || .ci/postgres-stop "$pg_dir"
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 source Benchmarks/common.sh
+bench_init
 U=$(port)
 upstream_run
 "$ath" keygen --out "$work/key.pem" > /dev/null
@@ -43,30 +33,12 @@ if [[ " $backends " == *" postgres "* ]]; then
     pg_dir=$(cat "$work/pg-dir")
     pg_base="${pg_url%%/postgres*}"
 fi
-pg_pids() { local main; main=$(head -1 "$pg_dir/data/postmaster.pid"); echo "$main $(pgrep -P "$main" | tr '\n' ' ')"; }
 # The database on the server's core (backends forked later inherit it): the load generator keeps its own.
 [ -z "$pg_dir" ] || for p in $(pg_pids); do taskset -acp "$server_core" "$p" > /dev/null; done
 stop_gateway() { kill "$gw_pid" 2>/dev/null || true; while kill -0 "$gw_pid" 2>/dev/null; do sleep 0.1; done; }
 
-start_gateway() {  # store line; sets gw_pid and gw_port
-    gw_port=$(port)
-    cat > "$work/gateway.yaml" <<YAML
-gateway: {public_url: "http://127.0.0.1:$gw_port", listen: {host: "127.0.0.1", port: $gw_port}, insecure_http: true}
-server: {did: "did:ath:bench", key_file: "key.pem"}
-store: $1
-handshake: {require_user_confirmation: false, rate_limit: "100000000/hour"}
-services: ["shop"]
-service:
-  shop:
-    protocol: "ath"
-    upstream: "http://127.0.0.1:$U"
-    scopes: ["profile:read = Your profile"]
-    routes: ["GET /userinfo profile:read"]
-YAML
-    (cd "$work" && exec taskset -c "$server_core" "$ath" gateway --config "$work/gateway.yaml" > "$work/gateway.log" 2>&1) &
-    gw_pid=$!; pids+=($gw_pid); disown
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$gw_port/health" > /dev/null && break; sleep 0.1; done
-}
+# store line: the gateway (common.sh) on the server's core, as gw_pid and gw_port
+start_gateway() { gateway_start gw "$1" 'rate_limit: "100000000/hour"' "$server_core"; }
 
 # The template grant, then N copies of it, in SQL.
 populate_sqlite() {  # file, N
@@ -120,7 +92,7 @@ measure() {
     taskset -c "$load_core" "$ath" bench proxy --operation "$1" --url "http://127.0.0.1:$gw_port" --path /shop/userinfo \
         --scope profile:read --seconds "$seconds" --concurrency 8 > "$out" 2>&1 &
     local bench=$!
-    for _ in $(seq 600); do grep -q measuring "$out" 2>/dev/null && break; sleep 0.05; done
+    await_measuring "$out"
     [ -z "$pg_dir" ] || [ "$2" != postgres ] || database=($(pg_pids))
     before=$(cpu "$gw_pid")
     for p in "${database[@]}"; do dbefore=$((dbefore + $(cpu "$p" 2>/dev/null || echo 0))); done

@@ -22,18 +22,8 @@ seconds="${1:-10}"
 parts="${PARTS:-throughput memory}"
 concurrency="${2:-16}"
 held="${3:-2000}"
-ath="${ATH_BIN:-.build/release/ath}"
-[ -x "$ath" ] || { echo "build it first: swift build -c release --product ath"; exit 1; }
-work="$(mktemp -d)"
-pids=()
-pg_dir=""
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    [ -z "$pg_dir" ] || .ci/postgres-stop "$pg_dir"
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 source Benchmarks/common.sh
+bench_init
 U=$(port)
 upstream_run
 
@@ -42,8 +32,6 @@ pg_dir=$(cat "$work/pg-dir")
 pg_port=$(cat "$pg_dir/port")
 pg_base="${pg_url%%/postgres*}"
 sql() { psql "$pg_base/$1" -tAc "$2"; }
-# The cluster's processes: its postmaster and the children it forked (backends, writers).
-pg_pids() { local main; main=$(head -1 "$pg_dir/data/postmaster.pid"); echo "$main $(pgrep -P "$main" | tr '\n' ' ')"; }
 # TCP payload bytes on every connection to the database, both ways, as the clients count them.
 pg_bytes() {
     ss -tinH state established "( dport = :$pg_port )" \
@@ -51,28 +39,9 @@ pg_bytes() {
 }
 $ath keygen --out "$work/key.pem" > /dev/null
 
-gateway() {  # name, store line: starts a gateway; its pid and port go to ${name}_pid and ${name}_port
-    local g
-    g=$(port)
-    cat > "$work/$1.yaml" <<YAML
-gateway: {public_url: "http://127.0.0.1:$g", listen: {host: "127.0.0.1", port: $g}, insecure_http: true}
-server: {did: "did:ath:bench", key_file: "key.pem"}
-store: $2
-handshake: {require_user_confirmation: false, rate_limit: "100000000/hour"}
-services: ["shop"]
-service:
-  shop:
-    protocol: "ath"
-    upstream: "http://127.0.0.1:$U"
-    scopes: ["profile:read = Your profile"]
-    routes: ["GET /userinfo profile:read"]
-YAML
-    $ath gateway --config "$work/$1.yaml" > "$work/$1.log" 2>&1 &
-    pids+=($!); disown
-    eval "${1}_pid=$!"
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$g/health" > /dev/null && break; sleep 0.1; done
-    eval "${1}_port=$g"
-}
+# name, store line: a gateway (common.sh) whose grants carry a rate limit, so that the shared rate
+# counters are on the path.
+gateway() { gateway_start "$1" "$2" 'rate_limit: "100000000/hour"'; }
 
 # operation (request|handshake), label, database name ("" for SQLite), then the gateways to load
 measure() {
@@ -85,7 +54,7 @@ measure() {
             --seconds "$seconds" --concurrency "$concurrency" > "$out" 2>&1 &
         benches+=($!); outs+=("$out")
     done
-    for out in "${outs[@]}"; do for _ in $(seq 600); do grep -q measuring "$out" 2>/dev/null && break; sleep 0.05; done; done
+    for out in "${outs[@]}"; do await_measuring "$out"; done
     local servers=() database=() dbefore=0 dafter=0
     for name in "$@"; do local v="${name}_pid"; servers+=("${!v}"); done
     [ -z "$db" ] || database=($(pg_pids))
