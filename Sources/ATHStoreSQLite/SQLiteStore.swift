@@ -169,16 +169,14 @@ public final class SQLiteStore: ATHStore {
         try await db.write { db in
             let internalID = Self.newInternalID()
             let now = Int64(Date().timeIntervalSince1970)
-            try db.execute(
-                sql: "INSERT INTO account (internal_id, kind, name, developer, created_at, account_type) VALUES (?, ?, ?, ?, ?, ?)",
+            try db.execute(cached: "INSERT INTO account (internal_id, kind, name, developer, created_at, account_type) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [internalID, account.kind.rawValue, account.name, account.developer, now, account.accountType])
             for (position, id) in ([account.did] + account.externalIDs).enumerated() {
                 try Self.insertExternalID(id, internalID: internalID, position: position, in: db)
             }
             for alias in account.aliases { try Self.insertAlias(alias, internalID: internalID, in: db) }
             if let key {
-                try db.execute(
-                    sql: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
+                try db.execute(cached: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
                     arguments: [internalID, key.thumbprint, key.pem, now])
             }
             try Self.append(audit, in: db)
@@ -188,8 +186,7 @@ public final class SQLiteStore: ATHStore {
     /// The unique indexes decide; the transaction they abort leaves nothing written.
     static func insertExternalID(_ id: String, internalID: String, position: Int, in db: Database) throws {
         do {
-            try db.execute(
-                sql: "INSERT INTO external_id (value, internal_id, position) VALUES (?, ?, ?)", arguments: [id, internalID, position])
+            try db.execute(cached: "INSERT INTO external_id (value, internal_id, position) VALUES (?, ?, ?)", arguments: [id, internalID, position])
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw StoreError.duplicate("external id \(id) is already taken")
         }
@@ -197,14 +194,14 @@ public final class SQLiteStore: ATHStore {
 
     static func insertAlias(_ alias: String, internalID: String, in db: Database) throws {
         do {
-            try db.execute(sql: "INSERT INTO alias (value, internal_id) VALUES (?, ?)", arguments: [alias, internalID])
+            try db.execute(cached: "INSERT INTO alias (value, internal_id) VALUES (?, ?)", arguments: [alias, internalID])
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw StoreError.duplicate("alias \(alias) is already taken")
         }
     }
 
     static func internalID(of externalID: String, in db: Database) throws -> String? {
-        try String.fetchOne(db, sql: "SELECT internal_id FROM external_id WHERE value = ?", arguments: [externalID])
+        try String.fetchOne(db, cached: "SELECT internal_id FROM external_id WHERE value = ?", arguments: [externalID])
     }
 
     static func requireInternalID(of externalID: String, in db: Database) throws -> String {
@@ -213,12 +210,12 @@ public final class SQLiteStore: ATHStore {
     }
 
     static func account(internalID: String, in db: Database) throws -> Account? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM account WHERE internal_id = ?", arguments: [internalID]) else {
+        guard let row = try Row.fetchOne(db, cached: "SELECT * FROM account WHERE internal_id = ?", arguments: [internalID]) else {
             return nil
         }
         let ids = try String.fetchAll(
-            db, sql: "SELECT value FROM external_id WHERE internal_id = ? ORDER BY position", arguments: [internalID])
-        let aliases = try String.fetchAll(db, sql: "SELECT value FROM alias WHERE internal_id = ? ORDER BY value", arguments: [internalID])
+            db, cached: "SELECT value FROM external_id WHERE internal_id = ? ORDER BY position", arguments: [internalID])
+        let aliases = try String.fetchAll(db, cached: "SELECT value FROM alias WHERE internal_id = ? ORDER BY value", arguments: [internalID])
         return Account(
             did: ids.first ?? "", kind: Account.Kind(rawValue: row["kind"]) ?? .user, name: row["name"], developer: row["developer"],
             aliases: aliases, externalIDs: Array(ids.dropFirst()), suspendedAt: row["suspended_at"], accountType: row["account_type"])
@@ -233,7 +230,7 @@ public final class SQLiteStore: ATHStore {
 
     public func account(alias: String) async throws -> Account? {
         try await db.read { db in
-            try String.fetchOne(db, sql: "SELECT internal_id FROM alias WHERE value = ?", arguments: [alias])
+            try String.fetchOne(db, cached: "SELECT internal_id FROM alias WHERE value = ?", arguments: [alias])
                 .flatMap { try Self.account(internalID: $0, in: db) }
         }
     }
@@ -241,8 +238,7 @@ public final class SQLiteStore: ATHStore {
     public func suspendAccount(did: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
-            try db.execute(
-                sql: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
+            try db.execute(cached: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
             let ended = try Self.liveGrants(of: did, now: now, in: db).map(\.id).sorted()
             for id in ended { try Self.revokeGrant(id, now: now, in: db) }
             try Self.append(audit(ended), in: db)
@@ -255,11 +251,11 @@ public final class SQLiteStore: ATHStore {
     ) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
-            try db.execute(sql: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
+            try db.execute(cached: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
             // The grants are read under the write lock that the type change holds: a handshake
             // completing meanwhile writes its grant before (seen here) or after (and its step 8
             // read the new type).
-            let names = Set(try String.fetchAll(db, sql: "SELECT value FROM external_id WHERE internal_id = ?", arguments: [internalID]))
+            let names = Set(try String.fetchAll(db, cached: "SELECT value FROM external_id WHERE internal_id = ?", arguments: [internalID]))
             var ended: [String] = []
             for row in try Self.liveGrants(of: did, now: now, in: db) {
                 let grant = try StoredDocument.decode(Grant.self, row.data)
@@ -281,7 +277,7 @@ public final class SQLiteStore: ATHStore {
     static func liveGrants(of did: String, now: Int64, in db: Database) throws -> [(id: String, data: String)] {
         try Row.fetchAll(
             db,
-            sql: """
+            cached: """
                 WITH names AS (
                     SELECT value FROM external_id WHERE internal_id = (SELECT internal_id FROM external_id WHERE value = ?2)
                     UNION SELECT ?2)
@@ -294,7 +290,7 @@ public final class SQLiteStore: ATHStore {
     public func reinstateAccount(did: String, audit: [AuditEvent]) async throws {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
-            try db.execute(sql: "UPDATE account SET suspended_at = NULL WHERE internal_id = ?", arguments: [internalID])
+            try db.execute(cached: "UPDATE account SET suspended_at = NULL WHERE internal_id = ?", arguments: [internalID])
             try Self.append(audit, in: db)
         }
     }
@@ -306,7 +302,7 @@ public final class SQLiteStore: ATHStore {
     static func isSuspended(_ did: String, in db: Database) throws -> Bool {
         try Bool.fetchOne(
             db,
-            sql: """
+            cached: """
                 SELECT account.suspended_at IS NOT NULL FROM external_id JOIN account USING (internal_id)
                 WHERE external_id.value = ?
                 """, arguments: [did]) ?? false
@@ -316,7 +312,7 @@ public final class SQLiteStore: ATHStore {
         try Account.validateExternalID(externalID)
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
-            let position = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM external_id WHERE internal_id = ?", arguments: [internalID]) ?? 0
+            let position = try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM external_id WHERE internal_id = ?", arguments: [internalID]) ?? 0
             try Self.insertExternalID(externalID, internalID: internalID, position: position, in: db)
             try Self.append(audit, in: db)
         }
@@ -339,8 +335,7 @@ public final class SQLiteStore: ATHStore {
 
     static func insertKey(_ key: PublicKey, internalID: String, in db: Database) throws {
         do {
-            try db.execute(
-                sql: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
+            try db.execute(cached: "INSERT INTO account_key (internal_id, kid, pem, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [internalID, key.thumbprint, key.pem, Int64(Date().timeIntervalSince1970)])
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw StoreError.duplicate("key \(key.thumbprint) is already registered for this account")
@@ -355,8 +350,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     static func revoke(_ kid: String, internalID: String, in db: Database) throws {
-        try db.execute(
-            sql: "UPDATE account_key SET revoked_at = ? WHERE internal_id = ? AND kid = ? AND revoked_at IS NULL",
+        try db.execute(cached: "UPDATE account_key SET revoked_at = ? WHERE internal_id = ? AND kid = ? AND revoked_at IS NULL",
             arguments: [Int64(Date().timeIntervalSince1970), internalID, kid])
         guard db.changesCount == 1 else { throw StoreError.notFound("active key \(kid)") }
     }
@@ -374,7 +368,7 @@ public final class SQLiteStore: ATHStore {
         let pems = try await db.read { db in
             try String.fetchAll(
                 db,
-                sql: """
+                cached: """
                     SELECT k.pem FROM account_key k JOIN external_id e ON e.internal_id = k.internal_id
                     WHERE e.value = ? AND k.revoked_at IS NULL ORDER BY k.created_at
                     """,
@@ -387,7 +381,7 @@ public final class SQLiteStore: ATHStore {
 
     public func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool {
         try await db.read { db in
-            try Bool.fetchOne(db, sql: "SELECT 1 FROM nonce WHERE key = ? AND expires_at >= ?", arguments: [key, now]) ?? false
+            try Bool.fetchOne(db, cached: "SELECT 1 FROM nonce WHERE key = ? AND expires_at >= ?", arguments: [key, now]) ?? false
         }
     }
 
@@ -400,11 +394,11 @@ public final class SQLiteStore: ATHStore {
     }
 
     static func consume(_ key: String, expiresAt: Int64, now: Int64, in db: Database) throws -> Bool {
-        try db.execute(sql: "DELETE FROM nonce WHERE key = ? AND expires_at < ?", arguments: [key, now])
-        try db.execute(sql: "INSERT OR IGNORE INTO nonce (key, expires_at) VALUES (?, ?)", arguments: [key, expiresAt])
+        try db.execute(cached: "DELETE FROM nonce WHERE key = ? AND expires_at < ?", arguments: [key, now])
+        try db.execute(cached: "INSERT OR IGNORE INTO nonce (key, expires_at) VALUES (?, ?)", arguments: [key, expiresAt])
         let fresh = db.changesCount == 1
         // Sweep a few expired entries on every write so the table stays bounded.
-        try db.execute(sql: "DELETE FROM nonce WHERE key IN (SELECT key FROM nonce WHERE expires_at < ? LIMIT 16)", arguments: [now])
+        try db.execute(cached: "DELETE FROM nonce WHERE key IN (SELECT key FROM nonce WHERE expires_at < ? LIMIT 16)", arguments: [now])
         return fresh
     }
 
@@ -416,8 +410,7 @@ public final class SQLiteStore: ATHStore {
         let data = try StoredDocument.encode(handshake)
         return try await db.write { db in
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
-            try db.execute(
-                sql: """
+            try db.execute(cached: """
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
                     VALUES (?, ?, ?, NULL, NULL, ?, 0, ?)
                     """,
@@ -430,13 +423,12 @@ public final class SQLiteStore: ATHStore {
     public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int) {
         try await db.write { db in
             // A handshake's deadline is when it ended at the latest: a refusal ends it earlier.
-            try db.execute(
-                sql: """
+            try db.execute(cached: """
                     DELETE FROM handshake WHERE state != 'completed' AND deadline < ?
                     AND NOT EXISTS (SELECT 1 FROM grant_record WHERE grant_record.handshake_id = handshake.id)
                     """, arguments: [endedBefore])
             let handshakes = db.changesCount
-            try db.execute(sql: "DELETE FROM nonce WHERE expires_at < ?", arguments: [now])
+            try db.execute(cached: "DELETE FROM nonce WHERE expires_at < ?", arguments: [now])
             return (handshakes, db.changesCount)
         }
     }
@@ -446,7 +438,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func handshakeRevision(id: String) async throws -> Int? {
-        try await db.read { db in try Int.fetchOne(db, sql: "SELECT revision FROM handshake WHERE id = ?", arguments: [id]) }
+        try await db.read { db in try Int.fetchOne(db, cached: "SELECT revision FROM handshake WHERE id = ?", arguments: [id]) }
     }
 
     public func handshake(requestID: String) async throws -> StoredHandshake? {
@@ -455,7 +447,7 @@ public final class SQLiteStore: ATHStore {
 
     private func loadHandshake(sql: String, _ key: String) async throws -> StoredHandshake? {
         let row = try await db.read { db in
-            try Row.fetchOne(db, sql: sql, arguments: [key]).map { ($0["data"] as String, $0["revision"] as Int) }
+            try Row.fetchOne(db, cached: sql, arguments: [key]).map { ($0["data"] as String, $0["revision"] as Int) }
         }
         guard let row else { return nil }
         return StoredHandshake(handshake: try StoredDocument.decode(ServerHandshake.self, row.0), revision: row.1)
@@ -464,7 +456,7 @@ public final class SQLiteStore: ATHStore {
     public func pendingConfirmations(userDID: String, now: Int64) async throws -> [ServerHandshake] {
         let rows = try await db.read { db in
             try String.fetchAll(
-                db, sql: "SELECT data FROM handshake WHERE user_did = ? AND state = ? AND deadline >= ? ORDER BY deadline",
+                db, cached: "SELECT data FROM handshake WHERE user_did = ? AND state = ? AND deadline >= ? ORDER BY deadline",
                 arguments: [userDID, ServerHandshake.State.awaitingConfirmation.rawValue, now])
         }
         return try rows.map { try StoredDocument.decode(ServerHandshake.self, $0) }
@@ -480,8 +472,7 @@ public final class SQLiteStore: ATHStore {
         let data = try StoredDocument.encode(handshake)
         let grantData = try completion.map { try StoredDocument.encode($0.grant) }
         try await db.write { db in
-            try db.execute(
-                sql: """
+            try db.execute(cached: """
                     UPDATE handshake SET state = ?, user_did = ?, request_id = ?, deadline = ?, revision = revision + 1, data = ?
                     WHERE id = ? AND revision = ?
                     """,
@@ -502,18 +493,15 @@ public final class SQLiteStore: ATHStore {
                 for party in [g.clientDID.value, g.userDID.value] where try Self.isSuspended(party, in: db) {
                     throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
                 }
-                try db.execute(
-                    sql: """
+                try db.execute(cached: """
                         INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [g.id, g.handshakeID, g.clientDID.value, g.userDID.value, g.credentialID, grantData, g.createdAt, g.expiresAt])
-                try db.execute(
-                    sql: "INSERT INTO session (id, grant_id, sealed_proof_key, expires_at) VALUES (?, ?, ?, ?)",
+                try db.execute(cached: "INSERT INTO session (id, grant_id, sealed_proof_key, expires_at) VALUES (?, ?, ?, ?)",
                     arguments: [completion.session.sessionID, g.id, sealedProofKey, g.expiresAt])
                 let t = completion.token
-                try db.execute(
-                    sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                try db.execute(cached: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                     arguments: [t.jti, g.id, t.sid, t.iat, t.exp])
             }
             try Self.append(audit, in: db)
@@ -524,7 +512,7 @@ public final class SQLiteStore: ATHStore {
 
     public func grant(id: String) async throws -> Grant? {
         let row = try await db.read { db in
-            try Row.fetchOne(db, sql: "SELECT data, revoked_at FROM grant_record WHERE id = ?", arguments: [id]).map {
+            try Row.fetchOne(db, cached: "SELECT data, revoked_at FROM grant_record WHERE id = ?", arguments: [id]).map {
                 ($0["data"] as String, $0["revoked_at"] as Int64?)
             }
         }
@@ -536,7 +524,7 @@ public final class SQLiteStore: ATHStore {
 
     public func session(id: String) async throws -> StoredSession? {
         try await db.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM session WHERE id = ?", arguments: [id]).map {
+            try Row.fetchOne(db, cached: "SELECT * FROM session WHERE id = ?", arguments: [id]).map {
                 StoredSession(id: $0["id"], grantID: $0["grant_id"], sealedProofKey: $0["sealed_proof_key"], expiresAt: $0["expires_at"])
             }
         }
@@ -547,7 +535,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     static func token(jti: String, in db: Database) throws -> StoredToken? {
-        try Row.fetchOne(db, sql: "SELECT * FROM token WHERE jti = ?", arguments: [jti]).map {
+        try Row.fetchOne(db, cached: "SELECT * FROM token WHERE jti = ?", arguments: [jti]).map {
             StoredToken(
                 jti: $0["jti"], grantID: $0["grant_id"], sessionID: $0["session_id"], issuedAt: $0["issued_at"],
                 expiresAt: $0["expires_at"], revokedAt: $0["revoked_at"])
@@ -556,10 +544,9 @@ public final class SQLiteStore: ATHStore {
 
     public func renewToken(revoking old: String, with new: StoredToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         try await db.write { db in
-            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, old])
+            try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, old])
             guard db.changesCount == 1 else { return false }
-            try db.execute(
-                sql: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            try db.execute(cached: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [new.jti, new.grantID, new.sessionID, new.issuedAt, new.expiresAt])
             try Self.append(audit, in: db)
             return true
@@ -568,7 +555,7 @@ public final class SQLiteStore: ATHStore {
 
     public func revokeGrant(id: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         try await db.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM grant_record WHERE id = ?", arguments: [id]) != nil else { return false }
+            guard try Bool.fetchOne(db, cached: "SELECT 1 FROM grant_record WHERE id = ?", arguments: [id]) != nil else { return false }
             try Self.revokeGrant(id, now: now, in: db)
             try Self.append(audit, in: db)
             return true
@@ -577,18 +564,17 @@ public final class SQLiteStore: ATHStore {
 
     /// The grant and every token of it.
     static func revokeGrant(_ id: String, now: Int64, in db: Database) throws {
-        try db.execute(sql: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
-        try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
+        try db.execute(cached: "UPDATE grant_record SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
+        try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
     }
 
     public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws
         -> [String]
     {
         try await db.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
+            try db.execute(cached: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
             let rows = try Row.fetchAll(
-                db, sql: "SELECT id, expires_at FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
+                db, cached: "SELECT id, expires_at FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
                 arguments: [jti, userDID])
             for row in rows { try Self.revokeGrant(row["id"], now: now, in: db) }
             // Expired grants are marked too, but only those still in force are reported as ended.
@@ -603,14 +589,14 @@ public final class SQLiteStore: ATHStore {
     }
 
     static func isCredentialRevoked(_ jti: String, userDID: String, in db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT 1 FROM revoked_credential WHERE jti = ? AND user_did = ?", arguments: [jti, userDID]) ?? false
+        try Bool.fetchOne(db, cached: "SELECT 1 FROM revoked_credential WHERE jti = ? AND user_did = ?", arguments: [jti, userDID]) ?? false
     }
 
     public func credentials(userDID: String, now: Int64) async throws -> [CredentialUse] {
         try await db.read { db in
             let used = try Row.fetchAll(
                 db,
-                sql: """
+                cached: """
                     SELECT g.credential_id AS jti, g.client_did AS client_did, MIN(g.created_at) AS first_used_at, COUNT(*) AS grants,
                            SUM(CASE WHEN g.revoked_at IS NULL AND g.expires_at > ? THEN 1 ELSE 0 END) AS active_grants,
                            r.revoked_at AS revoked_at
@@ -625,7 +611,7 @@ public final class SQLiteStore: ATHStore {
             }
             // Revoked before any use: listed too, so the user sees what they revoked.
             let seen = Set(used.map(\.jti))
-            let unused = try Row.fetchAll(db, sql: "SELECT jti, revoked_at FROM revoked_credential WHERE user_did = ?", arguments: [userDID])
+            let unused = try Row.fetchAll(db, cached: "SELECT jti, revoked_at FROM revoked_credential WHERE user_did = ?", arguments: [userDID])
                 .filter { !seen.contains($0["jti"]) }
                 .map { CredentialUse(jti: $0["jti"], client_did: "", first_used_at: 0, grants: 0, active_grants: 0, revoked_at: $0["revoked_at"]) }
             return (used + unused).sorted { ($0.first_used_at, $0.jti) > ($1.first_used_at, $1.jti) }
@@ -635,7 +621,7 @@ public final class SQLiteStore: ATHStore {
     public func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
         try await db.write { db in
             guard let token = try Self.token(jti: jti, in: db) else { return nil }
-            try db.execute(sql: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])
+            try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])
             try Self.append(audit(token), in: db)
             return token
         }
@@ -652,27 +638,26 @@ public final class SQLiteStore: ATHStore {
     /// SQLite's write lock, so two appends cannot chain to the same record).
     static func append(_ events: [AuditEvent], in db: Database) throws {
         guard !events.isEmpty else { return }
-        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").map {
+        let last = try Row.fetchOne(db, cached: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").map {
             (sequence: $0["seq"] as Int64, hash: $0["hash"] as String)
         }
         for r in try AuditChain.link(events, after: last) {
             let e = r.event
-            try db.execute(
-                sql: "INSERT INTO audit (seq, at, event, actor, subject, outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            try db.execute(cached: "INSERT INTO audit (seq, at, event, actor, subject, outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 arguments: [r.sequence, e.at, e.event, e.actor, e.subject, e.outcome, e.detail, r.hash])
         }
     }
 
     public func auditEvents(limit: Int) async throws -> [AuditRecord] {
         try await db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq", arguments: [limit])
+            try Row.fetchAll(db, cached: "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq", arguments: [limit])
                 .map(Self.auditRecord)
         }
     }
 
     public func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] {
         try await db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [sequence, limit])
+            try Row.fetchAll(db, cached: "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [sequence, limit])
                 .map(Self.auditRecord)
         }
     }
