@@ -35,12 +35,12 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("handshake") { request, context in
             var request = request
             let peer = try await context.peerAgentIdentity()
-            return try JSONResponse.make(try await service.begin(request.json(limit: Self.stepOneLimit), peerAIC: peer))
+            return try JSONResponse.message(try await service.begin(request.json(limit: Self.stepOneLimit), peerAIC: peer))
         }
         group.post("handshake/:id/identity") { request, context in
             var request = request
             let id = try context.parameters.require("id")
-            return try JSONResponse.make(try await service.identityProof(handshakeID: id, request.json(limit: limit)))
+            return try JSONResponse.message(try await service.identityProof(handshakeID: id, request.json(limit: limit)))
         }
         group.post("handshake/:id/scope") { request, context in
             var request = request
@@ -86,8 +86,8 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
 
     static func render(_ answer: ATHService.ScopeAnswer) throws -> Response {
         switch answer {
-        case .pending(let p): try JSONResponse.make(p, status: .accepted)
-        case .complete(let outcome): try JSONResponse.make(outcome)
+        case .pending(let p): try JSONResponse.message(p, status: .accepted)
+        case .complete(let outcome): try JSONResponse.message(outcome)
         }
     }
 }
