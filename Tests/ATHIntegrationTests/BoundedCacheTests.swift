@@ -1,4 +1,6 @@
 import ATHCore
+import ATHStorePostgres
+import Foundation
 import ShoppingExample
 import Testing
 
@@ -69,5 +71,37 @@ import Testing
         #expect(try await idle.get("/api/goods").status == 200)
         #expect(h.service.sessions.count == 2)
         await h.stop()
+    }
+
+    /// An instance keeps the handshakes it wrote for their next step, and takes its copy only
+    /// while the stored revision is the one its write made: a step another instance took in
+    /// between is read from the store. Here instance a began the handshake and still holds it
+    /// awaiting the identity proof, which b has since taken: a's copy, if used, would refuse
+    /// step 5 as out of order.
+    @Test(arguments: Backend.available) func aHandshakeWrittenHereIsTakenOnlyAtItsRevision(_ backend: Backend) async throws {
+        var policy = ShoppingPlatform.policy
+        policy.requireUserConfirmation = false
+        let key = PrivateKey.generate()
+        let a = try await Harness.start(policy: policy, serverKey: key, backend: backend)
+        try await a.registerParties()
+        let storeB = try await a.reopenedStore()
+        let b = try await Harness.start(policy: policy, serverKey: key, store: storeB)
+        var client = ClientHandshake(did: a.agent, key: a.agentKey, expectedServer: ShoppingPlatform.did)
+        let now = Date()
+        let m2 = try await a.service.begin(try client.makeRequest(now: now))
+        let id = try #require(m2["handshake_id"]?.stringValue)
+        #expect(a.service.writtenHandshakes.value(forKey: id)?.revision == 0)
+        _ = try client.receiveIdentityResult(try await b.service.identityProof(handshakeID: id, try client.receiveResponse(m2, now: now)), now: now)
+        #expect(b.service.writtenHandshakes.value(forKey: id)?.revision == 1)
+        let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await a.credential(), context: "shop", now: now)
+        guard case .complete(let outcome) = try await a.service.scopeRequest(handshakeID: id, m5) else {
+            Issue.record("the handshake did not complete")
+            return
+        }
+        #expect(try client.receiveOutcome(outcome, now: now).scopesGranted == ["goods:read"])
+        #expect(a.service.writtenHandshakes.value(forKey: id)?.revision == 2, "a keeps what it wrote last")
+        await b.stop()
+        await (storeB as? PostgresStore)?.close()
+        await a.stop()
     }
 }

@@ -41,6 +41,13 @@ public final class ATHService: Sendable {
     /// Sessions' state as read from the store. An entry is used for `statusCacheSeconds` and
     /// read again after, so generations turn at that age: what stays is what was used lately.
     let sessions = BoundedCache<String, SessionState>(capacity: 100_000, maxAge: .seconds(statusCacheSeconds))
+    /// Handshakes as this instance last wrote them, with the revision that write made. A step
+    /// reaching this instance reads the stored revision alone and takes this copy when it is the
+    /// same, rather than reading and decoding the whole transcript (which also re-hashes it):
+    /// another instance's write, or a lost one, changes the revision and the document is read.
+    /// A handshake lasts seconds, so a minute's generations and a few thousand entries hold every
+    /// one in flight.
+    let writtenHandshakes = BoundedCache<String, StoredHandshake>(capacity: 4_096, maxAge: .seconds(60))
     let logger: Logger
     /// When this instance started (Unix seconds). Proofs of possession dated earlier are refused:
     /// the replay cache is in memory, so a proof used before a restart could otherwise be used
@@ -212,6 +219,7 @@ public final class ATHService: Sendable {
                         detail: handshake.clientAIC.map { "aic=\($0)" } ?? "")
                 ])
             guard fresh else { throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 1) }
+            writtenHandshakes.set(StoredHandshake(handshake: handshake, revision: 0), forKey: handshake.id)
             return response
         } catch let error as ATHError {
             refusals.record(
@@ -399,6 +407,7 @@ public final class ATHService: Sendable {
                         at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
                         detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
                 ])
+            written(h, after: stored.revision)
             signals.signal(h.id)
             return completion.outcome
         } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
@@ -415,7 +424,13 @@ public final class ATHService: Sendable {
             audit: [
                 AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: outcome, detail: detail)
             ])
+        written(h, after: revision)
         signals.signal(h.id)
+    }
+
+    /// Keeps what this instance just stored at `revision + 1` for the handshake's next step.
+    private func written(_ h: ServerHandshake, after revision: Int) {
+        writtenHandshakes.set(StoredHandshake(handshake: h, revision: revision + 1), forKey: h.id)
     }
 
     /// Persists a refusal that ended the handshake in this call. An out-of-order message changes
@@ -439,6 +454,7 @@ public final class ATHService: Sendable {
     /// The ended handshake with its audit record, one transaction; agents waiting on it are woken.
     /// A conflict (another message changed it first) writes nothing: that change stands.
     private func writeFailure(_ h: ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async {
+        writtenHandshakes.removeValue(forKey: h.id)
         try? await store.updateHandshake(
             h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
             audit: [
@@ -450,7 +466,11 @@ public final class ATHService: Sendable {
     }
 
     private func load(_ id: String) async throws -> StoredHandshake {
-        guard id.utf8.count <= 128, let stored = try await store.handshake(id: id) else {
+        guard id.utf8.count <= 128 else { throw ATHError(.handshakeNotFound, "no handshake with this id") }
+        if let written = writtenHandshakes.value(forKey: id), try await store.handshakeRevision(id: id) == written.revision {
+            return written
+        }
+        guard let stored = try await store.handshake(id: id) else {
             throw ATHError(.handshakeNotFound, "no handshake with this id")
         }
         return stored
