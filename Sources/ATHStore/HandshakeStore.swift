@@ -8,10 +8,11 @@ public protocol HandshakeStore: Sendable {
     /// when the nonce was used already. One write per step 1, however many arrive.
     func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws
         -> Bool
-    /// Deletes the handshakes that ended without a grant (refused, or past their deadline)
-    /// before `endedBefore`, and single-use values expired by `now`; returns how many of each.
-    /// Completed handshakes stay with their grants.
-    func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int)
+    /// Deletes what retention no longer keeps (docs/STORAGE.md, "Retention"): handshakes that
+    /// ended without a grant (refused, or past their deadline) before `endedBefore`; grants that
+    /// ended (expired or revoked) before it, with their sessions, tokens and handshakes; and
+    /// single-use values expired by `now`. Audit records stay. A grant in force stays whole.
+    func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> PurgedRecords
     func handshake(id: String) async throws -> StoredHandshake?
     func handshake(requestID: String) async throws -> StoredHandshake?
     /// The revision alone (nil: no such handshake): what a waiter reads to learn whether to load.
@@ -26,4 +27,24 @@ public protocol HandshakeStore: Sendable {
         _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
         audit: [AuditEvent]
     ) async throws
+}
+
+/// What one retention sweep deleted.
+public struct PurgedRecords: Sendable, Equatable {
+    /// Handshakes, those of the ended grants among them.
+    public var handshakes: Int
+    /// Grants, each with its session and tokens.
+    public var grants: Int
+    /// Expired single-use values.
+    public var nonces: Int
+
+    /// Grants deleted per transaction: a backlog (the first sweep after an upgrade, a year of
+    /// grants) never holds the store's write lock for long.
+    public static let batch = 500
+
+    public init(handshakes: Int, grants: Int, nonces: Int) {
+        self.handshakes = handshakes
+        self.grants = grants
+        self.nonces = nonces
+    }
 }

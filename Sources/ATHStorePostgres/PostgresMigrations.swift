@@ -120,6 +120,16 @@ enum PostgresMigrations {
                 """
             ]
         ),
+        (
+            // The retention sweep finds ended grants by their end, and deletes their sessions
+            // (tokens were indexed by grant from the start).
+            "v5-grant-retention",
+            [
+                "CREATE INDEX grant_expiry ON grant_record (expires_at)",
+                "CREATE INDEX grant_revoked ON grant_record (revoked_at) WHERE revoked_at IS NOT NULL",
+                "CREATE INDEX session_grant ON session (grant_id)",
+            ]
+        ),
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

@@ -20,8 +20,8 @@ extension PostgresStore: HandshakeStore {
         }
     }
 
-    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int) {
-        try await transaction { c in
+    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> PurgedRecords {
+        var purged = try await transaction { c in
             // A handshake's deadline is when it ended at the latest: a refusal ends it earlier.
             let handshakes = try await c.changed(
                 """
@@ -32,7 +32,26 @@ extension PostgresStore: HandshakeStore {
                 + c.changed("DELETE FROM proof_nonce WHERE expires_at < \(now) RETURNING 1", self.logger)
             // Counters of windows that ended over two days ago (a day is the longest window).
             try await c.query("DELETE FROM rate_counter WHERE window_start < \(now - 2 * 86_400)", logger: self.logger)
-            return (handshakes, nonces)
+            return PurgedRecords(handshakes: handshakes, grants: 0, nonces: nonces)
+        }
+        // Ended grants a batch per transaction, with what hangs off them; the foreign keys are
+        // checked at the statement's end, when all of it is gone.
+        while true {
+            let batch = try await transaction { c in
+                try await c.changed(
+                    """
+                    WITH ended AS (
+                        SELECT id, handshake_id FROM grant_record WHERE expires_at < \(endedBefore)
+                        UNION SELECT id, handshake_id FROM grant_record WHERE revoked_at < \(endedBefore) LIMIT \(PurgedRecords.batch)),
+                    tokens AS (DELETE FROM token WHERE grant_id IN (SELECT id FROM ended)),
+                    sessions AS (DELETE FROM session WHERE grant_id IN (SELECT id FROM ended)),
+                    grants AS (DELETE FROM grant_record WHERE id IN (SELECT id FROM ended) RETURNING handshake_id)
+                    DELETE FROM handshake WHERE id IN (SELECT handshake_id FROM grants) RETURNING 1
+                    """, self.logger)
+            }
+            purged.grants += batch
+            purged.handshakes += batch
+            if batch < PurgedRecords.batch { return purged }
         }
     }
 

@@ -152,6 +152,18 @@ public final class SQLiteStore: ATHStore {
                     CREATE INDEX oauth_token_expiry ON oauth_token(expires_at);
                     """)
         }
+        // The retention sweep finds ended grants by their end; their sessions and tokens go with
+        // them, and a revocation ends a grant's tokens, both by grant (without an index, a scan of
+        // every token ever issued).
+        m.registerMigration("v9-grant-retention") { db in
+            let indexes = [
+                ("grant_record", "CREATE INDEX grant_expiry ON grant_record(expires_at)"),
+                ("grant_record", "CREATE INDEX grant_revoked ON grant_record(revoked_at) WHERE revoked_at IS NOT NULL"),
+                ("session", "CREATE INDEX session_grant ON session(grant_id)"),
+                ("token", "CREATE INDEX token_grant ON token(grant_id)"),
+            ]
+            for (table, sql) in indexes where try db.tableExists(table) { try db.execute(sql: sql) }
+        }
         return m
     }
 
@@ -420,16 +432,39 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> (handshakes: Int, nonces: Int) {
-        try await db.write { db in
+    public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> PurgedRecords {
+        var purged = try await db.write { db in
             // A handshake's deadline is when it ended at the latest: a refusal ends it earlier.
-            try db.execute(cached: """
+            try db.execute(
+                cached: """
                     DELETE FROM handshake WHERE state != 'completed' AND deadline < ?
                     AND NOT EXISTS (SELECT 1 FROM grant_record WHERE grant_record.handshake_id = handshake.id)
                     """, arguments: [endedBefore])
             let handshakes = db.changesCount
             try db.execute(cached: "DELETE FROM nonce WHERE expires_at < ?", arguments: [now])
-            return (handshakes, db.changesCount)
+            return PurgedRecords(handshakes: handshakes, grants: 0, nonces: db.changesCount)
+        }
+        // Ended grants a batch per transaction, so that a backlog never holds the write lock long.
+        while true {
+            let batch = try await db.write { db in
+                let ended = try Row.fetchAll(
+                    db,
+                    cached: """
+                        SELECT id, handshake_id FROM grant_record WHERE expires_at < ?1
+                        UNION SELECT id, handshake_id FROM grant_record WHERE revoked_at < ?1 LIMIT ?2
+                        """, arguments: [endedBefore, PurgedRecords.batch])
+                for row in ended {
+                    let (grant, handshake): (String, String) = (row["id"], row["handshake_id"])
+                    try db.execute(cached: "DELETE FROM token WHERE grant_id = ?", arguments: [grant])
+                    try db.execute(cached: "DELETE FROM session WHERE grant_id = ?", arguments: [grant])
+                    try db.execute(cached: "DELETE FROM grant_record WHERE id = ?", arguments: [grant])
+                    try db.execute(cached: "DELETE FROM handshake WHERE id = ?", arguments: [handshake])
+                }
+                return ended.count
+            }
+            purged.grants += batch
+            purged.handshakes += batch
+            if batch < PurgedRecords.batch { return purged }
         }
     }
 

@@ -75,6 +75,43 @@ import Glibc
         await h.stop()
     }
 
+    /// A completed handshake is stored without its transcript. A grant that ended (revoked, or
+    /// expired) goes after the retention period with its session, token and handshake, and its
+    /// audit records stay; a grant in force stays whole, however old.
+    @Test(arguments: Backend.available) func endedGrantsGoAfterRetentionAndTheirAuditStays(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
+        try await h.registerParties()
+        let live = try await h.handshake(scopes: ["goods:read"])
+        let revoked = try await h.handshake(scopes: ["goods:read"])
+        let (kept, ended) = (await live.grant, await revoked.grant)
+        #expect(try await h.store.handshake(id: ended.handshakeID)?.handshake.transcript.messages.isEmpty == true)
+        #expect(try await h.store.handshake(id: ended.handshakeID)?.handshake.outcome != nil, "the agent's result stays")
+        let jti = try JWTCodec.unverifiedClaims(of: ended.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid).jti
+        let t = Freshness.unix(Date())
+        #expect(try await h.store.revokeGrant(id: ended.grantID, now: t, audit: []))
+        let auditBefore = try await h.store.auditRecords(after: 0, limit: 1_000).count
+        #expect(try await h.store.purge(handshakesEndedBefore: t - 3600, now: t).grants == 0)
+        #expect(try await h.store.grant(id: ended.grantID) != nil)
+
+        let purged = try await h.store.purge(handshakesEndedBefore: t + 1, now: t)
+        #expect(purged.grants == 1 && purged.handshakes == 1, "\(purged)")
+        #expect(try await h.store.grant(id: ended.grantID) == nil)
+        #expect(try await h.store.session(id: ended.secrets.sessionID) == nil)
+        #expect(try await h.store.token(jti: jti) == nil)
+        #expect(try await h.store.handshake(id: ended.handshakeID) == nil)
+        #expect(try await h.store.grant(id: kept.grantID) != nil)
+        #expect(try await live.get("/api/goods").status == 200)
+        #expect(try await h.store.auditRecords(after: 0, limit: 1_000).count == auditBefore)
+        let created = try await h.store.auditRecords(after: 0, limit: 1_000).filter { $0.event.subject == ended.grantID }
+        #expect(created.first?.event.detail.contains("credential=") == true, "the audit names the credential that authorized it")
+
+        // Expired a retention period ago: the live grant goes too.
+        let later = try await h.store.purge(handshakesEndedBefore: kept.grantExpiresAt + 1, now: t)
+        #expect(later.grants == 1)
+        #expect(try await h.store.grant(id: kept.grantID) == nil)
+        await h.stop()
+    }
+
     /// An agent's long poll is woken by the user's answer, not by reading the store on a
     /// timer: with the look at the store set to once a minute, the answer still arrives at once.
     @Test(arguments: Backend.available) func aLongPollIsWokenByTheAnswer(_ backend: Backend) async throws {

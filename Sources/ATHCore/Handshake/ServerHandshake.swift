@@ -280,6 +280,15 @@ public struct ServerHandshake: Codable, Sendable {
     }
 
     /// Ends a handshake whose deadline passed; returns true if this call changed it.
+    /// Drops the transcript of a handshake that ended. Every signature over it was checked or
+    /// made, and no step reads it again, so an ended handshake is stored without it: kept, it was
+    /// most of the 8 kB that each grant's handshake held for the grant's whole life. The audit
+    /// records of each step, and of the grant with the credential that authorized it, stay.
+    public mutating func forgetTranscript() {
+        guard state == .completed || state == .failed else { return }
+        transcript = Transcript()
+    }
+
     public mutating func expireIfDue(now: Date) -> Bool {
         guard state != .completed, state != .failed, Freshness.unix(now) > deadline else { return false }
         let error =

@@ -65,7 +65,8 @@ public final class ATHService: Sendable {
     /// How long what no grant needs is kept, and how often it is looked for.
     public struct Retention: Sendable {
         /// A handshake that ended without a grant (refused, abandoned, timed out) is deleted
-        /// this long after its deadline; its audit records stay.
+        /// this long after its deadline, and a grant this long after it ended (expired or
+        /// revoked), with its session, tokens and handshake; their audit records stay.
         public var handshakes: Duration = .seconds(24 * 3600)
         public var sweepInterval: Duration = .seconds(600)
         /// How often an agent's long poll looks at the store for a change made by another
@@ -170,15 +171,18 @@ public final class ATHService: Sendable {
         sweeper.withLock { $0 = task }
     }
 
-    /// Deletes what `retention` no longer keeps: handshakes that ended without a grant before
-    /// the retention period, and expired single-use values. Runs every `sweepInterval`.
+    /// Deletes what `retention` no longer keeps: handshakes that ended without a grant, and
+    /// grants that ended, before the retention period; expired single-use values. Runs every
+    /// `sweepInterval`.
     @discardableResult
-    public func purgeEnded() async throws -> (handshakes: Int, nonces: Int) {
+    public func purgeEnded() async throws -> PurgedRecords {
         let now = Freshness.unix(clock())
         let (seconds, _) = retention.handshakes.components
         let purged = try await store.purge(handshakesEndedBefore: now - seconds, now: now)
         if purged.handshakes + purged.nonces > 0 {
-            logger.info("retention: deleted \(purged.handshakes) ended handshakes and \(purged.nonces) expired single-use values")
+            logger.info(
+                "retention: deleted \(purged.handshakes) ended handshakes (\(purged.grants) with their ended grants) and \(purged.nonces) expired single-use values"
+            )
         }
         // The v0.1 API's sessions and tokens, where the store keeps them: those expired before
         // the same retention period.
@@ -302,6 +306,7 @@ public final class ATHService: Sendable {
         while true {
             let now = clock()
             if stored.handshake.expireIfDue(now: now) {
+                stored.handshake.forgetTranscript()
                 try? await store.updateHandshake(
                     stored.handshake, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
                     audit: [AuditEvent(at: Freshness.unix(now), event: "handshake.timeout", actor: "server", subject: handshakeID, outcome: stored.handshake.failure?.code ?? "")])
@@ -397,6 +402,7 @@ public final class ATHService: Sendable {
             // (and refuses it), so they are not read here first: three reads per handshake, and
             // a check before the write would leave a gap the one inside it does not.
             let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
+            h.forgetTranscript()
             let g = completion.grant
             try await store.updateHandshake(
                 h, expectedRevision: stored.revision, completion: completion,
@@ -405,7 +411,7 @@ public final class ATHService: Sendable {
                     AuditEvent(at: Freshness.unix(now), event: event, actor: h.clientDID.value, subject: h.id, outcome: "ok"),
                     AuditEvent(
                         at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
-                        detail: "client=\(g.clientDID.value) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
+                        detail: "client=\(g.clientDID.value) credential=\(g.credentialID) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
                 ])
             written(h, after: stored.revision)
             signals.signal(h.id)
@@ -454,6 +460,8 @@ public final class ATHService: Sendable {
     /// The ended handshake with its audit record, one transaction; agents waiting on it are woken.
     /// A conflict (another message changed it first) writes nothing: that change stands.
     private func writeFailure(_ h: ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async {
+        var h = h
+        h.forgetTranscript()
         writtenHandshakes.removeValue(forKey: h.id)
         try? await store.updateHandshake(
             h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
