@@ -316,7 +316,9 @@ public final class ATHService: Sendable {
             let h = stored.handshake
             switch h.state {
             case .completed:
-                if let outcome = h.outcome { return .complete(outcome) }
+                // Without its outcome (a document from elsewhere), waiting would never end.
+                guard let outcome = h.outcome else { throw ATHError(.handshakeNotFound, "this handshake's result is no longer kept") }
+                return .complete(outcome)
             case .failed:
                 throw h.failure?.error ?? ATHError(.handshakeFailed, "the handshake failed")
             case .awaitingConfirmation:
