@@ -169,16 +169,24 @@ extension PostgresStore: AccountStore {
     }
 
     public func isSuspended(did: String) async throws -> Bool {
-        try await read { c in try await Self.isSuspended(did, on: c, self.logger, lock: false) }
+        try await read { c in
+            try await c.value(
+                Bool.self, "SELECT a.suspended_at IS NOT NULL FROM external_id e JOIN account a USING (internal_id) WHERE e.value = \(did)",
+                self.logger) ?? false
+        }
     }
 
-    /// With `lock`, the account row is read `FOR SHARE`: a suspension in progress is waited for.
-    static func isSuspended(_ did: String, on c: PostgresConnection, _ logger: Logger, lock: Bool) async throws -> Bool {
-        let query: PostgresQuery =
-            lock
-            ? "SELECT a.suspended_at IS NOT NULL FROM external_id e JOIN account a USING (internal_id) WHERE e.value = \(did) FOR SHARE OF a"
-            : "SELECT a.suspended_at IS NOT NULL FROM external_id e JOIN account a USING (internal_id) WHERE e.value = \(did)"
-        return try await c.value(Bool.self, query, logger) ?? false
+    /// The first of `dids` whose account is suspended, if any. Their accounts are read FOR
+    /// SHARE, held until the transaction ends: a suspension in progress is waited for, and one
+    /// that starts waits for this transaction.
+    static func suspended(among dids: [String], on c: PostgresConnection, _ logger: Logger) async throws -> String? {
+        let rows = try await c.rows(
+            """
+            SELECT e.value, a.suspended_at IS NOT NULL AS suspended FROM external_id e JOIN account a USING (internal_id)
+            WHERE e.value = ANY(\(dids)) FOR SHARE OF a
+            """, logger)
+        let suspended = Set(try rows.filter { try $0["suspended"].decode(Bool.self) }.map { try $0["value"].decode(String.self) })
+        return dids.first { suspended.contains($0) }
     }
 
     public func addExternalID(_ externalID: String, to did: String, audit: [AuditEvent]) async throws {

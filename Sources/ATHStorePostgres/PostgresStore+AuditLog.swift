@@ -31,15 +31,13 @@ extension PostgresStore: AuditLog {
     /// Inside the caller's transaction: into the outbox, chained after its commit.
     func append(_ events: [AuditEvent], on connection: PostgresConnection) async throws {
         guard !events.isEmpty else { return }
-        try await connection.query(
-            """
-            INSERT INTO audit_outbox (at, event, actor, subject, outcome, detail)
-            SELECT at, event, actor, subject, outcome, detail
-            FROM unnest(\(events.map(\.at)), \(events.map(\.event)), \(events.map(\.actor)), \(events.map(\.subject)),
-                        \(events.map(\.outcome)), \(events.map(\.detail)))
-                 WITH ORDINALITY AS r(at, event, actor, subject, outcome, detail, position)
-            ORDER BY position
-            """, logger: logger)
+        try await connection.query("INSERT INTO audit_outbox \(outboxRows: events)", logger: logger)
+        appended(events)
+    }
+
+    /// Tells the chainer that `events` were appended (it chains soon after appends).
+    func appended(_ events: [AuditEvent]) {
+        guard !events.isEmpty else { return }
         auditAppended.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
     }
 
@@ -140,5 +138,23 @@ extension PostgresStore: AuditLog {
             }
             return out
         }
+    }
+}
+
+extension PostgresQuery.StringInterpolation {
+    /// The outbox's columns and rows for `events`, in their order, after `INSERT INTO
+    /// audit_outbox`; with `when`, only if the statement's CTE of that name returned a row. So a
+    /// use case that is one statement appends its audit records in the same statement (one round
+    /// trip, atomic without a transaction).
+    mutating func appendInterpolation(outboxRows events: [AuditEvent], when cte: String? = nil) {
+        appendLiteral("(at, event, actor, subject, outcome, detail) SELECT at, event, actor, subject, outcome, detail FROM unnest(")
+        appendInterpolation(events.map(\.at))
+        for column in [events.map(\.event), events.map(\.actor), events.map(\.subject), events.map(\.outcome), events.map(\.detail)] {
+            appendLiteral(", ")
+            appendInterpolation(column)
+        }
+        appendLiteral(") WITH ORDINALITY AS r(at, event, actor, subject, outcome, detail, position)")
+        if let cte { appendLiteral(" WHERE EXISTS (SELECT 1 FROM \(cte))") }
+        appendLiteral(" ORDER BY position")
     }
 }

@@ -4,20 +4,31 @@ import Foundation
 import PostgresNIO
 
 extension PostgresStore: HandshakeStore {
+    /// One statement: the nonce's upsert (as `consume`), and only when it was fresh the
+    /// handshake and its audit records.
     public func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent])
         async throws -> Bool
     {
         let data = try StoredDocument.encode(handshake)
-        return try await transaction { c in
-            guard try await Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, on: c, self.logger) else { return false }
-            try await c.query(
+        let fresh = try await statement { c in
+            try await c.value(
+                Int64.self,
                 """
-                INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
-                VALUES (\(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0, \(data))
-                """, logger: self.logger)
-            try await self.append(audit, on: c)
-            return true
+                WITH fresh AS (
+                    INSERT INTO nonce (key, expires_at) VALUES (\(nonce), \(nonceExpiresAt))
+                    ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < \(now)
+                    RETURNING 1),
+                begun AS (
+                    INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
+                    SELECT \(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0,
+                        \(data)
+                    FROM fresh),
+                audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "fresh"))
+                SELECT count(*) FROM fresh
+                """, self.logger) == 1
         }
+        if fresh { appended(audit) }
+        return fresh
     }
 
     public func purge(handshakesEndedBefore endedBefore: Int64, now: Int64) async throws -> PurgedRecords {
@@ -89,7 +100,9 @@ extension PostgresStore: HandshakeStore {
     /// The revision check is the UPDATE's own condition: of two instances applying a message to
     /// one handshake, the second waits for the first's row lock, finds the revision moved, and
     /// changes nothing (UNEXPECTED_MESSAGE). A change that ends the wait for the user's answer
-    /// is announced on `ath_handshake` by the same statement, delivered at commit.
+    /// is announced on `ath_handshake` by the same statement, delivered at commit. The change, and
+    /// with a completion the grant, session and token, and the audit records, are one statement
+    /// (one round trip): the audit and the rows hang off the UPDATE's returned row.
     public func updateHandshake(
         _ handshake: ServerHandshake, expectedRevision: Int, completion: ServerHandshake.Completion?, sealedProofKey: Data?,
         audit: [AuditEvent]
@@ -99,46 +112,53 @@ extension PostgresStore: HandshakeStore {
         }
         let data = try StoredDocument.encode(handshake)
         let grantData = try completion.map { try StoredDocument.encode($0.grant) }
-        let announced = Self.endsTheWait(handshake.state) ? "pg_notify('\(Self.handshakeChannel)', id)" : "1"
-        try await transaction { c in
-            let changed = try await c.changed(
-                """
-                UPDATE handshake SET state = \(handshake.state.rawValue), user_did = \(handshake.scopeRequest?.userDID.value),
-                    request_id = \(handshake.confirmation?.request_id), deadline = \(handshake.deadline), revision = revision + 1, data = \(data)
-                WHERE id = \(handshake.id) AND revision = \(Int32(clamping: expectedRevision)) RETURNING \(unescaped: announced)
-                """, self.logger)
-            guard changed == 1 else {
-                throw ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
+        guard let completion, let grantData, let sealedProofKey else {
+            let changed = try await statement { c in
+                try await c.value(
+                    Int64.self, "WITH changed AS (\(update: handshake, data: data, at: expectedRevision)), audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "changed")) SELECT count(*) FROM changed",
+                    self.logger)
             }
-            if let completion, let grantData, let sealedProofKey {
-                let g = completion.grant
-                // Checked inside the transaction that writes the grant, under the locks a
-                // revocation or a suspension takes, so one landing meanwhile cannot be missed.
-                try await Self.lockCredential(g.credentialID, userDID: g.userDID.value, on: c, self.logger)
-                if try await Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, on: c, self.logger) {
-                    throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
-                }
-                for party in [g.clientDID.value, g.userDID.value] where try await Self.isSuspended(party, on: c, self.logger, lock: true) {
-                    throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
-                }
-                try await c.query(
-                    """
-                    INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
-                    VALUES (\(g.id), \(g.handshakeID), \(g.clientDID.value), \(g.userDID.value), \(g.credentialID), \(grantData),
-                            \(g.createdAt), \(g.expiresAt))
-                    """, logger: self.logger)
-                try await c.query(
-                    """
-                    INSERT INTO session (id, grant_id, sealed_proof_key, expires_at)
-                    VALUES (\(completion.session.sessionID), \(g.id), \(ByteBuffer(bytes: sealedProofKey)), \(g.expiresAt))
-                    """, logger: self.logger)
-                let t = completion.token
-                try await c.query(
-                    "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (\(t.jti), \(g.id), \(t.sid), \(t.iat), \(t.exp))",
-                    logger: self.logger)
-            }
-            try await self.append(audit, on: c)
+            guard changed == 1 else { throw Self.changedConcurrently }
+            appended(audit)
+            return
         }
+        let g = completion.grant
+        let t = completion.token
+        try await transaction { c in
+            // Checked inside the transaction that writes the grant, under the locks a revocation
+            // or a suspension takes, so one landing meanwhile cannot be missed: the credential's
+            // lock is taken first, and the statements after it see what its holder committed.
+            try await Self.lockCredential(g.credentialID, userDID: g.userDID.value, on: c, self.logger)
+            if try await Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, on: c, self.logger) {
+                throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
+            }
+            if let party = try await Self.suspended(among: [g.clientDID.value, g.userDID.value], on: c, self.logger) {
+                throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
+            }
+            let changed = try await c.value(
+                Int64.self,
+                """
+                WITH changed AS (\(update: handshake, data: data, at: expectedRevision)),
+                grant_row AS (
+                    INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
+                    SELECT \(g.id), \(g.handshakeID), \(g.clientDID.value), \(g.userDID.value), \(g.credentialID), \(grantData),
+                        \(g.createdAt), \(g.expiresAt) FROM changed),
+                session_row AS (
+                    INSERT INTO session (id, grant_id, sealed_proof_key, expires_at)
+                    SELECT \(completion.session.sessionID), \(g.id), \(ByteBuffer(bytes: sealedProofKey)), \(g.expiresAt) FROM changed),
+                token_row AS (
+                    INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at)
+                    SELECT \(t.jti), \(g.id), \(t.sid), \(t.iat), \(t.exp) FROM changed),
+                audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "changed"))
+                SELECT count(*) FROM changed
+                """, self.logger)
+            guard changed == 1 else { throw Self.changedConcurrently }
+        }
+        appended(audit)
+    }
+
+    static var changedConcurrently: ATHError {
+        ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
     }
 
     static let handshakeChannel = "ath_handshake"
@@ -150,5 +170,29 @@ extension PostgresStore: HandshakeStore {
 extension PostgresStore: HandshakeChangeFeed {
     public func handshakeChanges() -> AsyncStream<String> {
         notifications(on: Self.handshakeChannel) { $0 }
+    }
+}
+
+extension PostgresQuery.StringInterpolation {
+    /// The check-and-set UPDATE of a stored handshake: it applies only at `expectedRevision`, and
+    /// returns a row when it did. A change that ends the wait for the user's answer is announced
+    /// on `ath_handshake` by the same statement (`pg_notify`, delivered at commit).
+    mutating func appendInterpolation(update h: ServerHandshake, data: String, at expectedRevision: Int) {
+        appendLiteral("UPDATE handshake SET state = ")
+        appendInterpolation(h.state.rawValue)
+        appendLiteral(", user_did = ")
+        appendInterpolation(h.scopeRequest?.userDID.value)
+        appendLiteral(", request_id = ")
+        appendInterpolation(h.confirmation?.request_id)
+        appendLiteral(", deadline = ")
+        appendInterpolation(h.deadline)
+        appendLiteral(", revision = revision + 1, data = ")
+        appendInterpolation(data)
+        appendLiteral(" WHERE id = ")
+        appendInterpolation(h.id)
+        appendLiteral(" AND revision = ")
+        appendInterpolation(Int32(clamping: expectedRevision))
+        let announced = PostgresStore.endsTheWait(h.state) ? "pg_notify('\(PostgresStore.handshakeChannel)', id)" : "1"
+        appendLiteral(" RETURNING \(announced)")
     }
 }

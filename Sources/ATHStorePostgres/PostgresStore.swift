@@ -98,6 +98,22 @@ public final class PostgresStore: Sendable {
         }
     }
 
+    /// One statement that writes, outside an explicit transaction: a statement is atomic by
+    /// itself, and BEGIN and COMMIT would be two more round trips. A connection leased after the
+    /// timeout runs nothing.
+    func statement<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await bounded(configuration.operationTimeout) {
+            do {
+                return try await self.client.withConnection { connection in
+                    try Task.checkCancellation()
+                    return try await body(connection)
+                }
+            } catch {
+                throw self.mapped(error)
+            }
+        }
+    }
+
     /// A read outside a transaction (one statement sees one snapshot).
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         try await bounded(configuration.operationTimeout) {
