@@ -276,6 +276,10 @@ public final class ATHService: Sendable {
                     ?? ClientInfo(name: h.clientDID.value, developer: "unregistered agent")
                 let denied = try await accountTypeDenials(m5.scopes, client: client, user: claims.iss)
                 if let confirmation = try h.authorize(m5, credential: claims, clientInfo: info, policy: policy, alsoDenied: denied, now: now) {
+                    // The user is not asked about a revoked credential, nor for a suspended
+                    // account. Without a question, the completion's transaction checks both.
+                    try await refuseIfRevoked(credential: claims.jti, user: claims.iss)
+                    try await refuseIfSuspended(claims.iss, step: 5)
                     try await save(h, revision: stored.revision, event: "handshake.scope_request", outcome: "awaiting_user", now: now)
                     await channel.deliver(confirmation)
                     return .pending(pending(confirmation))
@@ -502,6 +506,9 @@ public final class ATHService: Sendable {
         return registered
     }
 
+    /// The credential's signature and claims. Whether it was revoked, or its user suspended, is
+    /// checked where each matters: before the user is asked, and in the transaction that writes
+    /// the grant.
     func verifyCredential(_ credential: String, client: DID, now: Date) async throws -> UserCredentialClaims {
         let unverified = try UserCredential.read(credential)
         let (user, kid) = (unverified.user, unverified.header.kid)
@@ -518,8 +525,6 @@ public final class ATHService: Sendable {
             claims = try await UserCredential.verify(
                 unverified, verifier: try await JWTCodec(verifying: key), client: client, server: identity.did, now: now)
         }
-        try await refuseIfRevoked(credential: claims.jti, user: user.value)
-        try await refuseIfSuspended(user.value, step: 5)
         return claims
     }
 
