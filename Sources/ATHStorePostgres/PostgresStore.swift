@@ -16,8 +16,6 @@ import Synchronization
 public final class PostgresStore: Sendable {
     let client: PostgresClient
     let configuration: PostgresStoreConfiguration
-    /// Every call's operation timeout, on one clock.
-    let deadlines = OperationDeadlines()
     let logger: Logger
     private let running: Task<Void, Never>
     /// When this instance last put audit records in the outbox: its chainer runs often for a
@@ -130,11 +128,10 @@ public final class PostgresStore: Sendable {
     /// `body`, or `StoreError.unavailable` once the operation timeout passes (the pool waits for
     /// a connection without a limit of its own while the database is down).
     private func bounded<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let deadline = ContinuousClock.now + timeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
+        try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
-            group.addTask { [deadlines] in
-                guard await deadlines.expired(at: deadline) else { throw CancellationError() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
                 return nil
             }
             defer { group.cancelAll() }
