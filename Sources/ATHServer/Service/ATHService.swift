@@ -45,9 +45,10 @@ public final class ATHService: Sendable {
     /// reaching this instance reads the stored revision alone and takes this copy when it is the
     /// same, rather than reading and decoding the whole transcript (which also re-hashes it):
     /// another instance's write, or a lost one, changes the revision and the document is read.
-    /// A handshake lasts seconds, so a minute's generations and a few thousand entries hold every
-    /// one in flight.
-    let writtenHandshakes = BoundedCache<String, StoredHandshake>(capacity: 4_096, maxAge: .seconds(60))
+    /// Steps follow each other within a round trip, so a minute's generations of a thousand
+    /// entries hold every handshake in flight at a thousand handshakes a second; a completed one
+    /// leaves at once.
+    let writtenHandshakes = BoundedCache<String, StoredHandshake>(capacity: 1_024, maxAge: .seconds(60))
     let logger: Logger
     /// When this instance started (Unix seconds). Proofs of possession dated earlier are refused:
     /// the replay cache is in memory, so a proof used before a restart could otherwise be used
@@ -419,7 +420,8 @@ public final class ATHService: Sendable {
                         at: Freshness.unix(now), event: "grant.create", actor: g.userDID.value, subject: g.id, outcome: "ok",
                         detail: "client=\(g.clientDID.value) credential=\(g.credentialID) scopes=\(g.scopes.joined(separator: " ")) expires_at=\(g.expiresAt)"),
                 ])
-            written(h, after: stored.revision)
+            // Nothing steps a completed handshake again: an agent asking for its result reads it.
+            writtenHandshakes.removeValue(forKey: h.id)
             signals.signal(h.id)
             return completion.outcome
         } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
