@@ -16,7 +16,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure handshakes per second and the cost of the access check (loopback only).",
-        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self, RPC.self, Waiters.self, Proxy.self, Hold.self])
+        subcommands: [Crypto.self, Core.self, Handshakes.self, Middleware.self, Session.self, RPC.self, Waiters.self, Proxy.self, Hold.self, Sessions.self])
 
     /// Runs `body` from `concurrency` tasks until `seconds` pass; returns completed operations.
     static func load(seconds: Double, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> (Int, Double) {

@@ -41,6 +41,8 @@ public final class ATHService: Sendable {
     /// Sessions' state as read from the store. An entry is used for `statusCacheSeconds` and
     /// read again after, so generations turn at that age: what stays is what was used lately.
     let sessions = BoundedCache<String, SessionState>(capacity: 100_000, maxAge: .seconds(statusCacheSeconds))
+    /// Sessions whose state this instance holds in memory (for measurements: `ath bench sessions`).
+    public var liveSessionCount: Int { sessions.count }
     /// Handshakes as this instance last wrote them, with the revision that write made. A step
     /// reaching this instance reads the stored revision alone and takes this copy when it is the
     /// same, rather than reading and decoding the whole transcript (which also re-hashes it):
