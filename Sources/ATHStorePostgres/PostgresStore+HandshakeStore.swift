@@ -4,7 +4,7 @@ import Foundation
 import PostgresNIO
 
 extension PostgresStore: HandshakeStore {
-    /// One statement: the nonce's upsert (as `consume`), and only when it was fresh the
+    /// One statement: the nonce's upsert (`consume`'s), and only when it was fresh the
     /// handshake and its audit records.
     public func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent])
         async throws -> Bool
@@ -14,10 +14,7 @@ extension PostgresStore: HandshakeStore {
             try await c.value(
                 Int64.self,
                 """
-                WITH fresh AS (
-                    INSERT INTO nonce (key, expires_at) VALUES (\(nonce), \(nonceExpiresAt))
-                    ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < \(now)
-                    RETURNING 1),
+                WITH fresh AS (\(nonceUpsert: nonce, expiresAt: nonceExpiresAt, now: now)),
                 begun AS (
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
                     SELECT \(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0,

@@ -14,15 +14,25 @@ extension PostgresStore: SingleUseValues {
     /// alone (no row returned). A second instance inserting the same key at the same moment waits
     /// for the first's transaction and then sees its row: one of them wins, on any instance.
     static func consume(_ key: String, expiresAt: Int64, now: Int64, on c: PostgresConnection, _ logger: Logger) async throws -> Bool {
-        try await c.changed(
-            """
-            INSERT INTO nonce (key, expires_at) VALUES (\(key), \(expiresAt))
-            ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < \(now)
-            RETURNING 1
-            """, logger) == 1
+        try await c.changed("\(nonceUpsert: key, expiresAt: expiresAt, now: now)", logger) == 1
     }
 
     public func isNonceRecorded(_ key: String, now: Int64) async throws -> Bool {
         try await read { c in try await c.value(Int32.self, "SELECT 1 FROM nonce WHERE key = \(key) AND expires_at >= \(now)", self.logger) != nil }
+    }
+}
+
+extension PostgresQuery.StringInterpolation {
+    /// Records single-use value `key` until `expiresAt`, taking over an entry expired by `now`;
+    /// returns a row only when the value was fresh. Alone (`consume`) or as the first CTE of a
+    /// statement that does more only when it returned a row (step 1).
+    mutating func appendInterpolation(nonceUpsert key: String, expiresAt: Int64, now: Int64) {
+        appendLiteral("INSERT INTO nonce (key, expires_at) VALUES (")
+        appendInterpolation(key)
+        appendLiteral(", ")
+        appendInterpolation(expiresAt)
+        appendLiteral(") ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < ")
+        appendInterpolation(now)
+        appendLiteral(" RETURNING 1")
     }
 }

@@ -279,7 +279,6 @@ public struct ServerHandshake: Codable, Sendable {
         }
     }
 
-    /// Ends a handshake whose deadline passed; returns true if this call changed it.
     /// Drops the transcript of a handshake that ended. Every signature over it was checked or
     /// made, and no step reads it again, so an ended handshake is stored without it: kept, it was
     /// most of the 8 kB that each grant's handshake held for the grant's whole life. The audit
@@ -289,6 +288,7 @@ public struct ServerHandshake: Codable, Sendable {
         transcript = Transcript()
     }
 
+    /// Ends a handshake whose deadline passed; returns true if this call changed it.
     public mutating func expireIfDue(now: Date) -> Bool {
         guard state != .completed, state != .failed, Freshness.unix(now) > deadline else { return false }
         let error =
