@@ -77,5 +77,38 @@ YAML
     eval "${1}_port=$port"
 }
 
+# The upstream (port $U) and the server key ($work/key.pem) that a `gateway_start` gateway uses.
+shop_init() {
+    U=$(port)
+    upstream_run
+    "$ath" keygen --out "$work/key.pem" > /dev/null
+}
+
+# `ath bench proxy --operation $1` for $2 seconds against the gateway gw ($gw_port, GET /shop/userinfo,
+# 8 in flight), writing to $work/$3.bench, pinned to core $4; and, over its measured part, the CPU of the
+# server ($gw_pid) and of the processes the function named $5 (optional, e.g. pg_pids) prints once the
+# measured part began. Sets load_done and load_rate, and load_server_us and load_other_us per operation
+# (load_other_us is "-" without $5); returns 1, with the generator's last line in load_error, when it
+# reported no result.
+load_measure() {
+    local operation=$1 secs=$2 out="$work/$3.bench" core=$4 others=${5:-}
+    taskset -c "$core" "$ath" bench proxy --operation "$operation" --url "http://127.0.0.1:$gw_port" --path /shop/userinfo \
+        --scope profile:read --seconds "$secs" --concurrency 8 > "$out" 2>&1 &
+    local bench=$! before after obefore=0 oafter=0 pids=() line
+    await_measuring "$out"
+    [ -z "$others" ] || pids=($("$others"))
+    before=$(cpu "$gw_pid")
+    for p in "${pids[@]}"; do obefore=$((obefore + $(cpu "$p" 2>/dev/null || echo 0))); done
+    wait "$bench"
+    after=$(cpu "$gw_pid")
+    for p in "${pids[@]}"; do oafter=$((oafter + $(cpu "$p" 2>/dev/null || echo 0))); done
+    line=$(grep "^requests:" "$out") || { load_error=$(tail -1 "$out"); return 1; }
+    load_done=$(echo "$line" | awk '{print $2}')
+    load_rate=$(echo "$line" | sed -E 's/.*= ([0-9]+)\/s.*/\1/')
+    load_server_us=$(( (after - before) * 1000000 / ticks / load_done ))
+    load_other_us="-"
+    [ -z "$others" ] || load_other_us=$(( (oafter - obefore) * 1000000 / ticks / load_done ))
+}
+
 # Waits until `ath bench proxy` writing to $1 starts its measured part.
 await_measuring() { for _ in $(seq 600); do grep -q measuring "$1" 2>/dev/null && break; sleep 0.05; done; }

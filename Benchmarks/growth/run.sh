@@ -23,9 +23,7 @@ sizes="${2:-0 10000 100000 1000000}"
 backends="${3:-sqlite postgres}"
 source Benchmarks/common.sh
 bench_init
-U=$(port)
-upstream_run
-"$ath" keygen --out "$work/key.pem" > /dev/null
+shop_init
 server_core=0
 load_core=1
 if [[ " $backends " == *" postgres "* ]]; then
@@ -86,26 +84,12 @@ VACUUM ANALYZE;
 SQL
 }
 
-# operation: prints "rate server-µs database-µs" for $seconds of load
+# operation, backend: prints "rate server-µs database-µs" for $seconds of load
 measure() {
-    local out="$work/$1.bench" before=0 after=0 dbefore=0 dafter=0 database=()
-    taskset -c "$load_core" "$ath" bench proxy --operation "$1" --url "http://127.0.0.1:$gw_port" --path /shop/userinfo \
-        --scope profile:read --seconds "$seconds" --concurrency 8 > "$out" 2>&1 &
-    local bench=$!
-    await_measuring "$out"
-    [ -z "$pg_dir" ] || [ "$2" != postgres ] || database=($(pg_pids))
-    before=$(cpu "$gw_pid")
-    for p in "${database[@]}"; do dbefore=$((dbefore + $(cpu "$p" 2>/dev/null || echo 0))); done
-    wait "$bench"
-    after=$(cpu "$gw_pid")
-    for p in "${database[@]}"; do dafter=$((dafter + $(cpu "$p" 2>/dev/null || echo 0))); done
-    local line done_ops rate
-    line=$(grep "^requests:" "$out") || { echo "failed: $(tail -1 "$out")"; return; }
-    done_ops=$(echo "$line" | awk '{print $2}')
-    rate=$(echo "$line" | sed -E 's/.*= ([0-9]+)\/s.*/\1/')
-    local db="-"
-    [ ${#database[@]} -eq 0 ] || db=$(( (dafter - dbefore) * 1000000 / ticks / done_ops ))
-    echo "$rate $(( (after - before) * 1000000 / ticks / done_ops )) $db"
+    local others=""
+    [ -z "$pg_dir" ] || [ "$2" != postgres ] || others=pg_pids
+    load_measure "$1" "$seconds" "$1" "$load_core" $others || { echo "failed: $load_error"; return; }
+    echo "$load_rate $load_server_us $load_other_us"
 }
 
 echo "| store | stored grants | handshakes/s | server CPU per handshake (µs) | database CPU per handshake (µs) | requests/s | server CPU per request (µs) | database CPU per request (µs) | store size (MB) |"

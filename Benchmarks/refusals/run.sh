@@ -14,9 +14,7 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-10}"
 source Benchmarks/common.sh
 bench_init
-U=$(port)
-upstream_run
-"$ath" keygen --out "$work/key.pem" > /dev/null
+shop_init
 gateway_start gw '{sqlite: "refusals.sqlite"}' 'rate_limit: "100000000/hour"' 0
 url="http://127.0.0.1:$gw_port/shop/userinfo"
 store_bytes() { du -cb "$work"/refusals.sqlite* | tail -1 | cut -f1; }
@@ -37,20 +35,9 @@ rrate=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
 rcpu=$(( (after - before) * 1000000 / ticks / refused ))
 
 # Admitted: token and proof on every request, forwarded upstream.
-bench="$work/admitted.bench"
-taskset -c 1 "$ath" bench proxy --url "http://127.0.0.1:$gw_port" --path /shop/userinfo --scope profile:read \
-    --seconds "$seconds" --concurrency 8 > "$bench" 2>&1 &
-b=$!
-await_measuring "$bench"
-before=$(cpu "$gw_pid")
-wait "$b"
-after=$(cpu "$gw_pid")
-line=$(grep "^requests:" "$bench")
-admitted=$(echo "$line" | awk '{print $2}')
-arate=$(echo "$line" | sed -E 's/.*= ([0-9]+)\/s.*/\1/')
-acpu=$(( (after - before) * 1000000 / ticks / admitted ))
+load_measure request "$seconds" admitted 1
 
 echo "| request | requests/s | server CPU per request | store growth | audit records |"
 echo "|---|---|---|---|---|"
 echo "| refused (no token) | $rrate | $rcpu µs | $(( (s1 - s0) / 1000 )) kB over $refused refusals | $(( a1 - a0 )) |"
-echo "| admitted (token and proof, forwarded) | $arate | $acpu µs | - | - |"
+echo "| admitted (token and proof, forwarded) | $load_rate | $load_server_us µs | - | - |"

@@ -24,8 +24,7 @@ concurrency="${2:-16}"
 held="${3:-2000}"
 source Benchmarks/common.sh
 bench_init
-U=$(port)
-upstream_run
+shop_init
 
 pg_url=$(ATH_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements" .ci/postgres-start 2>"$work/pg-dir")
 pg_dir=$(cat "$work/pg-dir")
@@ -37,7 +36,6 @@ pg_bytes() {
     ss -tinH state established "( dport = :$pg_port )" \
         | grep -oE 'bytes_(sent|received):[0-9]+' | awk -F: '{s += $2} END {print s + 0}'
 }
-$ath keygen --out "$work/key.pem" > /dev/null
 
 # name, store line: a gateway (common.sh) whose grants carry a rate limit, so that the shared rate
 # counters are on the path.
