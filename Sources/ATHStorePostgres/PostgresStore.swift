@@ -16,6 +16,8 @@ import Synchronization
 public final class PostgresStore: Sendable {
     let client: PostgresClient
     let configuration: PostgresStoreConfiguration
+    /// Every call's operation timeout, on one clock.
+    let deadlines = OperationDeadlines()
     let logger: Logger
     private let running: Task<Void, Never>
     /// When this instance last put audit records in the outbox: its chainer runs often for a
@@ -126,20 +128,10 @@ public final class PostgresStore: Sendable {
     }
 
     /// `body`, or `StoreError.unavailable` once the operation timeout passes (the pool waits for
-    /// a connection without a limit of its own while the database is down).
+    /// a connection without a limit of its own while the database is down, and a query in flight
+    /// waits for the server).
     private func bounded<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw StoreError.unavailable("no answer within \(timeout)")
-            }
-            return value
-        }
+        try await deadlines.run(within: timeout, body)
     }
 
     /// Connection failures and a server going away are `unavailable` (retry later); anything
