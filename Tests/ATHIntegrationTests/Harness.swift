@@ -118,6 +118,8 @@ struct Harness {
     func stop() async {
         await channels.shutdown()
         await server.stop()
+        // As `ath serve` does on its way out: refusals still counted are written before the store goes.
+        await service.refusals.flush()
         try? FileManager.default.removeItem(at: dir)
         if let database { await TestPostgres.release(database.store, name: database.name) }
     }
