@@ -803,3 +803,26 @@ extension SecretSealerTests {
         #expect(throws: (any Error).self) { try ProtocolJSONDecoder().decode(AccessTokenClaims.self, from: Data(#"{"iss":1}"#.utf8)) }
     }
 }
+
+/// A cached grant and token share their equal texts, and only those.
+@Suite struct SharedTextTests {
+    @Test func onlyEqualTextsAreShared() throws {
+        let user = DID.key(PrivateKey.generate().publicKey)
+        let agent = try DID("did:ath:assistant")
+        let grant = Grant(
+            id: "g1", handshakeID: "h1", clientDID: agent, userDID: user, scopes: ["goods:read"], restrictions: Restrictions(),
+            credentialID: "c1", createdAt: 1, expiresAt: 2)
+        var claims = AccessTokenClaims(
+            iss: "did:ath:shop", aud: "did:ath:shop", sub: user.value, client_did: "did:ath:other", scope: "goods:read", iat: 1, exp: 2,
+            jti: "t1", gid: "g1", sid: "s1")
+        let shared = grant.sharingTexts(of: claims)
+        #expect(shared == grant)
+        #expect(shared.userDID.method == .key && shared.clientDID.value == "did:ath:assistant")
+        claims.sub = "did:ath:someone-else"
+        #expect(grant.sharingTexts(of: claims).userDID == user, "a different text is not taken")
+        let server = try DID("did:ath:shop")
+        #expect(claims.sharingServer(server) == claims)
+        claims.aud = "did:ath:elsewhere"
+        #expect(claims.sharingServer(server).aud == "did:ath:elsewhere")
+    }
+}

@@ -73,6 +73,45 @@ import Testing
         await h.stop()
     }
 
+    /// A live session's cached state holds each text once: the grant's id and DIDs are the
+    /// token's own strings, and the token's issuer and audience the server's (the memory per
+    /// live session, docs/PERFORMANCE.md). Its tokens' revocations are a short list: a
+    /// revocation here outlasts a late read that says otherwise, and past the list's length the
+    /// oldest is read from the store again.
+    @Test func aLiveSessionHoldsEachTextOnce() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        let session = try await h.handshake(scopes: ["goods:read"])
+        #expect(try await session.get("/api/goods").status == 200)
+        let token = try #require(h.service.verifiedTokens.value(forKey: .init("Bearer " + (await session.grant.accessToken))))
+        let state = try #require(h.service.sessions.value(forKey: token.claims.sid))
+        /// Whether two equal strings share their heap storage (up to 15 bytes a string has none:
+        /// it is held inline, and equal is all there is to check).
+        func shared(_ a: String, _ b: String) -> Bool {
+            guard a == b else { return false }
+            guard a.utf8.count > 15 else { return true }
+            var (a, b) = (a, b)
+            return a.withUTF8 { a in b.withUTF8 { b in a.baseAddress == b.baseAddress } }
+        }
+        #expect(shared(state.grant.id, token.claims.gid))
+        #expect(shared(state.grant.userDID.value, token.claims.sub))
+        #expect(shared(state.grant.clientDID.value, token.claims.client_did))
+        #expect(shared(token.claims.iss, h.service.identity.did.value))
+        #expect(shared(token.claims.aud, h.service.identity.did.value))
+        #expect([token.claims.gid, token.claims.client_did, token.claims.iss].allSatisfy { $0.utf8.count > 15 }, "heap strings, as in use")
+        // Shared, and still the same values.
+        #expect(state.grant == (try await h.store.grant(id: token.claims.gid))?.sharingTexts(of: token.claims))
+        #expect(state.grant.userDID.value == token.claims.sub && state.grant.clientDID.value == token.claims.client_did)
+
+        let jti = token.claims.jti
+        state.revoke(jti)
+        #expect(state.remember(jti, revoked: false) == true, "a revocation here wins over a read that began before it")
+        for n in 0..<ATHService.SessionState.knownTokens { _ = state.remember("other-\(n)", revoked: false) }
+        #expect(state.knownRevocation(of: jti) == nil, "forgotten past the list's length, read again")
+        #expect(state.knownRevocation(of: "other-0") == false)
+        await h.stop()
+    }
+
     /// An instance keeps the handshakes it wrote for their next step, and takes its copy only
     /// while the stored revision is the one its write made: a step another instance took in
     /// between is read from the store. Here instance a began the handshake and still holds it

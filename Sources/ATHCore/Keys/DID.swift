@@ -39,6 +39,18 @@ public struct DID: Sendable, Hashable, Codable, CustomStringConvertible {
         self.value = value
     }
 
+    /// A DID already checked, with its text as given (to share another value's storage).
+    private init(checked value: String, method: Method) {
+        self.value = value
+        self.method = method
+    }
+
+    /// This DID, its text taken from `text` when they are equal: a value cached for long then
+    /// shares the other's storage instead of holding a second copy.
+    public func sharingText(of text: String) -> DID {
+        value == text ? DID(checked: text, method: method) : self
+    }
+
     public init(from decoder: any Decoder) throws {
         try self.init(try decoder.singleValueContainer().decode(String.self))
     }

@@ -154,11 +154,7 @@ extension ATHService {
         if let known = state.knownRevocation(of: claims.jti) { return known }
         let stored = try await store.token(jti: claims.jti)
         let revoked = stored?.revokedAt != nil || stored == nil
-        return state.tokenRevoked.withLock { known in
-            let answer = known[claims.jti] ?? revoked
-            known[claims.jti] = answer
-            return answer
-        }
+        return state.remember(claims.jti, revoked: revoked)
     }
 
     /// The standing part of the access check alone, for a session between its calls: throws
@@ -186,7 +182,7 @@ extension ATHService {
         let token = String(authorization.dropFirst("Bearer ".count))
         let claims = try await tokenVerifier.verify(token, as: AccessTokenClaims.self, typ: AccessToken.typ, error: .tokenInvalid)
         try AccessToken.checkClaims(claims, server: identity.did, now: now)
-        let verified = VerifiedToken(claims: claims, digest: PossessionProof.tokenDigest(token))
+        let verified = VerifiedToken(claims: claims.sharingServer(identity.did), digest: PossessionProof.tokenDigest(token))
         verifiedTokens.set(verified, forKey: TokenKey(authorization))
         return verified
     }
@@ -267,7 +263,7 @@ extension ATHService {
         }
         let proofKey = try openSessionKeys(session).proofKey
         let s = SessionState(
-            proofMAC: ProofMAC(key: proofKey), grant: grant, restrictions: restrictions, loadedAt: now)
+            proofMAC: ProofMAC(key: proofKey), grant: grant.sharingTexts(of: claims), restrictions: restrictions, loadedAt: now)
         sessions.set(s, forKey: claims.sid)
         return s
     }
@@ -299,7 +295,7 @@ extension ATHService {
                 AuditEvent(
                     at: t, event: "token.renew", actor: old.client_did, subject: old.gid, outcome: "ok", detail: "old=\(old.jti) new=\(claims.jti)")
             ])
-        sessions.value(forKey: old.sid)?.tokenRevoked.withLock { $0[old.jti] = true }
+        sessions.value(forKey: old.sid)?.revoke(old.jti)
         guard renewed else { throw ATHError(.tokenRevoked, "this access token was already renewed or revoked") }
         return RenewedToken(access_token: token, token_expires_at: claims.exp)
     }
@@ -322,6 +318,6 @@ extension ATHService {
                 jti: jti, now: t,
                 audit: { [AuditEvent(at: t, event: "token.revoke", actor: actor, subject: jti, outcome: "ok", detail: "grant=\($0.grantID)")] })
         else { throw ATHError(.notFound, "no token \(jti.prefix(64))") }
-        sessions.value(forKey: token.sessionID)?.tokenRevoked.withLock { $0[jti] = true }
+        sessions.value(forKey: token.sessionID)?.revoke(jti)
     }
 }

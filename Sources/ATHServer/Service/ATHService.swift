@@ -92,11 +92,36 @@ public final class ATHService: Sendable {
         var grant: Grant { sharedGrant.value }
         let restrictions: CompiledRestrictions
         let loadedAt: Date
-        /// Whether each token of the session seen since `loadedAt` is revoked (or unknown).
-        let tokenRevoked = Mutex<[String: Bool]>([:])
+        /// Whether each token of the session seen since `loadedAt` is revoked (or unknown): a
+        /// session has one token at a time and a few over its life, so a short list (the
+        /// oldest dropped past `knownTokens`, to be read again) rather than a dictionary.
+        private let tokenRevoked = Mutex<[(jti: String, revoked: Bool)]>([])
+        static let knownTokens = 8
 
         /// Whether token `jti` is revoked, if this state knows (nil: ask the store).
-        func knownRevocation(of jti: String) -> Bool? { tokenRevoked.withLock { $0[jti] } }
+        func knownRevocation(of jti: String) -> Bool? {
+            tokenRevoked.withLock { known in known.first { $0.jti == jti }?.revoked }
+        }
+
+        /// Records what the store said of token `jti`, unless this state learnt it meanwhile
+        /// (a revocation through this instance wins over a read that began before it); the answer.
+        func remember(_ jti: String, revoked: Bool) -> Bool {
+            tokenRevoked.withLock { known in
+                if let answer = known.first(where: { $0.jti == jti })?.revoked { return answer }
+                if known.count >= Self.knownTokens { known.removeFirst() }
+                known.append((jti, revoked))
+                return revoked
+            }
+        }
+
+        /// Token `jti` is revoked from now on.
+        func revoke(_ jti: String) {
+            tokenRevoked.withLock { known in
+                known.removeAll { $0.jti == jti }
+                if known.count >= Self.knownTokens { known.removeFirst() }
+                known.append((jti, true))
+            }
+        }
 
         init(proofMAC: ProofMAC, grant: Grant, restrictions: CompiledRestrictions, loadedAt: Date) {
             self.proofMAC = proofMAC
@@ -157,7 +182,7 @@ public final class ATHService: Sendable {
     func apply(_ revocation: Revocation) {
         switch revocation {
         case .grants(let ids): forget(grants: ids)
-        case .token(let jti, let session): sessions.value(forKey: session)?.tokenRevoked.withLock { $0[jti] = true }
+        case .token(let jti, let session): sessions.value(forKey: session)?.revoke(jti)
         case .issuedToken, .registration: break
         }
     }
