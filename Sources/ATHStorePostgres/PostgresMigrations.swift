@@ -130,6 +130,40 @@ enum PostgresMigrations {
                 "CREATE INDEX session_grant ON session (grant_id)",
             ]
         ),
+        (
+            // The checks of a completion, for the statement that writes the grant (one round
+            // trip where a transaction took six: BEGIN, the lock, two reads, the write, COMMIT).
+            // The lock's key is `lockCredential`'s, so a revocation and a completion of one
+            // credential take turns. A VOLATILE function's statements each see what was committed
+            // before they began: the reads after the lock see a revocation whose holder released
+            // it. Both parties' accounts are read FOR SHARE, held until the statement's
+            // transaction ends: a suspension in progress is waited for, and one that starts waits
+            // for the grant. NULL when the grant may be written, else 'revoked', or 'suspended:'
+            // and the first suspended party.
+            "v6-grant-refusal",
+            [
+                """
+                CREATE FUNCTION ath_grant_refusal(credential TEXT, credential_user TEXT, parties TEXT[]) RETURNS TEXT
+                LANGUAGE plpgsql VOLATILE AS $$
+                DECLARE
+                    suspended TEXT[];
+                BEGIN
+                    PERFORM pg_advisory_xact_lock(hashtextextended('credential' || chr(10) || credential || chr(10) || credential_user, 0));
+                    IF EXISTS (SELECT 1 FROM revoked_credential WHERE jti = credential AND user_did = credential_user) THEN
+                        RETURN 'revoked';
+                    END IF;
+                    SELECT array_agg(value) INTO suspended FROM (
+                        SELECT e.value, a.suspended_at IS NOT NULL AS is_suspended FROM external_id e JOIN account a USING (internal_id)
+                        WHERE e.value = ANY(parties) FOR SHARE OF a) locked
+                    WHERE is_suspended;
+                    FOR i IN 1 .. coalesce(array_length(parties, 1), 0) LOOP
+                        IF parties[i] = ANY(suspended) THEN RETURN 'suspended:' || parties[i]; END IF;
+                    END LOOP;
+                    RETURN NULL;
+                END $$
+                """
+            ]
+        ),
     ]
 
     /// Applies the steps not yet applied, inside the caller's transaction.

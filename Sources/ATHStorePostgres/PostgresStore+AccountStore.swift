@@ -176,19 +176,6 @@ extension PostgresStore: AccountStore {
         }
     }
 
-    /// The first of `dids` whose account is suspended, if any. Their accounts are read FOR
-    /// SHARE, held until the transaction ends: a suspension in progress is waited for, and one
-    /// that starts waits for this transaction.
-    static func suspended(among dids: [String], on c: PostgresConnection, _ logger: Logger) async throws -> String? {
-        let rows = try await c.rows(
-            """
-            SELECT e.value, a.suspended_at IS NOT NULL AS suspended FROM external_id e JOIN account a USING (internal_id)
-            WHERE e.value = ANY(\(dids)) FOR SHARE OF a
-            """, logger)
-        let suspended = Set(try rows.filter { try $0["suspended"].decode(Bool.self) }.map { try $0["value"].decode(String.self) })
-        return dids.first { suspended.contains($0) }
-    }
-
     public func addExternalID(_ externalID: String, to did: String, audit: [AuditEvent]) async throws {
         try Account.validateExternalID(externalID)
         try await transaction { c in

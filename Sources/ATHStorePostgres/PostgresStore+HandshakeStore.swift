@@ -121,21 +121,16 @@ extension PostgresStore: HandshakeStore {
         }
         let g = completion.grant
         let t = completion.token
-        try await transaction { c in
-            // Checked inside the transaction that writes the grant, under the locks a revocation
-            // or a suspension takes, so one landing meanwhile cannot be missed: the credential's
-            // lock is taken first, and the statements after it see what its holder committed.
-            try await Self.lockCredential(g.credentialID, userDID: g.userDID.value, on: c, self.logger)
-            if try await Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, on: c, self.logger) {
-                throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
-            }
-            if let party = try await Self.suspended(among: [g.clientDID.value, g.userDID.value], on: c, self.logger) {
-                throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
-            }
-            let changed = try await c.value(
-                Int64.self,
+        // Checked by the statement that writes the grant (`ath_grant_refusal`, evaluated before
+        // the UPDATE may apply), under the locks a revocation or a suspension takes, so one
+        // landing meanwhile cannot be missed: the credential's lock is taken first, and the
+        // reads after it see what its holder committed.
+        let row = try await statement { c in
+            try await c.query(
                 """
-                WITH changed AS (\(update: handshake, data: data, at: expectedRevision)),
+                WITH verdict AS MATERIALIZED (
+                    SELECT ath_grant_refusal(\(g.credentialID), \(g.userDID.value), \([g.clientDID.value, g.userDID.value])) AS refusal),
+                changed AS (\(update: handshake, data: data, at: expectedRevision, unless: "(SELECT refusal FROM verdict)")),
                 grant_row AS (
                     INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)
                     SELECT \(g.id), \(g.handshakeID), \(g.clientDID.value), \(g.userDID.value), \(g.credentialID), \(grantData),
@@ -147,10 +142,17 @@ extension PostgresStore: HandshakeStore {
                     INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at)
                     SELECT \(t.jti), \(g.id), \(t.sid), \(t.iat), \(t.exp) FROM changed),
                 audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "changed"))
-                SELECT count(*) FROM changed
-                """, self.logger)
-            guard changed == 1 else { throw Self.changedConcurrently }
+                SELECT (SELECT refusal FROM verdict), (SELECT count(*) FROM changed)
+                """, logger: self.logger
+            ).collect().first
         }
+        let (refusal, changed) = try row?.decode((String?, Int64).self) ?? (nil, Int64(0))
+        if refusal == "revoked" { throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8) }
+        if let refusal, refusal.hasPrefix("suspended:") {
+            throw ATHError(.accountSuspended, "the account \(refusal.dropFirst("suspended:".count)) is suspended", step: 8)
+        }
+        guard refusal == nil else { throw ATHError(.internalError, "unknown grant refusal from the database") }
+        guard changed == 1 else { throw Self.changedConcurrently }
         appended(audit)
     }
 
@@ -174,7 +176,8 @@ extension PostgresQuery.StringInterpolation {
     /// The check-and-set UPDATE of a stored handshake: it applies only at `expectedRevision`, and
     /// returns a row when it did. A change that ends the wait for the user's answer is announced
     /// on `ath_handshake` by the same statement (`pg_notify`, delivered at commit).
-    mutating func appendInterpolation(update h: ServerHandshake, data: String, at expectedRevision: Int) {
+    /// `unless`: an SQL expression that, when not NULL, stops the change (a refusal to report).
+    mutating func appendInterpolation(update h: ServerHandshake, data: String, at expectedRevision: Int, unless refusal: String? = nil) {
         appendLiteral("UPDATE handshake SET state = ")
         appendInterpolation(h.state.rawValue)
         appendLiteral(", user_did = ")
@@ -189,6 +192,7 @@ extension PostgresQuery.StringInterpolation {
         appendInterpolation(h.id)
         appendLiteral(" AND revision = ")
         appendInterpolation(Int32(clamping: expectedRevision))
+        if let refusal { appendLiteral(" AND \(refusal) IS NULL") }
         let announced = PostgresStore.endsTheWait(h.state) ? "pg_notify('\(PostgresStore.handshakeChannel)', id)" : "1"
         appendLiteral(" RETURNING \(announced)")
     }

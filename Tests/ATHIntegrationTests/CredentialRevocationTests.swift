@@ -1,5 +1,6 @@
 import ATHAgent
 import ATHCore
+import ATHStore
 import Foundation
 import ShoppingExample
 import Testing
@@ -67,6 +68,38 @@ import Testing
         #expect(try await intruder.revokeCredential(jti).isEmpty)
         #expect(try await session.get("/api/goods").status == 200)
         #expect(try await h.handshake(credential: credential).grant.scopesGranted.isEmpty == false)
+        await h.stop()
+    }
+
+    /// The store itself refuses to write a grant under a revoked credential, whatever the caller
+    /// checked: nothing is written, the handshake keeps its revision, and no audit record is added.
+    @Test(arguments: Backend.available) func theStoreRefusesAGrantUnderARevokedCredential(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let id = try await EndToEndTests.stepsOneToFive(&client, h)
+        let stored = try #require(try await h.store.handshake(id: id))
+        var handshake = stored.handshake
+        let answer = try UserConfirmation.answer(
+            try #require(handshake.confirmation), approvedScopes: ["goods:read"], key: h.userKey, now: Date())
+        try handshake.receiveConfirmation(answer, userKey: h.userKey.publicKey, now: Date())
+        let identity = h.service.identity
+        let signer = try await JWTCodec(key: identity.tokenKey)
+        let completion = try await handshake.complete(policy: ShoppingPlatform.policy, tokenSigner: signer, identity: identity, now: Date())
+        _ = try await h.store.revokeCredential(
+            jti: completion.grant.credentialID, userDID: h.user.value, now: Freshness.unix(Date()), audit: { _ in [] })
+        let auditBefore = try await h.store.auditEvents(limit: 10_000).count
+        let marker = AuditEvent(at: Freshness.unix(Date()), event: "test.completion", actor: "test", subject: id, outcome: "ok")
+        await #expect {
+            try await h.store.updateHandshake(
+                handshake, expectedRevision: stored.revision, completion: completion, sealedProofKey: Data([1]), audit: [marker])
+        } throws: { ATHError.code($0) == .credentialRevoked }
+        #expect(try await h.store.grant(id: completion.grant.id) == nil)
+        #expect(try await h.store.session(id: completion.session.sessionID) == nil)
+        #expect(try await h.store.token(jti: completion.token.jti) == nil)
+        #expect(try await h.store.handshake(id: id)?.revision == stored.revision)
+        #expect(try await h.store.auditEvents(limit: 10_000).count == auditBefore)
+        #expect(try await !h.store.auditEvents(limit: 10_000).contains { $0.event.event == "test.completion" })
         await h.stop()
     }
 }
