@@ -112,12 +112,13 @@ import Testing
         await h.stop()
     }
 
-    /// An instance keeps the handshakes it wrote for their next step, and takes its copy only
-    /// while the stored revision is the one its write made: a step another instance took in
-    /// between is read from the store. Here instance a began the handshake and still holds it
-    /// awaiting the identity proof, which b has since taken: a's copy, if used, would refuse
-    /// step 5 as out of order.
-    @Test(arguments: Backend.available) func aHandshakeWrittenHereIsTakenOnlyAtItsRevision(_ backend: Backend) async throws {
+    /// An instance keeps the handshakes it wrote for their next step and runs that step on its
+    /// copy without reading the store; a copy that another instance's step made stale decides
+    /// nothing. Here instance a began the handshake and still holds it awaiting the identity
+    /// proof, which b has since taken. The same proof again at a is accepted by a's copy, but
+    /// its write finds the revision moved, and the stored handshake refuses it as out of order,
+    /// changing nothing. Step 5 at a, which a's copy would refuse as out of order, completes.
+    @Test(arguments: Backend.available) func aStaleCopyOfAHandshakeDecidesNothing(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.requireUserConfirmation = false
         let key = PrivateKey.generate()
@@ -130,8 +131,12 @@ import Testing
         let m2 = try await a.service.begin(try client.makeRequest(now: now))
         let id = try #require(m2["handshake_id"]?.stringValue)
         #expect(a.service.writtenHandshakes.value(forKey: id)?.revision == 0)
-        _ = try client.receiveIdentityResult(try await b.service.identityProof(handshakeID: id, try client.receiveResponse(m2, now: now)), now: now)
+        let m3 = try client.receiveResponse(m2, now: now)
+        _ = try client.receiveIdentityResult(try await b.service.identityProof(handshakeID: id, m3), now: now)
         #expect(b.service.writtenHandshakes.value(forKey: id)?.revision == 1)
+        await #expect { try await a.service.identityProof(handshakeID: id, m3) } throws: { ATHError.code($0) == .unexpectedMessage }
+        let stored = try #require(try await a.store.handshake(id: id))
+        #expect(stored.revision == 1 && stored.handshake.state == .awaitingScopeRequest, "\(stored.revision) \(stored.handshake.state)")
         let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await a.credential(), context: "shop", now: now)
         guard case .complete(let outcome) = try await a.service.scopeRequest(handshakeID: id, m5) else {
             Issue.record("the handshake did not complete")

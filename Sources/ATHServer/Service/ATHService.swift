@@ -263,8 +263,11 @@ public final class ATHService: Sendable {
     }
 
     public func identityProof(handshakeID: String, _ raw: JSONValue) async throws -> JSONValue {
+        try await step(handshakeID) { stored, copy in try await self.identityProof(stored, raw, copy: copy) }
+    }
+
+    private func identityProof(_ stored: StoredHandshake, _ raw: JSONValue, copy: Bool) async throws -> JSONValue {
         let now = clock()
-        let stored = try await load(handshakeID)
         var h = stored.handshake
         do {
             let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
@@ -279,6 +282,7 @@ public final class ATHService: Sendable {
                 now: now)
             return reply
         } catch let error as ATHError {
+            if copy { throw StaleCopy() }
             try await saveFailure(&h, error, from: stored, event: "handshake.identity", now: now)
             throw error
         }
@@ -292,8 +296,12 @@ public final class ATHService: Sendable {
     }
 
     public func scopeRequest(handshakeID: String, _ raw: JSONValue) async throws -> ScopeAnswer {
+        try await step(handshakeID) { stored, copy in try await self.scopeRequest(stored, raw, copy: copy) }
+    }
+
+    private func scopeRequest(_ stored: StoredHandshake, _ raw: JSONValue, copy: Bool) async throws -> ScopeAnswer {
         let now = clock()
-        var stored = try await load(handshakeID)
+        var stored = stored
         var h = stored.handshake
         do {
             let m5 = try h.receiveScopeRequest(raw, policy: policy, now: now)
@@ -313,7 +321,7 @@ public final class ATHService: Sendable {
                     return .pending(pending(confirmation))
                 }
                 stored.handshake = h
-                return .complete(try await complete(stored, now: now, event: "handshake.scope_request"))
+                return .complete(try await complete(stored, now: now, event: "handshake.scope_request", copy: copy))
             } catch let error as ATHError {
                 // A refused credential (or any refusal after a valid step 5) ends the handshake
                 // like every other refusal after step 1, and is audited with it.
@@ -321,6 +329,7 @@ public final class ATHService: Sendable {
                 throw error
             }
         } catch let error as ATHError {
+            if copy { throw StaleCopy() }
             try await saveFailure(&h, error, from: stored, event: "handshake.scope_request", now: now)
             throw error
         }
@@ -428,7 +437,8 @@ public final class ATHService: Sendable {
 
     // MARK: Shared step plumbing
 
-    private func complete(_ stored: StoredHandshake, now: Date, event: String) async throws -> HandshakeOutcome {
+    /// `copy`: `stored` is this instance's copy, not read from the store (see `step`).
+    private func complete(_ stored: StoredHandshake, now: Date, event: String, copy: Bool = false) async throws -> HandshakeOutcome {
         var h = stored.handshake
         do {
             // Revoked or suspended while the user was being asked: nothing is granted. The store
@@ -452,6 +462,7 @@ public final class ATHService: Sendable {
             signals.signal(h.id)
             return completion.outcome
         } catch let error as ATHError where error.code == .credentialRevoked || error.code == .accountSuspended {
+            if copy { throw StaleCopy() }
             h = stored.handshake
             h.fail(error)
             await writeFailure(h, error, revision: stored.revision, event: event, now: now)
@@ -506,6 +517,33 @@ public final class ATHService: Sendable {
                     detail: error.message)
             ])
         signals.signal(h.id)
+    }
+
+    /// Thrown by a step that ran on this instance's copy and was refused: it runs again on the
+    /// stored handshake, which decides (and records) the refusal.
+    private struct StaleCopy: Error {}
+
+    /// Runs a step of the handshake `id` (3 or 5) on the copy this instance last wrote, if it
+    /// holds one, without reading the store: the step's write is a check-and-set on the copy's
+    /// revision, so a copy that another instance's step made stale writes nothing. A step on a
+    /// copy that is refused for any reason (that conflict, or a message the copy's state does not
+    /// expect and the stored state may) writes nothing and runs again on the stored handshake
+    /// (`StaleCopy`): a copy never decides a refusal. So the usual step, which follows this
+    /// instance's own write, reads nothing before its write: it used to read the revision first
+    /// (a round trip per step on PostgreSQL).
+    private func step<T>(_ id: String, _ body: (StoredHandshake, _ copy: Bool) async throws -> T) async throws -> T {
+        guard id.utf8.count <= 128 else { throw ATHError(.handshakeNotFound, "no handshake with this id") }
+        if let written = writtenHandshakes.value(forKey: id) {
+            do {
+                return try await body(written, true)
+            } catch is StaleCopy {
+                writtenHandshakes.removeValue(forKey: id)
+            }
+        }
+        guard let stored = try await store.handshake(id: id) else {
+            throw ATHError(.handshakeNotFound, "no handshake with this id")
+        }
+        return try await body(stored, false)
     }
 
     private func load(_ id: String) async throws -> StoredHandshake {
