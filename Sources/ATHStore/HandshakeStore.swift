@@ -5,7 +5,9 @@ import Foundation
 public protocol HandshakeStore: Sendable {
     /// Step 1 in one transaction: records the step-1 nonce `nonce` (single use until
     /// `nonceExpiresAt`), the new handshake and its audit records. False, with nothing written,
-    /// when the nonce was used already. One write per step 1, however many arrive.
+    /// when the nonce was used already. Throws ACCOUNT_SUSPENDED (step 1), writing nothing, when
+    /// the agent's account is suspended: checked in the same transaction rather than read
+    /// before it. One write per step 1, however many arrive.
     func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws
         -> Bool
     /// Deletes what retention no longer keeps (docs/STORAGE.md, "Retention"): handshakes that
@@ -46,5 +48,12 @@ public struct PurgedRecords: Sendable, Equatable {
         self.handshakes = handshakes
         self.grants = grants
         self.nonces = nonces
+    }
+}
+
+extension ATHError {
+    /// What `beginHandshake` throws for an agent whose account is suspended, on every backend.
+    public static func suspendedAtStepOne(_ did: String) -> ATHError {
+        ATHError(.accountSuspended, "the account \(did.prefix(256)) is suspended", step: 1)
     }
 }

@@ -10,20 +10,28 @@ extension PostgresStore: HandshakeStore {
         async throws -> Bool
     {
         let data = try StoredDocument.encode(handshake)
-        let fresh = try await statement { c in
-            try await c.value(
-                Int64.self,
+        let client = handshake.clientDID.value
+        let row = try await statement { c in
+            try await c.query(
                 """
-                WITH fresh AS (\(nonceUpsert: nonce, expiresAt: nonceExpiresAt, now: now)),
+                WITH suspended AS MATERIALIZED (
+                    SELECT EXISTS (
+                        SELECT 1 FROM external_id e JOIN account a USING (internal_id)
+                        WHERE e.value = \(client) AND a.suspended_at IS NOT NULL) AS yes),
+                fresh AS (\(nonceUpsert: nonce, expiresAt: nonceExpiresAt, now: now, unless: "(SELECT yes FROM suspended)")),
                 begun AS (
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
-                    SELECT \(handshake.id), \(handshake.state.rawValue), \(handshake.clientDID.value), NULL, NULL, \(handshake.deadline), 0,
+                    SELECT \(handshake.id), \(handshake.state.rawValue), \(client), NULL, NULL, \(handshake.deadline), 0,
                         \(data)
                     FROM fresh),
                 audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "fresh"))
-                SELECT count(*) FROM fresh
-                """, self.logger) == 1
+                SELECT (SELECT yes FROM suspended), (SELECT count(*) FROM fresh)
+                """, logger: self.logger
+            ).collect().first
         }
+        let (suspended, begun) = try row?.decode((Bool, Int64).self) ?? (false, Int64(0))
+        if suspended { throw ATHError.suspendedAtStepOne(client) }
+        let fresh = begun == 1
         if fresh { appended(audit) }
         return fresh
     }

@@ -26,12 +26,14 @@ extension PostgresQuery.StringInterpolation {
     /// Records single-use value `key` until `expiresAt`, taking over an entry expired by `now`;
     /// returns a row only when the value was fresh. Alone (`consume`) or as the first CTE of a
     /// statement that does more only when it returned a row (step 1).
-    mutating func appendInterpolation(nonceUpsert key: String, expiresAt: Int64, now: Int64) {
-        appendLiteral("INSERT INTO nonce (key, expires_at) VALUES (")
+    /// `unless`: an SQL expression that, when true, records nothing (and returns no row).
+    mutating func appendInterpolation(nonceUpsert key: String, expiresAt: Int64, now: Int64, unless refusal: String? = nil) {
+        appendLiteral("INSERT INTO nonce (key, expires_at) SELECT ")
         appendInterpolation(key)
         appendLiteral(", ")
         appendInterpolation(expiresAt)
-        appendLiteral(") ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < ")
+        if let refusal { appendLiteral(" WHERE NOT \(refusal)") }
+        appendLiteral(" ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE nonce.expires_at < ")
         appendInterpolation(now)
         appendLiteral(" RETURNING 1")
     }

@@ -421,6 +421,7 @@ public final class SQLiteStore: ATHStore {
     {
         let data = try StoredDocument.encode(handshake)
         return try await db.write { db in
+            if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspendedAtStepOne(handshake.clientDID.value) }
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(cached: """
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)

@@ -30,6 +30,33 @@ import Glibc
         return (handshake, fresh)
     }
 
+    /// Step 1's write refuses a suspended agent itself (ACCOUNT_SUSPENDED, step 1), rather than
+    /// the service reading the account first: nothing is written, not even the nonce.
+    @Test(arguments: Backend.available) func stepOneOfASuspendedAgentWritesNothing(_ backend: Backend) async throws {
+        let h = try await Harness.start(backend: backend)
+        try await h.registerParties()
+        let t = Freshness.unix(now)
+        _ = try await h.store.suspendAccount(did: h.agent.value, now: t, audit: { _ in [] })
+        let auditBefore = try await h.store.auditEvents(limit: 1_000).count
+        var client = ClientHandshake(did: h.agent, key: h.agentKey)
+        let (handshake, _) = try ServerHandshake.begin(
+            request: try client.makeRequest(now: now), id: Nonce.generate(), identity: h.service.identity, policy: ShoppingPlatform.policy,
+            registeredKey: h.agentKey.publicKey, now: now)
+        let audit = [AuditEvent(at: t, event: "handshake.start", actor: "a", subject: handshake.id, outcome: "ok")]
+        await #expect {
+            try await h.store.beginHandshake(handshake, nonce: "hs1:suspended", nonceExpiresAt: t + 600, now: t, audit: audit)
+        } throws: { error in
+            let error = error as? ATHError
+            return error?.code == .accountSuspended && error?.step == 1
+        }
+        #expect(try await h.store.handshake(id: handshake.id) == nil)
+        #expect(try await h.store.auditEvents(limit: 1_000).count == auditBefore)
+        // The nonce was not used: once reinstated, the same step 1 begins.
+        try await h.store.reinstateAccount(did: h.agent.value, audit: [])
+        #expect(try await h.store.beginHandshake(handshake, nonce: "hs1:suspended", nonceExpiresAt: t + 600, now: t, audit: audit))
+        await h.stop()
+    }
+
     @Test(arguments: Backend.available) func stepOneIsOneTransactionAndAReplayWritesNothing(_ backend: Backend) async throws {
         let h = try await Harness.start(backend: backend)
         let (first, fresh) = try await begun(h.store, nonce: "hs1:n")

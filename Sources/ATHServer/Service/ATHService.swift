@@ -237,10 +237,9 @@ public final class ATHService: Sendable {
             }
             var (handshake, response) = try ServerHandshake.begin(
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
-            try await refuseIfSuspended(handshake.clientDID.value, step: 1)
             if let peerAIC { try await bind(peerAIC, to: &handshake, step: 1) }
             // Step-1 nonces are single-use for as long as their timestamp could pass the check;
-            // nonce, handshake and audit record are one write.
+            // nonce, handshake and audit record are one write, which refuses a suspended agent.
             let t = Freshness.unix(now)
             let fresh = try await store.beginHandshake(
                 handshake, nonce: "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", nonceExpiresAt: t + 2 * Freshness.maxSkew,
@@ -307,7 +306,10 @@ public final class ATHService: Sendable {
             let m5 = try h.receiveScopeRequest(raw, policy: policy, now: now)
             do {
                 let claims = try await verifyCredential(m5.user_authorization.credential, client: h.clientDID, now: now)
-                let client = try await store.account(did: h.clientDID.value)
+                // The agent's account: its name for the user's confirmation screen, its type for
+                // the policy's account types. A service that needs neither does not read it.
+                let needsAccount = policy.requireUserConfirmation || !policy.accountTypes.isEmpty
+                let client = needsAccount ? try await store.account(did: h.clientDID.value) : nil
                 let info = client.map { ClientInfo(name: $0.name, developer: $0.developer ?? "unknown developer") }
                     ?? ClientInfo(name: h.clientDID.value, developer: "unregistered agent")
                 let denied = try await accountTypeDenials(m5.scopes, client: client, user: claims.iss)
