@@ -24,14 +24,14 @@ public protocol AccountStore: Sendable {
     func activeKeys(did: String) async throws -> [PublicKey]
     /// Marks the account suspended (keeping the first time) and revokes, with their tokens, the
     /// grants in force in which any of its external ids is the agent or the user; returns their ids.
-    func suspendAccount(did: String, now: Int64, audit: @Sendable (_ ended: [String]) -> [AuditEvent]) async throws -> [String]
+    func suspendAccount(did: String, now: Int64, audit: @escaping @Sendable (_ ended: [String]) -> [AuditEvent]) async throws -> [String]
     /// Sets (nil: clears) the account's type on this service and, in the same transaction,
     /// revokes (with their tokens) the grants in force of the account for which `ends(grant,
     /// asAgent)` holds; returns their ids. Read and revoked in one transaction, so a grant made
     /// while the type changes is either seen here or made under the new type.
     func setAccountType(
-        did: String, to type: String?, now: Int64, ending ends: @Sendable (_ grant: Grant, _ asAgent: Bool) -> Bool,
-        audit: @Sendable (_ ended: [String]) -> [AuditEvent]
+        did: String, to type: String?, now: Int64, ending ends: @escaping @Sendable (_ grant: Grant, _ asAgent: Bool) -> Bool,
+        audit: @escaping @Sendable (_ ended: [String]) -> [AuditEvent]
     ) async throws -> [String]
     /// The grants in force in which the account with external id `did` (under any of its
     /// external ids, or `did` itself when no account has it) is the agent or the user, oldest first.

@@ -18,12 +18,12 @@ public protocol GrantStore: Sendable {
     /// Records that `userDID` revoked credential `jti` and revokes every grant made with it, in one
     /// transaction; returns the ids of those that were still in force. Revoking twice keeps the
     /// first time.
-    func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable (_ ended: [String]) -> [AuditEvent]) async throws
+    func revokeCredential(jti: String, userDID: String, now: Int64, audit: @escaping @Sendable (_ ended: [String]) -> [AuditEvent]) async throws
         -> [String]
     func isCredentialRevoked(jti: String, userDID: String) async throws -> Bool
     /// The credentials of `userDID` that made grants or were revoked, newest first.
     func credentials(userDID: String, now: Int64) async throws -> [CredentialUse]
     /// Revokes one token; nil (nothing written) when no token has this id. The audit records are
     /// built from the token found.
-    func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken?
+    func revokeToken(jti: String, now: Int64, audit: @escaping @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken?
 }

@@ -31,7 +31,7 @@ public protocol OAuthAPIStore: Sendable {
     func issuedTokenRevocation(digest: String) async throws -> TokenStanding
     /// Revokes the token if `clientID` (nil: any, for an administrator) issued it; returns it as
     /// found, nil when there is no such token of that client (nothing written either way then).
-    func revokeIssuedToken(digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]) async throws
+    func revokeIssuedToken(digest: String, clientID: String?, now: Int64, audit: @escaping @Sendable (IssuedAccessToken) -> [AuditEvent]) async throws
         -> IssuedAccessToken?
     /// Ends an agent's registration (an operator's decision): the registration becomes `denied`,
     /// its unfinished sessions `denied`, and every token it holds revoked, in one transaction

@@ -11,7 +11,10 @@ import Synchronization
 /// (`PostgresFaultTests`). Here the call runs in a task of its own and the caller waits on a
 /// continuation that the first of three resumes: the call's end, the deadline, or the caller's
 /// cancellation. A call that loses is cancelled and left to finish by itself (a transaction
-/// checks for cancellation before its COMMIT, so it rolls back).
+/// checks for cancellation before its COMMIT, so it rolls back). So a call may outlive its caller:
+/// it must capture nothing the caller lends it only for the call's duration. The store's
+/// protocols take their callbacks `@escaping` for this reason; a `withoutActuallyEscaping`
+/// closure captured by a call trapped the process when the call's task released it late.
 ///
 /// The deadlines are kept by one clock for the whole store, rather than a `Task.sleep` timer per
 /// call (armed and cancelled thousands of times a second, about a tenth of the server's CPU per

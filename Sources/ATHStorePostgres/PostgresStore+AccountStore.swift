@@ -95,9 +95,8 @@ extension PostgresStore: AccountStore {
         }
     }
 
-    public func suspendAccount(did: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
-        // The closure is only called inside the transaction, which ends before this returns.
-        try await withoutActuallyEscaping(audit) { audit in try await suspend(did, now: now, audit: audit) }
+    public func suspendAccount(did: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
+        try await suspend(did, now: now, audit: audit)
     }
 
     private func suspend(_ did: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
@@ -115,11 +114,9 @@ extension PostgresStore: AccountStore {
     }
 
     public func setAccountType(
-        did: String, to type: String?, now: Int64, ending ends: @Sendable (Grant, Bool) -> Bool, audit: @Sendable ([String]) -> [AuditEvent]
+        did: String, to type: String?, now: Int64, ending ends: @escaping @Sendable (Grant, Bool) -> Bool, audit: @escaping @Sendable ([String]) -> [AuditEvent]
     ) async throws -> [String] {
-        try await withoutActuallyEscaping(ends) { ends in
-            try await withoutActuallyEscaping(audit) { audit in try await setType(did, to: type, now: now, ending: ends, audit: audit) }
-        }
+        try await setType(did, to: type, now: now, ending: ends, audit: audit)
     }
 
     private func setType(

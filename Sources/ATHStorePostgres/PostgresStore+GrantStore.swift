@@ -79,10 +79,10 @@ extension PostgresStore: GrantStore {
         try await c.query("SELECT pg_advisory_xact_lock(hashtextextended(\(key), 0))", logger: logger)
     }
 
-    public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws
+    public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws
         -> [String]
     {
-        try await withoutActuallyEscaping(audit) { audit in try await revoke(credential: jti, userDID: userDID, now: now, audit: audit) }
+        try await revoke(credential: jti, userDID: userDID, now: now, audit: audit)
     }
 
     private func revoke(credential jti: String, userDID: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws
@@ -140,8 +140,8 @@ extension PostgresStore: GrantStore {
         }
     }
 
-    public func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
-        try await withoutActuallyEscaping(audit) { audit in try await revoke(token: jti, now: now, audit: audit) }
+    public func revokeToken(jti: String, now: Int64, audit: @escaping @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
+        try await revoke(token: jti, now: now, audit: audit)
     }
 
     private func revoke(token jti: String, now: Int64, audit: @escaping @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {

@@ -129,21 +129,19 @@ extension PostgresStore: OAuthAPIStore {
     }
 
     public func revokeIssuedToken(
-        digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]
+        digest: String, clientID: String?, now: Int64, audit: @escaping @Sendable (IssuedAccessToken) -> [AuditEvent]
     ) async throws -> IssuedAccessToken? {
-        try await withoutActuallyEscaping(audit) { audit in
-            try await transaction { c in
-                guard
-                    let row = try await c.rows("SELECT data, revoked_at FROM oauth_token WHERE digest = \(digest) FOR UPDATE", self.logger).first
-                else { return nil }
-                var token = try StoredDocument.decode(IssuedAccessToken.self, try row["data"].decode(String.self))
-                token.revokedAt = try row["revoked_at"].decode(Int64?.self)
-                guard clientID == nil || token.clientID == clientID else { return nil }
-                try await c.query("UPDATE oauth_token SET revoked_at = \(now) WHERE digest = \(digest) AND revoked_at IS NULL", logger: self.logger)
-                try await Self.notify(.issuedToken(digest: digest), on: c, self.logger)
-                try await self.append(audit(token), on: c)
-                return token
-            }
+        try await transaction { c in
+            guard
+                let row = try await c.rows("SELECT data, revoked_at FROM oauth_token WHERE digest = \(digest) FOR UPDATE", self.logger).first
+            else { return nil }
+            var token = try StoredDocument.decode(IssuedAccessToken.self, try row["data"].decode(String.self))
+            token.revokedAt = try row["revoked_at"].decode(Int64?.self)
+            guard clientID == nil || token.clientID == clientID else { return nil }
+            try await c.query("UPDATE oauth_token SET revoked_at = \(now) WHERE digest = \(digest) AND revoked_at IS NULL", logger: self.logger)
+            try await Self.notify(.issuedToken(digest: digest), on: c, self.logger)
+            try await self.append(audit(token), on: c)
+            return token
         }
     }
 

@@ -123,7 +123,7 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func revokeIssuedToken(
-        digest: String, clientID: String?, now: Int64, audit: @Sendable (IssuedAccessToken) -> [AuditEvent]
+        digest: String, clientID: String?, now: Int64, audit: @escaping @Sendable (IssuedAccessToken) -> [AuditEvent]
     ) async throws -> IssuedAccessToken? {
         try await db.write { db in
             guard let token = try Self.issuedToken(digest: digest, in: db), clientID == nil || token.clientID == clientID else { return nil }

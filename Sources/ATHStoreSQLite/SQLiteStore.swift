@@ -247,7 +247,7 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func suspendAccount(did: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
+    public func suspendAccount(did: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(cached: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
@@ -259,7 +259,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func setAccountType(
-        did: String, to type: String?, now: Int64, ending ends: @Sendable (Grant, Bool) -> Bool, audit: @Sendable ([String]) -> [AuditEvent]
+        did: String, to type: String?, now: Int64, ending ends: @escaping @Sendable (Grant, Bool) -> Bool, audit: @escaping @Sendable ([String]) -> [AuditEvent]
     ) async throws -> [String] {
         try await db.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
@@ -604,7 +604,7 @@ public final class SQLiteStore: ATHStore {
         try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL", arguments: [now, id])
     }
 
-    public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @Sendable ([String]) -> [AuditEvent]) async throws
+    public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws
         -> [String]
     {
         try await db.write { db in
@@ -654,7 +654,7 @@ public final class SQLiteStore: ATHStore {
         }
     }
 
-    public func revokeToken(jti: String, now: Int64, audit: @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
+    public func revokeToken(jti: String, now: Int64, audit: @escaping @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
         try await db.write { db in
             guard let token = try Self.token(jti: jti, in: db) else { return nil }
             try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])

@@ -160,6 +160,13 @@ import Testing
             try process.run()
         }
 
+        /// A process whose test ended without stopping it (a failure half-way, a start that did
+        /// not answer) stops with it: left running, a server keeps its database connections, and
+        /// the next tests on that database find none free.
+        deinit {
+            if process.isRunning { process.terminate() }
+        }
+
         var text: String { output.data.withLock { String(decoding: $0, as: UTF8.self) } }
 
         /// The first line containing `needle`, once printed; fails past `seconds`.
