@@ -826,3 +826,18 @@ extension SecretSealerTests {
         #expect(claims.sharingServer(server).aud == "did:ath:elsewhere")
     }
 }
+
+/// A P-256 public key's PEM is written without swift-crypto's general serialisation: it must be
+/// the very text the library writes, and read back as the same key.
+@Suite struct PublicKeyPEMTests {
+    @Test func p256PEMIsTheLibrarysOwn() throws {
+        for _ in 0..<50 {
+            let key = P256.Signing.PrivateKey().publicKey
+            let pem = PublicKey.p256(key).pem
+            #expect(pem == key.pemRepresentation)
+            #expect(try PublicKey(pem: pem) == .p256(key))
+        }
+        let ed = Curve25519.Signing.PrivateKey().publicKey
+        #expect(PublicKey.ed25519(ed).pem == ed.pemRepresentation)
+    }
+}

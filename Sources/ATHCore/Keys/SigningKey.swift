@@ -69,9 +69,27 @@ public enum PublicKey: Sendable, Hashable {
 
     public var pem: String {
         switch self {
-        case .p256(let k): k.pemRepresentation
+        case .p256(let k): Self.pem(der: Self.p256Header + k.x963Representation)
         case .ed25519(let k): k.pemRepresentation
         }
+    }
+
+    /// A "PUBLIC KEY" PEM block as swift-crypto writes one (base64 in lines of 64, no newline
+    /// after the end line), for the one fixed P-256 form `read` matches: the library's general
+    /// DER and PEM serialisation was about 2 % of the server's CPU per handshake, a stored
+    /// handshake holding its client's key as PEM and being written at each step.
+    static func pem(der: [UInt8]) -> String {
+        let base64 = Array(Data(der).base64EncodedString().utf8)
+        var text = Array("-----BEGIN PUBLIC KEY-----\n".utf8)
+        text.reserveCapacity(text.count + base64.count + base64.count / 64 + 26)
+        var line = base64[...]
+        while !line.isEmpty {
+            text += line.prefix(64)
+            text.append(UInt8(ascii: "\n"))
+            line = line.dropFirst(64)
+        }
+        text += "-----END PUBLIC KEY-----".utf8
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Verifies a raw signature (R||S for ES256, 64 bytes for EdDSA) over `message`.
