@@ -28,8 +28,10 @@ final class MockOpenIDProvider: Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Ready when discovery answers (Python starts in about a second).
-        for _ in 0..<150 {
+        // Ready when discovery answers (Python starts in about a second). Bounded in time, not in
+        // attempts: an attempt that hangs waits out its own 10-second timeout.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             if let (status, _) = try? await http(.GET, issuer + "/.well-known/openid-configuration"), status == 200 { return }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -37,12 +39,14 @@ final class MockOpenIDProvider: Sendable {
         throw ATHError(.internalError, "the OIDC provider did not start on port \(self.port)")
     }
 
-    /// SIGKILL: uvicorn's graceful stop waits for idle keep-alive connections to close.
+    /// SIGKILL: uvicorn's graceful stop waits for idle keep-alive connections to close. Not
+    /// `waitUntilExit`, which blocks its thread without a bound (Foundation's run loop on Linux):
+    /// a missed exit would hold the test, and the run, forever.
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
     }
 
     /// The provider's login form, answered for `subject`: returns where it redirects the browser.
@@ -132,7 +136,7 @@ struct ReservedPort {
     func release() { close(fd) }
 }
 
-@Suite(.serialized) struct OpenIDProviderTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct OpenIDProviderTests {
     /// The platform and Alice's account linked to her subject at the provider.
     func start(provider: MockOpenIDProvider, refetch: TimeInterval = 30) async throws -> Harness {
         let h = try await onAFreeLoopbackPort { port in
