@@ -50,10 +50,3 @@ public struct PurgedRecords: Sendable, Equatable {
         self.nonces = nonces
     }
 }
-
-extension ATHError {
-    /// What `beginHandshake` throws for an agent whose account is suspended, on every backend.
-    public static func suspendedAtStepOne(_ did: String) -> ATHError {
-        ATHError(.accountSuspended, "the account \(did.prefix(256)) is suspended", step: 1)
-    }
-}

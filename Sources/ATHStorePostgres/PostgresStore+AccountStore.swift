@@ -167,9 +167,7 @@ extension PostgresStore: AccountStore {
 
     public func isSuspended(did: String) async throws -> Bool {
         try await read { c in
-            try await c.value(
-                Bool.self, "SELECT a.suspended_at IS NOT NULL FROM external_id e JOIN account a USING (internal_id) WHERE e.value = \(did)",
-                self.logger) ?? false
+            try await c.value(Bool.self, "SELECT \(accountSuspended: did)", self.logger) ?? false
         }
     }
 
@@ -235,5 +233,15 @@ extension PostgresStore: AccountStore {
                 """, self.logger)
         }
         return pems.compactMap { try? PublicKey(pem: $0) }
+    }
+}
+
+extension PostgresQuery.StringInterpolation {
+    /// Whether an account with external id `did` is suspended, as an SQL boolean: asked alone
+    /// (`isSuspended`) or inside step 1's statement, which refuses a suspended agent.
+    mutating func appendInterpolation(accountSuspended did: String) {
+        appendLiteral("EXISTS (SELECT 1 FROM external_id e JOIN account a USING (internal_id) WHERE e.value = ")
+        appendInterpolation(did)
+        appendLiteral(" AND a.suspended_at IS NOT NULL)")
     }
 }

@@ -14,10 +14,7 @@ extension PostgresStore: HandshakeStore {
         let row = try await statement { c in
             try await c.query(
                 """
-                WITH suspended AS MATERIALIZED (
-                    SELECT EXISTS (
-                        SELECT 1 FROM external_id e JOIN account a USING (internal_id)
-                        WHERE e.value = \(client) AND a.suspended_at IS NOT NULL) AS yes),
+                WITH suspended AS MATERIALIZED (SELECT \(accountSuspended: client) AS yes),
                 fresh AS (\(nonceUpsert: nonce, expiresAt: nonceExpiresAt, now: now, unless: "(SELECT yes FROM suspended)")),
                 begun AS (
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
@@ -30,7 +27,7 @@ extension PostgresStore: HandshakeStore {
             ).collect().first
         }
         let (suspended, begun) = try row?.decode((Bool, Int64).self) ?? (false, Int64(0))
-        if suspended { throw ATHError.suspendedAtStepOne(client) }
+        if suspended { throw ATHError.suspended(client.prefix(256), step: 1) }
         let fresh = begun == 1
         if fresh { appended(audit) }
         return fresh
@@ -123,7 +120,7 @@ extension PostgresStore: HandshakeStore {
                     Int64.self, "WITH changed AS (\(update: handshake, data: data, at: expectedRevision)), audit AS (INSERT INTO audit_outbox \(outboxRows: audit, when: "changed")) SELECT count(*) FROM changed",
                     self.logger)
             }
-            guard changed == 1 else { throw Self.changedConcurrently }
+            guard changed == 1 else { throw ATHError.handshakeChangedConcurrently }
             appended(audit)
             return
         }
@@ -155,17 +152,11 @@ extension PostgresStore: HandshakeStore {
             ).collect().first
         }
         let (refusal, changed) = try row?.decode((String?, Int64).self) ?? (nil, Int64(0))
-        if refusal == "revoked" { throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8) }
-        if let refusal, refusal.hasPrefix("suspended:") {
-            throw ATHError(.accountSuspended, "the account \(refusal.dropFirst("suspended:".count)) is suspended", step: 8)
-        }
+        if refusal == "revoked" { throw ATHError.revokedCredential(step: 8) }
+        if let refusal, refusal.hasPrefix("suspended:") { throw ATHError.suspended(refusal.dropFirst("suspended:".count), step: 8) }
         guard refusal == nil else { throw ATHError(.internalError, "unknown grant refusal from the database") }
-        guard changed == 1 else { throw Self.changedConcurrently }
+        guard changed == 1 else { throw ATHError.handshakeChangedConcurrently }
         appended(audit)
-    }
-
-    static var changedConcurrently: ATHError {
-        ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
     }
 
     static let handshakeChannel = "ath_handshake"

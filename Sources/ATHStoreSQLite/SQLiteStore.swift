@@ -421,7 +421,7 @@ public final class SQLiteStore: ATHStore {
     {
         let data = try StoredDocument.encode(handshake)
         return try await db.write { db in
-            if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspendedAtStepOne(handshake.clientDID.value) }
+            if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspended(handshake.clientDID.value.prefix(256), step: 1) }
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(cached: """
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)
@@ -517,17 +517,17 @@ public final class SQLiteStore: ATHStore {
                     handshake.deadline, data, handshake.id, expectedRevision,
                 ])
             guard db.changesCount == 1 else {
-                throw ATHError(.unexpectedMessage, "the handshake changed concurrently; this message was not applied")
+                throw ATHError.handshakeChangedConcurrently
             }
             if let completion, let grantData {
                 let g = completion.grant
                 // Checked again inside the transaction that writes the grant, so a revocation or
                 // suspension that lands while the grant is being made cannot be missed.
                 if try Self.isCredentialRevoked(g.credentialID, userDID: g.userDID.value, in: db) {
-                    throw ATHError(.credentialRevoked, "the user revoked this credential", step: 8)
+                    throw ATHError.revokedCredential(step: 8)
                 }
                 for party in [g.clientDID.value, g.userDID.value] where try Self.isSuspended(party, in: db) {
-                    throw ATHError(.accountSuspended, "the account \(party) is suspended", step: 8)
+                    throw ATHError.suspended(party, step: 8)
                 }
                 try db.execute(cached: """
                         INSERT INTO grant_record (id, handshake_id, client_did, user_did, credential_id, data, created_at, expires_at)

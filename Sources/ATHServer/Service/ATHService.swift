@@ -599,13 +599,13 @@ public final class ATHService: Sendable {
 
     func refuseIfSuspended(_ did: String, step: Int) async throws {
         if try await store.isSuspended(did: did) {
-            throw ATHError(.accountSuspended, "the account \(did.prefix(256)) is suspended", step: step)
+            throw ATHError.suspended(did.prefix(256), step: step)
         }
     }
 
     func refuseIfRevoked(credential jti: String, user: String) async throws {
         if try await store.isCredentialRevoked(jti: jti, userDID: user) {
-            throw ATHError(.credentialRevoked, "the user revoked this credential", step: 5)
+            throw ATHError.revokedCredential(step: 5)
         }
     }
 
