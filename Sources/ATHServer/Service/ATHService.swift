@@ -534,7 +534,6 @@ public final class ATHService: Sendable {
     /// instance's own write, reads nothing before its write: it used to read the revision first
     /// (a round trip per step on PostgreSQL).
     private func step<T>(_ id: String, _ body: (StoredHandshake, _ copy: Bool) async throws -> T) async throws -> T {
-        guard id.utf8.count <= 128 else { throw ATHError(.handshakeNotFound, "no handshake with this id") }
         if let written = writtenHandshakes.value(forKey: id) {
             do {
                 return try await body(written, true)
@@ -542,18 +541,22 @@ public final class ATHService: Sendable {
                 writtenHandshakes.removeValue(forKey: id)
             }
         }
-        guard let stored = try await store.handshake(id: id) else {
-            throw ATHError(.handshakeNotFound, "no handshake with this id")
-        }
-        return try await body(stored, false)
+        return try await body(try await stored(id), false)
     }
 
+    /// The handshake as it stands, for a reader (the agent's wait): this instance's copy while
+    /// the stored revision is the copy's, else the stored document.
     private func load(_ id: String) async throws -> StoredHandshake {
-        guard id.utf8.count <= 128 else { throw ATHError(.handshakeNotFound, "no handshake with this id") }
         if let written = writtenHandshakes.value(forKey: id), try await store.handshakeRevision(id: id) == written.revision {
             return written
         }
-        guard let stored = try await store.handshake(id: id) else {
+        return try await stored(id)
+    }
+
+    /// The stored handshake. An id longer than any this server makes (and so never among its
+    /// copies) names none, and is not looked up.
+    private func stored(_ id: String) async throws -> StoredHandshake {
+        guard id.utf8.count <= 128, let stored = try await store.handshake(id: id) else {
             throw ATHError(.handshakeNotFound, "no handshake with this id")
         }
         return stored
