@@ -79,17 +79,8 @@ public enum PublicKey: Sendable, Hashable {
     /// DER and PEM serialisation was about 2 % of the server's CPU per handshake, a stored
     /// handshake holding its client's key as PEM and being written at each step.
     static func pem(der: [UInt8]) -> String {
-        let base64 = Array(Data(der).base64EncodedString().utf8)
-        var text = Array("-----BEGIN PUBLIC KEY-----\n".utf8)
-        text.reserveCapacity(text.count + base64.count + base64.count / 64 + 26)
-        var line = base64[...]
-        while !line.isEmpty {
-            text += line.prefix(64)
-            text.append(UInt8(ascii: "\n"))
-            line = line.dropFirst(64)
-        }
-        text += "-----END PUBLIC KEY-----".utf8
-        return String(decoding: text, as: UTF8.self)
+        let base64 = Data(der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        return "-----BEGIN PUBLIC KEY-----\n" + base64 + "\n-----END PUBLIC KEY-----"
     }
 
     /// Verifies a raw signature (R||S for ES256, 64 bytes for EdDSA) over `message`.
