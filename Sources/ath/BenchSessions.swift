@@ -44,34 +44,20 @@ extension Bench {
             // sessions, 2.8 kB at 12,000.
             let store = platform.service.store
             for _ in 0..<2 {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for worker in 0..<8 {
-                        group.addTask {
-                            for i in stride(from: worker, to: made.count, by: 8) {
-                                let grant = await made[i].grant
-                                let token = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
-                                _ = try await store.session(id: grant.secrets.sessionID)
-                                _ = try await store.grant(id: grant.grantID)
-                                _ = try await store.token(jti: token.jti)
-                            }
-                        }
-                    }
-                    try await group.waitForAll()
+                try await Self.eachInEightTasks(made) { session in
+                    let grant = await session.grant
+                    let token = try JWTCodec.unverifiedClaims(of: grant.accessToken, as: AccessTokenClaims.self, error: .tokenInvalid)
+                    _ = try await store.session(id: grant.secrets.sessionID)
+                    _ = try await store.grant(id: grant.grantID)
+                    _ = try await store.token(jti: token.jti)
                 }
             }
             let held0 = platform.service.liveSessionCount
             var readings = [Self.heapBytes()]
             for _ in 0..<2 {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for worker in 0..<8 {
-                        group.addTask {
-                            for i in stride(from: worker, to: made.count, by: 8) {
-                                let status = try await made[i].get("/api/goods?keyword=phone").status
-                                guard status == 200 else { throw ATHError(.internalError, "status \(status)") }
-                            }
-                        }
-                    }
-                    try await group.waitForAll()
+                try await Self.eachInEightTasks(made) { session in
+                    let status = try await session.get("/api/goods?keyword=phone").status
+                    guard status == 200 else { throw ATHError(.internalError, "status \(status)") }
                 }
                 readings.append(Self.heapBytes())
             }
@@ -82,6 +68,19 @@ extension Bench {
             print("resident memory after malloc_trim: \(first) B per session at its first request, \(again) B at its second")
             print("per live session, without its requests' proof nonces: \(first - again) B")
             await platform.server.stop()
+        }
+
+        /// `body` on every session, by eight tasks at once (as the sessions were made): the warm-up
+        /// and the measured passes go through the store's connections alike.
+        static func eachInEightTasks(_ sessions: [ATHSession], _ body: @escaping @Sendable (ATHSession) async throws -> Void) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for i in stride(from: worker, to: sessions.count, by: 8) { try await body(sessions[i]) }
+                    }
+                }
+                try await group.waitForAll()
+            }
         }
 
         /// The process's resident bytes once the C heap gave back what it could (`malloc_trim`):
