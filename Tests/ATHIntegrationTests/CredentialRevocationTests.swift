@@ -76,16 +76,7 @@ import Testing
     @Test(arguments: Backend.available) func theStoreRefusesAGrantUnderARevokedCredential(_ backend: Backend) async throws {
         let h = try await Harness.start(backend: backend)
         try await h.registerParties()
-        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
-        let id = try await EndToEndTests.stepsOneToFive(&client, h)
-        let stored = try #require(try await h.store.handshake(id: id))
-        var handshake = stored.handshake
-        let answer = try UserConfirmation.answer(
-            try #require(handshake.confirmation), approvedScopes: ["goods:read"], key: h.userKey, now: Date())
-        try handshake.receiveConfirmation(answer, userKey: h.userKey.publicKey, now: Date())
-        let identity = h.service.identity
-        let signer = try await JWTCodec(key: identity.tokenKey)
-        let completion = try await handshake.complete(policy: ShoppingPlatform.policy, tokenSigner: signer, identity: identity, now: Date())
+        let (id, stored, handshake, completion) = try await EndToEndTests.approvedCompletion(h)
         _ = try await h.store.revokeCredential(
             jti: completion.grant.credentialID, userDID: h.user.value, now: Freshness.unix(Date()), audit: { _ in [] })
         let auditBefore = try await h.store.auditEvents(limit: 10_000).count

@@ -280,4 +280,23 @@ import Testing
         }
         return id
     }
+
+    /// A handshake through step 5 that the user approved (goods:read), with the completion the
+    /// service would write, computed but not written: for tests of what the store itself refuses
+    /// at that write.
+    static func approvedCompletion(_ h: Harness) async throws
+        -> (id: String, stored: StoredHandshake, handshake: ServerHandshake, completion: ServerHandshake.Completion)
+    {
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let id = try await stepsOneToFive(&client, h)
+        let stored = try #require(try await h.store.handshake(id: id))
+        var handshake = stored.handshake
+        let answer = try UserConfirmation.answer(
+            try #require(handshake.confirmation), approvedScopes: ["goods:read"], key: h.userKey, now: Date())
+        try handshake.receiveConfirmation(answer, userKey: h.userKey.publicKey, now: Date())
+        let identity = h.service.identity
+        let signer = try await JWTCodec(key: identity.tokenKey)
+        let completion = try await handshake.complete(policy: ShoppingPlatform.policy, tokenSigner: signer, identity: identity, now: Date())
+        return (id, stored, handshake, completion)
+    }
 }
