@@ -41,7 +41,18 @@ import Testing
         let database = try await PrivateServer.start()
         var configuration = try PostgresStoreConfiguration(url: database.url)
         configuration.operationTimeout = .seconds(2)
-        let store = try await PostgresStore.open(configuration)
+        // The database was started a moment ago and the whole suite shares the machine: its first
+        // connection can take longer than the short timeout this test needs later, so opening
+        // (setup, not what is tested) is tried a few times.
+        var opened: PostgresStore?
+        for attempt in 1...5 where opened == nil {
+            do {
+                opened = try await PostgresStore.open(configuration)
+            } catch StoreError.unavailable where attempt < 5 {
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        let store = try #require(opened)
         let h = try await Harness.start(store: store)
         try await h.registerParties()
         let session = try await h.handshake(scopes: ["goods:read"])
