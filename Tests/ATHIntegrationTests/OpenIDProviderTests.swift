@@ -19,30 +19,60 @@ final class MockOpenIDProvider: Sendable {
 
     static let available = pythonImports("oidc_provider_mock")
 
-    init(port: Int? = nil) async throws {
+    /// On a port the kernel picked, tried again on another when the provider could not bind
+    /// the one it was given (another test's server took it in between).
+    convenience init() async throws {
         try #require(Self.available, "the OIDC provider is missing: pip install oidc-provider-mock (.ci/run does)")
-        self.port = try port ?? freeLoopbackPort()
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", "\(self.port)"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // Ready when discovery answers (Python starts in about a second). Bounded in time, not in
-        // attempts: an attempt that hangs waits out its own 10-second timeout.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            if let (status, _) = try? await http(.GET, issuer + "/.well-known/openid-configuration"), status == 200 { return }
-            try await Task.sleep(for: .milliseconds(100))
+        try await self.init(startingOn: onAFreeLoopbackPort { port in try await Launch(port: port) })
+    }
+
+    /// On `port` exactly: the test restarts the provider where its clients already point.
+    convenience init(port: Int) async throws {
+        try await self.init(startingOn: Launch(port: port))
+    }
+
+    private init(startingOn launch: Launch) {
+        port = launch.port
+        process = launch.process
+    }
+
+    /// A started provider. Ready when discovery answers (Python starts in about a second); bounded
+    /// in time, not in attempts, since an attempt that hangs waits out its own 10-second timeout.
+    /// A provider that exits before then could not bind its port (`ServerStartError`); one that
+    /// neither answers nor exits is reported with what it wrote to stderr.
+    private struct Launch {
+        let port: Int
+        let process = Process()
+
+        init(port: Int) async throws {
+            self.port = port
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("oidc-mock-\(port)-\(UUID().uuidString).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            defer { try? FileManager.default.removeItem(at: log) }
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3", "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", "\(port)"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = try FileHandle(forWritingTo: log)
+            try process.run()
+            let issuer = "http://127.0.0.1:\(port)"
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                if let (status, _) = try? await http(.GET, issuer + "/.well-known/openid-configuration"), status == 200 { return }
+                if !process.isRunning { throw ServerStartError.couldNotBind(host: "127.0.0.1", port: port) }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            MockOpenIDProvider.stop(process)
+            let said = (try? String(contentsOf: log, encoding: .utf8))?.suffix(2000) ?? ""
+            throw ATHError(.internalError, "the OIDC provider did not answer on port \(port) within 30 s; its stderr: \(said)")
         }
-        stop()
-        throw ATHError(.internalError, "the OIDC provider did not start on port \(self.port)")
     }
 
     /// SIGKILL: uvicorn's graceful stop waits for idle keep-alive connections to close. Not
     /// `waitUntilExit`, which blocks its thread without a bound (Foundation's run loop on Linux):
     /// a missed exit would hold the test, and the run, forever.
-    func stop() {
+    func stop() { Self.stop(process) }
+
+    static func stop(_ process: Process) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         let deadline = Date().addingTimeInterval(5)
