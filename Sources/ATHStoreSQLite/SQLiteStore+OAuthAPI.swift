@@ -6,7 +6,7 @@ import GRDB
 extension SQLiteStore: OAuthAPIStore {
     public func register(_ registration: AgentRegistration, audit: [AuditEvent]) async throws {
         let data = try StoredDocument.encode(registration)
-        try await db.write { db in
+        try await writes.write { db in
             guard try Bool.fetchOne(db, cached: "SELECT 1 FROM oauth_agent WHERE agent_id = ?", arguments: [registration.agentID]) == nil else {
                 throw StoreError.duplicate("agent \(registration.agentID) is already registered")
             }
@@ -23,7 +23,7 @@ extension SQLiteStore: OAuthAPIStore {
 
     public func beginAuthorization(_ session: AuthorizationSession, audit: [AuditEvent]) async throws {
         let data = try StoredDocument.encode(session)
-        try await db.write { db in
+        try await writes.write { db in
             try db.execute(cached: "INSERT INTO oauth_session (id, provider_state, client_id, status, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [session.id, session.providerState, session.clientID, session.status.rawValue, session.expiresAt, data])
             try Self.append(audit, in: db)
@@ -44,7 +44,7 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func bindAuthorization(id: String, bindingDigest: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        try await db.write { db in
+        try await writes.write { db in
             guard let text = try String.fetchOne(
                 db, cached: "SELECT data FROM oauth_session WHERE id = ? AND status = 'pending' AND expires_at > ?", arguments: [id, now])
             else { return false }
@@ -59,7 +59,7 @@ extension SQLiteStore: OAuthAPIStore {
 
     public func finishAuthorization(_ finished: AuthorizationSession, sealedGrant: Data?, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         let data = try StoredDocument.encode(finished)
-        return try await db.write { db in
+        return try await writes.write { db in
             try db.execute(cached: """
                     UPDATE oauth_session SET status = ?, data = ?, sealed_grant = ?
                     WHERE id = ? AND status = 'pending' AND expires_at > ?
@@ -73,7 +73,7 @@ extension SQLiteStore: OAuthAPIStore {
 
     public func redeemAuthorization(id: String, issuing token: IssuedAccessToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
         let tokenData = try StoredDocument.encode(token)
-        return try await db.write { db in
+        return try await writes.write { db in
             guard let text = try String.fetchOne(
                 db, cached: "SELECT data FROM oauth_session WHERE id = ? AND status = 'completed' AND expires_at > ?", arguments: [id, now])
             else { return false }
@@ -125,7 +125,7 @@ extension SQLiteStore: OAuthAPIStore {
     public func revokeIssuedToken(
         digest: String, clientID: String?, now: Int64, audit: @escaping @Sendable (IssuedAccessToken) -> [AuditEvent]
     ) async throws -> IssuedAccessToken? {
-        try await db.write { db in
+        try await writes.write { db in
             guard let token = try Self.issuedToken(digest: digest, in: db), clientID == nil || token.clientID == clientID else { return nil }
             try db.execute(cached: "UPDATE oauth_token SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL", arguments: [now, digest])
             try Self.append(audit(token), in: db)
@@ -134,7 +134,7 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func revokeRegistration(clientID: String, now: Int64, audit: [AuditEvent]) async throws -> [String]? {
-        try await db.write { db in
+        try await writes.write { db in
             guard let text = try String.fetchOne(db, cached: "SELECT data FROM oauth_agent WHERE client_id = ?", arguments: [clientID]) else {
                 return nil
             }
@@ -160,7 +160,7 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int) {
-        try await db.write { db in
+        try await writes.write { db in
             try db.execute(cached: "DELETE FROM oauth_token WHERE expires_at < ?", arguments: [before])
             let tokens = db.changesCount
             // A redeemed session stays while a token uses its provider grant.

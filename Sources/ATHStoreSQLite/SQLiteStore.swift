@@ -7,6 +7,9 @@ import GRDB
 /// The default store: one SQLite file through GRDB, in WAL mode.
 public final class SQLiteStore: ATHStore {
     let db: DatabasePool
+    /// Every write a request makes goes through it (`GroupCommit`); the retention sweep's long
+    /// batches take transactions of their own.
+    let writes: GroupCommit
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     public init(path: String) throws {
@@ -24,6 +27,7 @@ public final class SQLiteStore: ATHStore {
             guard errno == EINTR else { throw StoreError.corrupt("cannot lock \(path).lock") }
         }
         db = try DatabasePool(path: path, configuration: config)
+        writes = GroupCommit(db)
         try Self.migrator.migrate(db)
     }
 
@@ -178,7 +182,7 @@ public final class SQLiteStore: ATHStore {
         try Account.validateExternalID(account.did)
         for id in account.externalIDs { try Account.validateExternalID(id) }
         for alias in account.aliases { try Account.validateAlias(alias) }
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = Self.newInternalID()
             let now = Int64(Date().timeIntervalSince1970)
             try db.execute(cached: "INSERT INTO account (internal_id, kind, name, developer, created_at, account_type) VALUES (?, ?, ?, ?, ?, ?)",
@@ -248,7 +252,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func suspendAccount(did: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws -> [String] {
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(cached: "UPDATE account SET suspended_at = ? WHERE internal_id = ? AND suspended_at IS NULL", arguments: [now, internalID])
             let ended = try Self.liveGrants(of: did, now: now, in: db).map(\.id).sorted()
@@ -261,7 +265,7 @@ public final class SQLiteStore: ATHStore {
     public func setAccountType(
         did: String, to type: String?, now: Int64, ending ends: @escaping @Sendable (Grant, Bool) -> Bool, audit: @escaping @Sendable ([String]) -> [AuditEvent]
     ) async throws -> [String] {
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(cached: "UPDATE account SET account_type = ? WHERE internal_id = ?", arguments: [type, internalID])
             // The grants are read under the write lock that the type change holds: a handshake
@@ -300,7 +304,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func reinstateAccount(did: String, audit: [AuditEvent]) async throws {
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try db.execute(cached: "UPDATE account SET suspended_at = NULL WHERE internal_id = ?", arguments: [internalID])
             try Self.append(audit, in: db)
@@ -322,7 +326,7 @@ public final class SQLiteStore: ATHStore {
 
     public func addExternalID(_ externalID: String, to did: String, audit: [AuditEvent]) async throws {
         try Account.validateExternalID(externalID)
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             let position = try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM external_id WHERE internal_id = ?", arguments: [internalID]) ?? 0
             try Self.insertExternalID(externalID, internalID: internalID, position: position, in: db)
@@ -332,14 +336,14 @@ public final class SQLiteStore: ATHStore {
 
     public func addAlias(_ alias: String, to did: String, audit: [AuditEvent]) async throws {
         try Account.validateAlias(alias)
-        try await db.write { db in
+        try await writes.write { db in
             try Self.insertAlias(alias, internalID: try Self.requireInternalID(of: did, in: db), in: db)
             try Self.append(audit, in: db)
         }
     }
 
     public func addKey(did: String, key: PublicKey, audit: [AuditEvent]) async throws {
-        try await db.write { db in
+        try await writes.write { db in
             try Self.insertKey(key, internalID: try Self.requireInternalID(of: did, in: db), in: db)
             try Self.append(audit, in: db)
         }
@@ -355,7 +359,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func revokeKey(did: String, kid: String, audit: [AuditEvent]) async throws {
-        try await db.write { db in
+        try await writes.write { db in
             try Self.revoke(kid, internalID: try Self.requireInternalID(of: did, in: db), in: db)
             try Self.append(audit, in: db)
         }
@@ -368,7 +372,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func rotateKey(did: String, revoking kid: String, to newKey: PublicKey, audit: [AuditEvent]) async throws {
-        try await db.write { db in
+        try await writes.write { db in
             let internalID = try Self.requireInternalID(of: did, in: db)
             try Self.insertKey(newKey, internalID: internalID, in: db)
             try Self.revoke(kid, internalID: internalID, in: db)
@@ -398,7 +402,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func consumeNonce(_ key: String, expiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        try await db.write { db in
+        try await writes.write { db in
             guard try Self.consume(key, expiresAt: expiresAt, now: now, in: db) else { return false }
             try Self.append(audit, in: db)
             return true
@@ -420,7 +424,7 @@ public final class SQLiteStore: ATHStore {
         async throws -> Bool
     {
         let data = try StoredDocument.encode(handshake)
-        return try await db.write { db in
+        return try await writes.write { db in
             if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspended(handshake.clientDID.value.prefix(256), step: 1) }
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(cached: """
@@ -507,7 +511,7 @@ public final class SQLiteStore: ATHStore {
         }
         let data = try StoredDocument.encode(handshake)
         let grantData = try completion.map { try StoredDocument.encode($0.grant) }
-        try await db.write { db in
+        try await writes.write { db in
             try db.execute(cached: """
                     UPDATE handshake SET state = ?, user_did = ?, request_id = ?, deadline = ?, revision = revision + 1, data = ?
                     WHERE id = ? AND revision = ?
@@ -579,7 +583,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func renewToken(revoking old: String, with new: StoredToken, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        try await db.write { db in
+        try await writes.write { db in
             try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, old])
             guard db.changesCount == 1 else { return false }
             try db.execute(cached: "INSERT INTO token (jti, grant_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
@@ -590,7 +594,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func revokeGrant(id: String, now: Int64, audit: [AuditEvent]) async throws -> Bool {
-        try await db.write { db in
+        try await writes.write { db in
             guard try Bool.fetchOne(db, cached: "SELECT 1 FROM grant_record WHERE id = ?", arguments: [id]) != nil else { return false }
             try Self.revokeGrant(id, now: now, in: db)
             try Self.append(audit, in: db)
@@ -607,7 +611,7 @@ public final class SQLiteStore: ATHStore {
     public func revokeCredential(jti: String, userDID: String, now: Int64, audit: @escaping @Sendable ([String]) -> [AuditEvent]) async throws
         -> [String]
     {
-        try await db.write { db in
+        try await writes.write { db in
             try db.execute(cached: "INSERT OR IGNORE INTO revoked_credential (jti, user_did, revoked_at) VALUES (?, ?, ?)", arguments: [jti, userDID, now])
             let rows = try Row.fetchAll(
                 db, cached: "SELECT id, expires_at FROM grant_record WHERE credential_id = ? AND user_did = ? AND revoked_at IS NULL",
@@ -655,7 +659,7 @@ public final class SQLiteStore: ATHStore {
     }
 
     public func revokeToken(jti: String, now: Int64, audit: @escaping @Sendable (StoredToken) -> [AuditEvent]) async throws -> StoredToken? {
-        try await db.write { db in
+        try await writes.write { db in
             guard let token = try Self.token(jti: jti, in: db) else { return nil }
             try db.execute(cached: "UPDATE token SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", arguments: [now, jti])
             try Self.append(audit(token), in: db)
@@ -667,7 +671,7 @@ public final class SQLiteStore: ATHStore {
 
     public func appendAudit(_ events: [AuditEvent]) async throws {
         guard !events.isEmpty else { return }
-        try await db.write { db in try Self.append(events, in: db) }
+        try await writes.write { db in try Self.append(events, in: db) }
     }
 
     /// Appends events after the newest record, inside the caller's transaction (which holds
