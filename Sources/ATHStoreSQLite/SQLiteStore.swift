@@ -27,6 +27,12 @@ public final class SQLiteStore: ATHStore {
             guard errno == EINTR else { throw StoreError.corrupt("cannot lock \(path).lock") }
         }
         db = try DatabasePool(path: path, configuration: config)
+        // GRDB opens a pool with `synchronous = NORMAL`, under which a commit can still be lost to
+        // a power cut or an operating system crash: a revocation the admin was told about, a nonce
+        // recorded as used. FULL syncs the log at every commit, and `GroupCommit` shares that sync
+        // between the writes that wait for it. Set after the pool opens, since GRDB sets NORMAL
+        // then; only the writer's connection writes.
+        try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
         writes = GroupCommit(db)
         try Self.migrator.migrate(db)
     }

@@ -135,4 +135,13 @@ import Testing
         #expect(value == 7)
         #expect(try Self.names(pool) == ["y"])
     }
+
+    /// The store's writer syncs the log at every commit: GRDB opens it with NORMAL, under which
+    /// a power cut can take back a commit.
+    @Test func theStoreSyncsEveryCommit() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ath-sync-\(UUID().uuidString).sqlite").path
+        let store = try SQLiteStore(path: path)
+        let synchronous = try await store.db.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
+        #expect(synchronous == 2, "2 is FULL")
+    }
 }
