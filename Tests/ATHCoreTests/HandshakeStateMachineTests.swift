@@ -47,6 +47,8 @@ import Testing
         #expect(grant.tokenExpiresAt - Freshness.unix(now) == 3600)  // a token lives at most an hour
         #expect(grant.secrets == completion.session)  // both sides derived the same keys
         #expect(completion.token.sid == grant.secrets.sessionID)
+        // Ended, it keeps no transcript: nothing reads it again, and it is stored without it.
+        #expect(srv.state == .completed && srv.transcript.messages.isEmpty)
     }
 
     /// A handshake in flight when the server key rotates: step 9 is signed with the key step 2
@@ -113,7 +115,7 @@ import Testing
         guard case .object(var m3) = try client.receiveResponse(m2, now: now) else { return }
         m3["signature"] = .string(try SigningInput(.clientIdentity, client: client.did, server: serverDID, transcriptHash: Data(count: 32)).sign(with: key))
         #expect { try srv.receiveIdentityProof(.object(m3), policy: policy, now: now) } throws: { ($0 as? ATHError)?.code == .invalidSignature }
-        #expect(srv.state == .failed)
+        #expect(srv.state == .failed && srv.transcript.messages.isEmpty)
         // A failed handshake stays failed, whatever comes next.
         #expect(throws: ATHError.self) { try srv.receiveIdentityProof(.object(m3), policy: policy, now: now) }
     }

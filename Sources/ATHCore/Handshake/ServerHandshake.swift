@@ -279,15 +279,6 @@ public struct ServerHandshake: Codable, Sendable {
         }
     }
 
-    /// Drops the transcript of a handshake that ended. Every signature over it was checked or
-    /// made, and no step reads it again, so an ended handshake is stored without it: kept, it was
-    /// most of the 8 kB that each grant's handshake held for the grant's whole life. The audit
-    /// records of each step, and of the grant with the credential that authorized it, stay.
-    public mutating func forgetTranscript() {
-        guard state == .completed || state == .failed else { return }
-        transcript = Transcript()
-    }
-
     /// Ends a handshake whose deadline passed; returns true if this call changed it.
     public mutating func expireIfDue(now: Date) -> Bool {
         guard state != .completed, state != .failed, Freshness.unix(now) > deadline else { return false }
@@ -365,10 +356,10 @@ public struct ServerHandshake: Codable, Sendable {
         }
         let m9Signed = try SignedMessage.sign(
             m9, .handshakeComplete, client: clientDID, server: serverDID, user: nil, after: transcript, key: serverKey)
-        transcript.append(m9Signed)
         let outcome = HandshakeOutcome(scope_result: m8, handshake_complete: m9Signed.value)
         self.outcome = outcome
         state = .completed
+        transcript = Transcript()  // ended: see `fail`
         return Completion(outcome: outcome, grant: grant, session: secrets, token: claims)
     }
 
@@ -386,9 +377,14 @@ public struct ServerHandshake: Codable, Sendable {
         guard given == id else { throw ATHError(.malformedMessage, "handshake_id does not match", step: step) }
     }
 
+    /// An ended handshake (completed or failed) drops its transcript. Every signature over it was
+    /// checked or made, and no step reads it again, so it is stored without it: kept, it was most
+    /// of the 8 kB that each grant's handshake held for the grant's whole life. The audit records
+    /// of each step, and of the grant with the credential that authorized it, stay.
     public mutating func fail(_ error: ATHError) {
         state = .failed
         failure = ATHErrorBody(error)
+        transcript = Transcript()
     }
 
     /// Ends the handshake with `error`, mapped to INTERNAL_ERROR when it is not a protocol error.

@@ -349,7 +349,6 @@ public final class ATHService: Sendable {
         while true {
             let now = clock()
             if stored.handshake.expireIfDue(now: now) {
-                stored.handshake.forgetTranscript()
                 try? await store.updateHandshake(
                     stored.handshake, expectedRevision: stored.revision, completion: nil, sealedProofKey: nil,
                     audit: [AuditEvent(at: Freshness.unix(now), event: "handshake.timeout", actor: "server", subject: handshakeID, outcome: stored.handshake.failure?.code ?? "")])
@@ -448,7 +447,6 @@ public final class ATHService: Sendable {
             // (and refuses it), so they are not read here first: three reads per handshake, and
             // a check before the write would leave a gap the one inside it does not.
             let completion = try await h.complete(policy: policy, tokenSigner: tokenCodec, identity: identity, now: now)
-            h.forgetTranscript()
             let g = completion.grant
             try await store.updateHandshake(
                 h, expectedRevision: stored.revision, completion: completion,
@@ -508,8 +506,6 @@ public final class ATHService: Sendable {
     /// The ended handshake with its audit record, one transaction; agents waiting on it are woken.
     /// A conflict (another message changed it first) writes nothing: that change stands.
     private func writeFailure(_ h: ServerHandshake, _ error: ATHError, revision: Int, event: String, now: Date) async {
-        var h = h
-        h.forgetTranscript()
         writtenHandshakes.removeValue(forKey: h.id)
         try? await store.updateHandshake(
             h, expectedRevision: revision, completion: nil, sealedProofKey: nil,
