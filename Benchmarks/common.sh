@@ -18,6 +18,14 @@ bench_cleanup() {
     [ -z "$pg_dir" ] || .ci/postgres-stop "$pg_dir"
     [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
+# The private PostgreSQL (.ci/postgres-start) as a benchmark needs it: durable, each commit synced
+# as the SQLite store's are (the tests run theirs with fsync off), with the server options given.
+# Sets pg_url, pg_dir (stopped at exit) and pg_base (the URL without its database).
+bench_postgres() {  # [server options]
+    pg_url=$(ATH_POSTGRES_OPTIONS="-c fsync=on ${1:-}" .ci/postgres-start 2>"$work/pg-dir")
+    pg_dir=$(cat "$work/pg-dir")
+    pg_base="${pg_url%%/postgres*}"
+}
 # The private PostgreSQL's processes: its postmaster and the children it forked.
 pg_pids() { local main; main=$(head -1 "$pg_dir/data/postmaster.pid"); echo "$main $(pgrep -P "$main" | tr '\n' ' ')"; }
 

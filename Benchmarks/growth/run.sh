@@ -7,6 +7,8 @@
 # handshake needs no user), in its own process pinned to core 0; the load generator (`ath bench
 # proxy`) is another process pinned to core 1; PostgreSQL, when measured, shares core 0 with the
 # server, so the server's figure is its own CPU (from /proc) and the database's is given beside it.
+# Both stores sync every commit to disk, as shipped: SQLite with synchronous = FULL, PostgreSQL with
+# fsync on (the tests' PostgreSQL runs without; runs before 2026-12-05's third round had it off too).
 #
 # Stored grants are made quickly rather than by handshakes: one real handshake gives a template (its
 # handshake row with the whole transcript, its grant, session and token rows, its audit records),
@@ -27,9 +29,7 @@ shop_init
 server_core=0
 load_core=1
 if [[ " $backends " == *" postgres "* ]]; then
-    pg_url=$(.ci/postgres-start 2>"$work/pg-dir")
-    pg_dir=$(cat "$work/pg-dir")
-    pg_base="${pg_url%%/postgres*}"
+    bench_postgres
 fi
 # The database on the server's core (backends forked later inherit it): the load generator keeps its own.
 [ -z "$pg_dir" ] || for p in $(pg_pids); do taskset -acp "$server_core" "$p" > /dev/null; done

@@ -26,10 +26,8 @@ source Benchmarks/common.sh
 bench_init
 shop_init
 
-pg_url=$(ATH_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements" .ci/postgres-start 2>"$work/pg-dir")
-pg_dir=$(cat "$work/pg-dir")
+bench_postgres "-c shared_preload_libraries=pg_stat_statements"
 pg_port=$(cat "$pg_dir/port")
-pg_base="${pg_url%%/postgres*}"
 sql() { psql "$pg_base/$1" -tAc "$2"; }
 # TCP payload bytes on every connection to the database, both ways, as the clients count them.
 pg_bytes() {
