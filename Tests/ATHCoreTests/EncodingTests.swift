@@ -10,6 +10,19 @@ import Testing
         #expect(String(decoding: try CanonicalJSON.bytes(value), as: UTF8.self) == #"{"A":{"y":1,"z":2},"a":[true,null,"x"],"b":1}"#)
     }
 
+    /// Every ASCII key, and keys that are prefixes of one another, sort by their code units:
+    /// the order RFC 8785 gives, whichever comparison the writer uses for ASCII keys.
+    @Test func asciiKeysSortByTheirCodeUnits() {
+        var keys = (0..<128).map { String(UnicodeScalar(UInt8($0))) }
+        keys += ["", "a", "aa", "a_", "a~", "a\u{7f}", "A", "AB", "Ab", "_a", "~", "z0", "z", "z\u{0}", "\r\n", "\r\u{0}", "id", "id_token", "idToken"]
+        let members = Dictionary(keys.map { ($0, JSONValue.null) }, uniquingKeysWith: { a, _ in a })
+        let sorted = CanonicalJSON.sorted(members).map(\.key)
+        #expect(sorted == members.keys.sorted { $0.utf16.lexicographicallyPrecedes($1.utf16) })
+        // Outside ASCII, UTF-16 order: U+1F600 (0xD83D 0xDE00) before U+FF5E, unlike by scalar value.
+        let wide = CanonicalJSON.sorted(["\u{FF5E}": .null, "\u{1F600}": .null, "z": .null]).map(\.key)
+        #expect(wide == ["z", "\u{1F600}", "\u{FF5E}"])
+    }
+
     @Test func escapesAsRFC8785() throws {
         let value: JSONValue = ["s": .string("a\"b\\c\n\u{01}é€")]
         #expect(String(decoding: try CanonicalJSON.bytes(value), as: UTF8.self) == "{\"s\":\"a\\\"b\\\\c\\n\\u0001é€\"}")
