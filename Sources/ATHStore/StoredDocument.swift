@@ -18,7 +18,16 @@ public enum StoredDocument {
     /// about 15 % of an HTTP handshake's CPU, most of it on the transcript, which is a JSON tree
     /// already. Both write plain JSON, so rows written by either are read alike.
     public static func encode(_ value: some Encodable) throws -> String {
-        let bytes = try CanonicalJSON.bytes(of: value)
+        formatted(try CanonicalJSON.bytes(of: value))
+    }
+
+    /// A handshake, whose transcript is written from the canonical bytes it keeps
+    /// (`ServerHandshake.storedJSON`): the same document, without canonicalizing it again.
+    public static func encode(_ handshake: ServerHandshake) throws -> String {
+        formatted(try handshake.storedJSON())
+    }
+
+    private static func formatted(_ bytes: [UInt8]) -> String {
         // Every document is an object: the format goes first, without re-encoding the rest.
         guard bytes.first == UInt8(ascii: "{") else { return String(decoding: bytes, as: UTF8.self) }
         let rest = bytes.dropFirst()

@@ -36,6 +36,30 @@ import Testing
         }
     }
 
+    /// The handshake's document, written from its transcript's kept bytes, is byte for byte the
+    /// canonical JSON the generic path writes, at each stage, and reads back to the same handshake.
+    @Test func aHandshakesDocumentIsItsCanonicalJSON() throws {
+        let now = Date()
+        let agentKey = PrivateKey.generate(.es256)
+        let identity = ServerIdentity(did: try DID("did:ath:shop"), keys: [.generate(.es256)])
+        let policy = ServerPolicy(scopesSupported: ["goods:read"])
+        var client = ClientHandshake(did: DID.key(agentKey.publicKey), key: agentKey)
+        var (handshake, m2) = try ServerHandshake.begin(
+            request: try client.makeRequest(now: now), id: "h1", identity: identity, policy: policy, registeredKey: nil, now: now)
+        var stages = [handshake]
+        _ = try handshake.receiveIdentityProof(try client.receiveResponse(m2, now: now), policy: policy, now: now)
+        stages.append(handshake)
+        handshake.fail(ATHError(.handshakeFailed, "ended \"here\"\n"))
+        stages.append(handshake)
+        for stage in stages {
+            #expect(try stage.storedJSON() == CanonicalJSON.bytes(of: stage))
+            let read = try StoredDocument.decode(ServerHandshake.self, try StoredDocument.encode(stage))
+            #expect(read.transcript == stage.transcript && read.state == stage.state)
+            #expect(try read.storedJSON() == stage.storedJSON())
+        }
+        #expect(stages[1].transcript.messages.count == 4)
+    }
+
     @Test func aRowThatDoesNotDecodeIsTheStoresError() {
         for text in ["", "{", #"{"id":"g1"}"#, #"{"id":"g1","id":"g2"}"#] {
             #expect(throws: StoreError.self) { try StoredDocument.decode(Grant.self, text) }

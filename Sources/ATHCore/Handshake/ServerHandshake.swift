@@ -131,6 +131,24 @@ public struct ServerHandshake: Codable, Sendable {
         self.deadline = deadline
     }
 
+    /// The canonical JSON of this handshake, as `CanonicalJSON.bytes(of:)` writes it, byte for
+    /// byte, with the transcript's messages copied from the bytes kept when each was appended
+    /// rather than encoded and canonicalized again: the transcript is most of the document each
+    /// step stores.
+    public func storedJSON() throws -> [UInt8] {
+        var rest = self
+        rest.transcript = Transcript()
+        let marked = try CanonicalJSON.marked(JSONValue.of(rest)) { parent, key in parent == nil && key == "transcript" }
+        guard marked.values.count == 1, let slot = marked.values.first else { return try CanonicalJSON.bytes(of: self) }
+        let messages = transcript.canonicalEncoding()
+        var out: [UInt8] = []
+        out.reserveCapacity(marked.bytes.count + messages.count)
+        out += marked.bytes[..<slot.lowerBound]
+        out += messages
+        out += marked.bytes[slot.upperBound...]
+        return out
+    }
+
     /// The nonce of step 1, which the server's replay cache must not have seen.
     public var clientNonce: String { transcript.messages.first?["nonce"]?.stringValue ?? "" }
 

@@ -8,6 +8,10 @@ import Foundation
 /// far, the way TLS 1.3's CertificateVerify does (docs/PROTOCOL.md, "Signatures").
 public struct Transcript: Codable, Sendable, Equatable {
     public private(set) var messages: [JSONValue] = []
+    /// Each message's canonical bytes, computed when it was appended (to hash it): the stored
+    /// handshake's document writes them again rather than canonicalizing every message anew
+    /// (`ServerHandshake.storedJSON`).
+    private var canonical: [[UInt8]] = []
     /// SHA-256 fed with the canonical array so far, without its closing bracket: a hash at
     /// step n then costs the pending message alone, not the whole transcript again (the server
     /// hashes it five times a handshake).
@@ -50,6 +54,21 @@ public struct Transcript: Codable, Sendable, Equatable {
         if !messages.isEmpty { withUnsafeBytes(of: UInt8(ascii: ",")) { running.update(bufferPointer: $0) } }
         running.update(data: bytes)
         messages.append(message)
+        canonical.append(bytes)
+    }
+
+    /// The canonical bytes of this transcript as `encode(to:)` writes it (`{"messages":[...]}`),
+    /// from the messages' kept canonical bytes.
+    func canonicalEncoding() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(canonical.reduce(16) { $0 + $1.count + 1 })
+        out += #"{"messages":["#.utf8
+        for (i, message) in canonical.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out += message
+        }
+        out += "]}".utf8
+        return out
     }
 
     /// SHA-256 of the canonical JSON array of the messages, plus `pending` (the message being
