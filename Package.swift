@@ -168,10 +168,12 @@ let package = Package(
             exclude: ["corpus"],
             swiftSettings: strict
         ),
+        // What the test targets share: child processes started without Foundation's `Process`.
+        .target(name: "ATHTestSupport", path: "Tests/ATHTestSupport", swiftSettings: strict),
         .testTarget(
             name: "ATHCoreTests",
             dependencies: [
-                "ATHCore", .product(name: "Crypto", package: "swift-crypto"), .product(name: "JWTKit", package: "jwt-kit"),
+                "ATHCore", "ATHTestSupport", .product(name: "Crypto", package: "swift-crypto"), .product(name: "JWTKit", package: "jwt-kit"),
             ],
             exclude: ["Vectors"],
             swiftSettings: strict
@@ -179,7 +181,7 @@ let package = Package(
         .testTarget(
             name: "ATHIdentityTests",
             dependencies: [
-                "ATHCore", "ATHIdentity",
+                "ATHCore", "ATHIdentity", "ATHTestSupport",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -189,7 +191,7 @@ let package = Package(
             name: "ATHIntegrationTests",
             dependencies: [
                 "ATHCore", "ATHServer", "ATHAgent", "ATHStore", "ATHStoreSQLite", "ATHStorePostgres", "ATHIdentity", "ATHGateway",
-                "ShoppingExample",
+                "ShoppingExample", "ATHTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ATHTestSupport
 
 /// The decoders' fuzz targets (Fuzz/Decoders, docs/RELIABILITY.md) replay their committed
 /// corpora without a finding, and the genuine inputs their oracles compare with pass: an oracle
@@ -8,7 +9,7 @@ import Testing
     static let targets = ["json", "handshake", "proof", "jwt", "encoding", "pem", "der", "aic", "webhook", "session-frames", "attestation", "operations"]
 
     func run(_ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("FuzzDecoders")
         process.arguments = arguments
         let output = Pipe()

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 @testable import ATHCore
+import ATHTestSupport
 
 /// Both ends of one session, from fixed per-direction secrets.
 struct SessionPair {
@@ -210,7 +211,7 @@ struct SessionPair {
                     ]
                 }),
         ]
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", VectorTests.directory.appendingPathComponent("attn_reference.py").path]
         let input = Pipe()

@@ -5,6 +5,7 @@ import Testing
 import X509
 
 @testable import ATHIdentity
+import ATHTestSupport
 
 @Suite struct CertificateAuthorityFolderTests {
     func temporaryFolder() -> URL {
@@ -174,7 +175,7 @@ import X509
     }
 
     func run(_ tool: String, _ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
         let pipe = Pipe()

@@ -2,6 +2,7 @@ import ATHCore
 import Foundation
 import Synchronization
 import Testing
+import ATHTestSupport
 
 /// The `ath` command as a user runs it: the binary SwiftPM built beside this test bundle, run
 /// as a process, its output and exit status read. The commands are thin over the SDKs, which
@@ -28,7 +29,7 @@ import Testing
     /// Runs `executable` with `arguments` (and `environment` added to this process's); fails the
     /// test past `seconds` (and stops the process).
     static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:], seconds: Double) async throws -> Run {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = executable
         process.arguments = arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
@@ -139,13 +140,13 @@ import Testing
 
     /// A process left running (a server, a user watching): its output read as it comes.
     final class Background: Sendable {
-        let process: Process
+        let process: ChildProcess
         private final class Output: Sendable { let data = Mutex<Data>(Data()) }
         private let output = Output()
 
         /// `directory`: where the process runs (files it makes by default go there).
         init(_ arguments: [String], directory: URL? = nil) throws {
-            process = Process()
+            process = ChildProcess()
             process.executableURL = CLITests.binary
             process.arguments = arguments
             if let directory { process.currentDirectoryURL = directory }

@@ -4,6 +4,7 @@ import Foundation
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import ATHTestSupport
 
 /// A headless Chromium (Debian's `chromium`) driven over the DevTools protocol, for tests of the
 /// consent console as a user meets it. It listens on a loopback port it picks, with a profile in
@@ -18,7 +19,7 @@ struct Chromium {
     static func withPage<T: Sendable>(_ body: @escaping @Sendable (Page) async throws -> T) async throws -> T {
         guard let executable else { throw ATHError(.internalError, "no chromium: install Debian's chromium package") }
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("ath-chromium-\(UUID().uuidString)")
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: executable)
         // The DevTools socket refuses WebSocket clients unless origins are allowed; it listens on
         // loopback, on a port picked at random, for the length of one test.

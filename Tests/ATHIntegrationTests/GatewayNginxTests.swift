@@ -7,6 +7,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
+import ATHTestSupport
 
 /// Debian's nginx with Examples/Gateway/nginx.conf as written (its addresses replaced by loopback
 /// ports), asking `ath authz` about every request to an unchanged service. `.ci/run` installs nginx.
@@ -14,7 +15,7 @@ import Testing
     static let nginx = "/usr/sbin/nginx"
 
     final class Nginx: Sendable {
-        let process: Process
+        let process: ChildProcess
         let port: Int
         var baseURL: String { "http://127.0.0.1:\(port)" }
 
@@ -25,7 +26,7 @@ import Testing
             self.port = port
             let conf = dir.appendingPathComponent("nginx.conf")
             try configuration.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(port)").write(to: conf, atomically: true, encoding: .utf8)
-            process = Process()
+            process = ChildProcess()
             process.executableURL = URL(fileURLWithPath: GatewayNginxTests.nginx)
             process.arguments = [
                 "-p", dir.path, "-c", conf.path,

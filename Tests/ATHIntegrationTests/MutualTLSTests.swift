@@ -10,6 +10,7 @@ import ShoppingExample
 import Synchronization
 import Testing
 import X509
+import ATHTestSupport
 
 /// A CA folder with a server certificate for 127.0.0.1 and the AIC the test agent is bound to.
 struct TLSFixture {
@@ -188,7 +189,7 @@ struct TLSFixture {
         let root = pki.dir.appendingPathComponent("root.pem").path
         func sClient(_ version: String) async throws -> (Int32, String) {
             try await Task.detached {
-                let process = Process()
+                let process = ChildProcess()
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
                 process.arguments = ["s_client", "-connect", "127.0.0.1:\(h.server.port)", version, "-CAfile", root, "-brief"]
                 let input = Pipe()

@@ -3,6 +3,7 @@ import ATHGateway
 import ATHServer
 import Foundation
 import Testing
+import ATHTestSupport
 
 /// The official v0.1 clients against `ath gateway`: PyPI's `ath-sdk` through a whole flow with
 /// attestations verified (Interop/python/sdk_flow.py; `.ci/run` installs the SDK), and, when
@@ -90,7 +91,7 @@ import Testing
 /// Whether python3 can import `modules` (comma-separated): the probe before a test that needs
 /// a package from PyPI, which `.ci/run` installs.
 func pythonImports(_ modules: String) -> Bool {
-    let probe = Process()
+    let probe = ChildProcess()
     probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     probe.arguments = ["python3", "-c", "import \(modules)"]
     probe.standardError = FileHandle.nullDevice

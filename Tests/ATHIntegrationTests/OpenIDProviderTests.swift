@@ -9,12 +9,13 @@ import NIOCore
 import NIOHTTP1
 import ShoppingExample
 import Testing
+import ATHTestSupport
 
 /// An OpenID provider we did not write: PyPI's `oidc-provider-mock` (authlib), started on a
 /// loopback port for the test and stopped with it. `.ci/run` installs it with pip.
 final class MockOpenIDProvider: Sendable {
     let port: Int
-    let process: Process
+    let process: ChildProcess
     var issuer: String { "http://127.0.0.1:\(port)" }
 
     static let available = pythonImports("oidc_provider_mock")
@@ -42,7 +43,7 @@ final class MockOpenIDProvider: Sendable {
     /// neither answers nor exits is reported with what it wrote to stderr.
     private struct Launch {
         let port: Int
-        let process = Process()
+        let process = ChildProcess()
 
         init(port: Int) async throws {
             self.port = port
@@ -72,7 +73,7 @@ final class MockOpenIDProvider: Sendable {
     /// a missed exit would hold the test, and the run, forever.
     func stop() { Self.stop(process) }
 
-    static func stop(_ process: Process) {
+    static func stop(_ process: ChildProcess) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         let deadline = Date().addingTimeInterval(5)
