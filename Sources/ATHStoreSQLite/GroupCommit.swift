@@ -72,18 +72,23 @@ final class GroupCommit: Sendable {
         }
     }
 
-    /// On the writer's queue: batches until none is waiting.
+    /// On the writer's queue: one batch, then, if more writes wait, the next batch queued behind
+    /// whatever else waits for GRDB's writer (the retention sweep's transactions), which a loop
+    /// over the batches would hold off for as long as requests keep coming.
     private func drain(_ db: Database) {
-        while true {
-            let batch: [Write] = queue.withLock { q in
-                let taken = Array(q.waiting.prefix(Self.largestBatch))
-                q.waiting.removeFirst(taken.count)
-                if taken.isEmpty { q.draining = false }
-                return taken
-            }
-            guard !batch.isEmpty else { return }
-            commit(batch, in: db)
+        let batch: [Write] = queue.withLock { q in
+            let taken = Array(q.waiting.prefix(Self.largestBatch))
+            q.waiting.removeFirst(taken.count)
+            if taken.isEmpty { q.draining = false }
+            return taken
         }
+        guard !batch.isEmpty else { return }
+        commit(batch, in: db)
+        let more = queue.withLock { q in
+            if q.waiting.isEmpty { q.draining = false }
+            return q.draining
+        }
+        if more { writer.asyncWriteWithoutTransaction { db in self.drain(db) } }
     }
 
     private func commit(_ batch: [Write], in db: Database) {

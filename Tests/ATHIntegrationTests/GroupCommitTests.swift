@@ -136,6 +136,42 @@ import Testing
         #expect(try Self.names(pool) == ["y"])
     }
 
+    /// Batches take turns with GRDB's other writes: a write queued for the writer while a batch
+    /// ran (here the retention sweep's kind, `DatabasePool.write`) goes before the next batch, not
+    /// after every batch that requests keep forming.
+    @Test func aBatchLetsTheWriterServeOthersBeforeTheNext() async throws {
+        let (pool, _) = try Self.pool()
+        let commits = GroupCommit(pool)
+        let held = HeldWriter(pool)
+        let started = DispatchSemaphore(value: 0)
+        let finish = DispatchSemaphore(value: 0)
+        let first = Task {
+            try await commits.write { db in
+                started.signal()
+                finish.wait()
+                try db.execute(sql: "INSERT INTO name (value) VALUES ('first')")
+            }
+        }
+        while commits.waiting < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        held.release()
+        await withCheckedContinuation { done in DispatchQueue.global().async { started.wait(); done.resume() } }
+        // The first batch runs: another writer queues (at once: `asyncWrite` enqueues before it
+        // returns), then another request's write.
+        let otherDone = DispatchSemaphore(value: 0)
+        pool.asyncWriteWithoutTransaction { db in
+            try? db.execute(sql: "INSERT INTO name (value) VALUES ('other')")
+            otherDone.signal()
+        }
+        let later = Task { try await commits.write(Self.insert("later")) }
+        while commits.waiting < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        finish.signal()
+        try await first.value
+        try await later.value
+        await withCheckedContinuation { done in DispatchQueue.global().async { otherDone.wait(); done.resume() } }
+        let order = try await pool.read { try String.fetchAll($0, sql: "SELECT value FROM name ORDER BY rowid") }
+        #expect(order == ["first", "other", "later"])
+    }
+
     /// The store's writer syncs the log at every commit: GRDB opens it with NORMAL, under which
     /// a power cut can take back a commit.
     @Test func theStoreSyncsEveryCommit() async throws {
