@@ -270,8 +270,11 @@ import Testing
         await #expect { try await session.get("/shop/plain/goods/slow") } throws: { ATHError.code($0) == .upstreamTimeout }
         #expect(try await session.get("/shop/plain/goods/1").status == 201)
 
-        let closedPort = try freeLoopbackPort()
-        let closed = try Self.loopback(upstream: upstream, changes: [(upstream.baseURL, "http://127.0.0.1:\(closedPort)")])
+        // Bound and not listening for the whole test, so that no other test's server can take it
+        // (a port only found free was, once, and answered 404).
+        let closedPort = try ReservedPort()
+        defer { closedPort.release() }
+        let closed = try Self.loopback(upstream: upstream, changes: [(upstream.baseURL, "http://127.0.0.1:\(closedPort.port)")])
         let down = try await Gateway.start(try await Self.load(closed))
         defer { Task { await down.stop() } }
         let (agent, _, _) = try await Self.handshake(down, at: down.baseURL, approve: ["goods:read"])
