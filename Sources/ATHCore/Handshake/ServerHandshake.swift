@@ -139,14 +139,8 @@ public struct ServerHandshake: Codable, Sendable {
         var rest = self
         rest.transcript = Transcript()
         let marked = try CanonicalJSON.marked(JSONValue.of(rest)) { parent, key in parent == nil && key == "transcript" }
-        guard marked.values.count == 1, let slot = marked.values.first else { return try CanonicalJSON.bytes(of: self) }
         let messages = transcript.canonicalEncoding()
-        var out: [UInt8] = []
-        out.reserveCapacity(marked.bytes.count + messages.count)
-        out += marked.bytes[..<slot.lowerBound]
-        out += messages
-        out += marked.bytes[slot.upperBound...]
-        return out
+        return try marked.replacingValue(size: messages.count) { $0 += messages } ?? CanonicalJSON.bytes(of: self)
     }
 
     /// The nonce of step 1, which the server's replay cache must not have seen.

@@ -147,15 +147,10 @@ struct SignedMessage: Sendable {
             context, client: client, server: server, user: user, transcriptHash: transcript.hash(includingCanonical: unsigned)
         ).sign(with: key)
         place(signature)
-        guard marked.values.count == 1, let slot = marked.values.first else {
-            // No single place was noted (not an object where one was expected): canonicalize again.
-            return SignedMessage(value: .object(members), canonical: try CanonicalJSON.bytes(.object(members)), unsigned: unsigned)
-        }
-        var canonical: [UInt8] = []
-        canonical.reserveCapacity(marked.bytes.count + signature.utf8.count)
-        canonical += marked.bytes[..<slot.lowerBound]
-        CanonicalJSON.string(signature, into: &canonical)
-        canonical += marked.bytes[slot.upperBound...]
+        // No single place noted (not an object where one was expected): canonicalized again.
+        let canonical =
+            try marked.replacingValue(size: signature.utf8.count + 2) { CanonicalJSON.string(signature, into: &$0) }
+            ?? CanonicalJSON.bytes(.object(members))
         return SignedMessage(value: .object(members), canonical: canonical, unsigned: unsigned)
     }
 }

@@ -81,6 +81,19 @@ public enum CanonicalJSON {
             out += bytes[from...]
             return out
         }
+
+        /// The canonical bytes with the one noted value replaced by what `write` writes (`size`
+        /// bytes about); nil when not exactly one value was noted, and the caller canonicalizes
+        /// the whole document instead.
+        func replacingValue(size: Int, _ write: (inout [UInt8]) -> Void) -> [UInt8]? {
+            guard values.count == 1, let slot = values.first else { return nil }
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count - slot.count + size)
+            out += bytes[..<slot.lowerBound]
+            write(&out)
+            out += bytes[slot.upperBound...]
+            return out
+        }
     }
 
     /// The canonical bytes of `value`, noting the members of the top-level object, and of the
