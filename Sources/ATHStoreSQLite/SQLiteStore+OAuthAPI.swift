@@ -160,7 +160,7 @@ extension SQLiteStore: OAuthAPIStore {
     }
 
     public func purgeAuthorizations(expiredBefore before: Int64) async throws -> (sessions: Int, tokens: Int) {
-        try await writes.write { db in
+        try await db.write { db in
             try db.execute(cached: "DELETE FROM oauth_token WHERE expires_at < ?", arguments: [before])
             let tokens = db.changesCount
             // A redeemed session stays while a token uses its provider grant.
