@@ -11,7 +11,7 @@ seconds="${1:-30}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(json handshake proof jwt encoding pem der aic webhook session-frames attestation operations)
+    targets=(json handshake proof jwt encoding pem der aic webhook session-frames attestation operations ticket)
 fi
 swift build --build-path .build-fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING \
     --product FuzzDecoders >/dev/null

@@ -43,6 +43,9 @@ enum DecoderFuzz: String, CaseIterable {
     /// accepted has no segment an upstream could resolve otherwise; a route that parses prints
     /// back to a line that parses to the same route.
     case operations
+    /// Step 2's handshake ticket, brought back with step 3: only the genuine ticket opens, and it
+    /// opens to the handshake it was made from.
+    case ticket
 
     func run(_ input: [UInt8]) {
         switch self {
@@ -58,6 +61,7 @@ enum DecoderFuzz: String, CaseIterable {
         case .sessionFrames: SessionFrameFuzz.run(input)
         case .attestation: Self.attestation(input)
         case .operations: Self.operations(input)
+        case .ticket: Self.ticket(input)
         }
     }
 
@@ -277,6 +281,17 @@ enum DecoderFuzz: String, CaseIterable {
         }
     }
 
+    static let tickets = HandshakeTicket(keys: [SymmetricKey(data: Scenario.seed("handshake ticket"))])
+    static let genuineTicket = try! tickets.make(Scenario.shared.beforeStep3)
+
+    static func ticket(_ input: [UInt8]) {
+        let s = Scenario.shared
+        guard let opened = try? tickets.open(text(input), handshakeID: s.beforeStep3.id) else { return }
+        if (try? opened.storedJSON()) != (try? s.beforeStep3.storedJSON()) {
+            fatalError("a forged handshake ticket opened: \(text(input))")
+        }
+    }
+
     /// What the oracles compare with must itself pass, or "nothing forged verified" would hold
     /// because nothing verifies at all: `FuzzDecoders --check` lists what does not.
     static func genuineFailures() -> [String] {
@@ -309,6 +324,7 @@ enum DecoderFuzz: String, CaseIterable {
             failures.append("attestation")
         }
         if (try? operationMap.authorize(method: "GET", path: "/repos/a/issues/1", held: ["repo"])) != "repo" { failures.append("operations") }
+        if (try? tickets.open(genuineTicket, handshakeID: s.beforeStep3.id)) == nil { failures.append("ticket") }
         return failures
     }
 
@@ -344,6 +360,7 @@ enum DecoderFuzz: String, CaseIterable {
                 [0] + Array("/repos/a%20b/issues/1;x".utf8), [0] + Array("/admin/%2e%2e/x".utf8), [1] + Array("GET,HEAD /repos/*/issues/** repo".utf8),
                 [1] + Array("* / root".utf8),
             ],
+            .ticket: [Array(genuineTicket.utf8)],
         ]
     }
 }

@@ -41,12 +41,14 @@ public struct ATHClient: Sendable {
         var hs = ClientHandshake(did: did, key: key, expectedServer: expectedServer, credentials: credentials)
         let m1 = try hs.makeRequest(now: clock())
         onEvent(.sent(step: 1, m1))
-        let (_, m2) = try await transport.json(.POST, "/ath/handshake", m1)
+        let (_, m2, headers) = try await transport.jsonWithHeaders(.POST, "/ath/handshake", m1)
         onEvent(.received(step: 2, m2))
         let m3 = try hs.receiveResponse(m2, now: clock())
         let id = try pathComponent(hs.handshakeID)
+        // The server's state between steps 2 and 3, brought back as it came (docs/PROTOCOL.md §2).
+        let ticket = headers.first { $0.0.caseInsensitiveCompare(HandshakeTicket.header) == .orderedSame }.map { [(HandshakeTicket.header, $0.1)] }
         onEvent(.sent(step: 3, m3))
-        let (_, m4) = try await transport.json(.POST, "/ath/handshake/\(id)/identity", m3)
+        let (_, m4) = try await transport.json(.POST, "/ath/handshake/\(id)/identity", m3, headers: ticket ?? [])
         onEvent(.received(step: 4, m4))
         _ = try hs.receiveIdentityResult(m4, now: clock())
         let m5 = try hs.makeScopeRequest(scopes: scopes, ttl: ttl, credential: credential, context: context, now: clock())

@@ -36,10 +36,18 @@ struct HTTPTransport: Sendable {
 
     /// Sends JSON and returns the JSON answer, throwing the server's error when there is one.
     func json(_ method: HTTPMethod, _ path: String, _ value: JSONValue? = nil, headers: [(String, String)] = []) async throws -> (Int, JSONValue) {
+        let (status, answer, _) = try await jsonWithHeaders(method, path, value, headers: headers)
+        return (status, answer)
+    }
+
+    /// `json`, with the answer's headers (step 2's handshake ticket).
+    func jsonWithHeaders(_ method: HTTPMethod, _ path: String, _ value: JSONValue? = nil, headers: [(String, String)] = []) async throws
+        -> (Int, JSONValue, [(String, String)])
+    {
         let body = try value.map { try JSONEncoder().encode($0) }
         let reply = try await send(method, path, body: body, headers: headers)
         try Self.throwIfError(reply)
-        return (reply.status, try JSONValue.parse(reply.body))
+        return (reply.status, try JSONValue.parse(reply.body), reply.headers)
     }
 
     static func throwIfError(_ reply: Reply) throws {

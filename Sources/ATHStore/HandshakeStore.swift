@@ -3,11 +3,11 @@ import Foundation
 
 /// Handshakes in progress, each a document with a revision (check-and-set).
 public protocol HandshakeStore: Sendable {
-    /// Step 1 in one transaction: records the step-1 nonce `nonce` (single use until
-    /// `nonceExpiresAt`), the new handshake and its audit records. False, with nothing written,
-    /// when the nonce was used already. Throws ACCOUNT_SUSPENDED (step 1), writing nothing, when
-    /// the agent's account is suspended: checked in the same transaction rather than read
-    /// before it. One write per step 1, however many arrive.
+    /// A handshake's first write, at step 3 (step 1 writes nothing: `HandshakeTicket`), in one
+    /// transaction: records the step-1 nonce `nonce` (single use until `nonceExpiresAt`), the
+    /// handshake and its audit records. False, with nothing written, when the nonce was used
+    /// already. Throws ACCOUNT_SUSPENDED (step 3), writing nothing, when the agent's account is
+    /// suspended: checked in the same transaction rather than read before it.
     func beginHandshake(_ handshake: ServerHandshake, nonce: String, nonceExpiresAt: Int64, now: Int64, audit: [AuditEvent]) async throws
         -> Bool
     /// Deletes what retention no longer keeps (docs/STORAGE.md, "Retention"): handshakes that

@@ -27,7 +27,7 @@ extension PostgresStore: HandshakeStore {
             ).collect().first
         }
         let (suspended, begun) = try row?.decode((Bool, Int64).self) ?? (false, Int64(0))
-        if suspended { throw ATHError.suspended(client.prefix(256), step: 1) }
+        if suspended { throw ATHError.suspended(client.prefix(256), step: 3) }
         let fresh = begun == 1
         if fresh { appended(audit) }
         return fresh

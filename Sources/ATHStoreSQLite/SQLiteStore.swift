@@ -431,7 +431,7 @@ public final class SQLiteStore: ATHStore {
     {
         let data = try StoredDocument.encode(handshake)
         return try await writes.write { db in
-            if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspended(handshake.clientDID.value.prefix(256), step: 1) }
+            if try Self.isSuspended(handshake.clientDID.value, in: db) { throw ATHError.suspended(handshake.clientDID.value.prefix(256), step: 3) }
             guard try Self.consume(nonce, expiresAt: nonceExpiresAt, now: now, in: db) else { return false }
             try db.execute(cached: """
                     INSERT INTO handshake (id, state, client_did, user_did, request_id, deadline, revision, data)

@@ -6,7 +6,7 @@ import ATHTestSupport
 /// corpora without a finding, and the genuine inputs their oracles compare with pass: an oracle
 /// "nothing forged verifies" proves nothing if nothing verifies at all.
 @Suite struct DecoderFuzzCorpusTests {
-    static let targets = ["json", "handshake", "proof", "jwt", "encoding", "pem", "der", "aic", "webhook", "session-frames", "attestation", "operations"]
+    static let targets = ["json", "handshake", "proof", "jwt", "encoding", "pem", "der", "aic", "webhook", "session-frames", "attestation", "operations", "ticket"]
 
     func run(_ arguments: [String]) throws -> (Int32, String) {
         let process = ChildProcess()

@@ -114,10 +114,10 @@ import Testing
 
     /// An instance keeps the handshakes it wrote for their next step and runs that step on its
     /// copy without reading the store; a copy that another instance's step made stale decides
-    /// nothing. Here instance a began the handshake and still holds it awaiting the identity
-    /// proof, which b has since taken. The same proof again at a is accepted by a's copy, but
-    /// its write finds the revision moved, and the stored handshake refuses it as out of order,
-    /// changing nothing. Step 5 at a, which a's copy would refuse as out of order, completes.
+    /// nothing. Here step 1 at a writes nothing (its ticket carries the handshake); step 3 at a
+    /// writes it and keeps a copy; the same step 3 again at b is refused as out of order; b
+    /// completes the handshake with step 5; the same step 5 at a, which a's copy would accept,
+    /// finds the revision moved, and the stored handshake refuses it, changing nothing.
     @Test(arguments: Backend.available) func aStaleCopyOfAHandshakeDecidesNothing(_ backend: Backend) async throws {
         var policy = ShoppingPlatform.policy
         policy.requireUserConfirmation = false
@@ -128,22 +128,27 @@ import Testing
         let b = try await Harness.start(policy: policy, serverKey: key, store: storeB)
         var client = ClientHandshake(did: a.agent, key: a.agentKey, expectedServer: ShoppingPlatform.did)
         let now = Date()
-        let m2 = try await a.service.begin(try client.makeRequest(now: now))
-        let id = try #require(m2["handshake_id"]?.stringValue)
+        let start = try await a.service.begin(try client.makeRequest(now: now))
+        let id = try #require(start.response["handshake_id"]?.stringValue)
+        #expect(try await a.store.handshake(id: id) == nil, "step 1 writes nothing")
+        #expect(a.service.writtenHandshakes.value(forKey: id) == nil)
+        let m3 = try client.receiveResponse(start.response, now: now)
+        _ = try client.receiveIdentityResult(try await a.service.identityProof(handshakeID: id, ticket: start.ticket, m3), now: now)
         #expect(a.service.writtenHandshakes.value(forKey: id)?.revision == 0)
-        let m3 = try client.receiveResponse(m2, now: now)
-        _ = try client.receiveIdentityResult(try await b.service.identityProof(handshakeID: id, m3), now: now)
-        #expect(b.service.writtenHandshakes.value(forKey: id)?.revision == 1)
-        await #expect { try await a.service.identityProof(handshakeID: id, m3) } throws: { ATHError.code($0) == .unexpectedMessage }
-        let stored = try #require(try await a.store.handshake(id: id))
-        #expect(stored.revision == 1 && stored.handshake.state == .awaitingScopeRequest, "\(stored.revision) \(stored.handshake.state)")
+        await #expect { try await b.service.identityProof(handshakeID: id, ticket: start.ticket, m3) } throws: {
+            ATHError.code($0) == .unexpectedMessage
+        }
         let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await a.credential(), context: "shop", now: now)
-        guard case .complete(let outcome) = try await a.service.scopeRequest(handshakeID: id, m5) else {
+        guard case .complete(let outcome) = try await b.service.scopeRequest(handshakeID: id, m5) else {
             Issue.record("the handshake did not complete")
             return
         }
         #expect(try client.receiveOutcome(outcome, now: now).scopesGranted == ["goods:read"])
-        #expect(a.service.writtenHandshakes.value(forKey: id) == nil, "a completed handshake is not kept")
+        await #expect { try await a.service.scopeRequest(handshakeID: id, m5) } throws: { ATHError.code($0) == .unexpectedMessage }
+        let stored = try #require(try await a.store.handshake(id: id))
+        #expect(stored.revision == 1 && stored.handshake.state == .completed, "\(stored.revision) \(stored.handshake.state)")
+        #expect(try await a.store.activeGrants(did: a.agent.value, now: Freshness.unix(now)).count == 1)
+        #expect(a.service.writtenHandshakes.value(forKey: id) == nil, "a stale copy is dropped")
         await b.stop()
         await (storeB as? PostgresStore)?.close()
         await a.stop()

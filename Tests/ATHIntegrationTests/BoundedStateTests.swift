@@ -30,9 +30,10 @@ import Glibc
         return (handshake, fresh)
     }
 
-    /// Step 1's write refuses a suspended agent itself (ACCOUNT_SUSPENDED, step 1), rather than
-    /// the service reading the account first: nothing is written, not even the nonce.
-    @Test(arguments: Backend.available) func stepOneOfASuspendedAgentWritesNothing(_ backend: Backend) async throws {
+    /// A handshake's first write (step 3's) refuses a suspended agent itself (ACCOUNT_SUSPENDED,
+    /// step 3), rather than the service reading the account first: nothing is written, not even
+    /// the nonce.
+    @Test(arguments: Backend.available) func theFirstWriteOfASuspendedAgentWritesNothing(_ backend: Backend) async throws {
         let h = try await Harness.start(backend: backend)
         try await h.registerParties()
         let t = Freshness.unix(now)
@@ -47,17 +48,17 @@ import Glibc
             try await h.store.beginHandshake(handshake, nonce: "hs1:suspended", nonceExpiresAt: t + 600, now: t, audit: audit)
         } throws: { error in
             let error = error as? ATHError
-            return error?.code == .accountSuspended && error?.step == 1
+            return error?.code == .accountSuspended && error?.step == 3
         }
         #expect(try await h.store.handshake(id: handshake.id) == nil)
         #expect(try await h.store.auditEvents(limit: 1_000).count == auditBefore)
-        // The nonce was not used: once reinstated, the same step 1 begins.
+        // The nonce was not used: once reinstated, the same handshake is written.
         try await h.store.reinstateAccount(did: h.agent.value, audit: [])
         #expect(try await h.store.beginHandshake(handshake, nonce: "hs1:suspended", nonceExpiresAt: t + 600, now: t, audit: audit))
         await h.stop()
     }
 
-    @Test(arguments: Backend.available) func stepOneIsOneTransactionAndAReplayWritesNothing(_ backend: Backend) async throws {
+    @Test(arguments: Backend.available) func theFirstWriteIsOneTransactionAndAReplayWritesNothing(_ backend: Backend) async throws {
         let h = try await Harness.start(backend: backend)
         let (first, fresh) = try await begun(h.store, nonce: "hs1:n")
         #expect(fresh)

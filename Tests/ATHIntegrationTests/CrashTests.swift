@@ -105,10 +105,12 @@ import Glibc
             try await Self.kill9(server)
             (server, url) = try await d.serve()
         }
-        let m2 = try #require(try await HardeningTests.post(url, "/ath/handshake", try client.makeRequest(now: Date())).json)
+        let step2 = try await HardeningTests.post(url, "/ath/handshake", try client.makeRequest(now: Date()))
+        let m2 = try #require(step2.json)
         let id = try #require(m2["handshake_id"]?.stringValue)
         try await restartIf(1)
-        let m4 = try #require(try await HardeningTests.post(url, "/ath/handshake/\(id)/identity", try client.receiveResponse(m2, now: Date())).json)
+        let m4 = try #require(
+            try await HardeningTests.post(url, "/ath/handshake/\(id)/identity", try client.receiveResponse(m2, now: Date()), headers: step2.ticket).json)
         _ = try client.receiveIdentityResult(m4, now: Date())
         try await restartIf(3)
         let m5 = try client.makeScopeRequest(scopes: ["goods:read"], ttl: 600, credential: try await d.credential(), context: "x", now: Date())

@@ -269,9 +269,9 @@ import Testing
 
     /// Steps 1-5 through the service (no HTTP): returns the handshake id, left waiting for the user.
     static func stepsOneToFive(_ client: inout ClientHandshake, _ h: Harness) async throws -> String {
-        let m2 = try await h.service.begin(client.makeRequest(now: Date()))
-        let id = try #require(m2["handshake_id"]?.stringValue)
-        let m4 = try await h.service.identityProof(handshakeID: id, client.receiveResponse(m2, now: Date()))
+        let start = try await h.service.begin(client.makeRequest(now: Date()))
+        let id = try #require(start.response["handshake_id"]?.stringValue)
+        let m4 = try await h.service.identityProof(handshakeID: id, ticket: start.ticket, client.receiveResponse(start.response, now: Date()))
         _ = try client.receiveIdentityResult(m4, now: Date())
         let m5 = try client.makeScopeRequest(
             scopes: ["goods:read", "order:create"], ttl: 3600, credential: try await h.credential(), context: "restart", now: Date())

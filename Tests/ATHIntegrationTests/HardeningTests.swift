@@ -15,7 +15,10 @@ import Testing
     struct Reply {
         var status: Int
         var json: JSONValue?
+        var headers = HTTPHeaders()
         var code: String? { json?["code"]?.stringValue }
+        /// Step 2's handshake ticket, as step 3 brings it back.
+        var ticket: [(String, String)] { headers.first(name: HandshakeTicket.header).map { [(HandshakeTicket.header, $0)] } ?? [] }
     }
 
     static func send(
@@ -31,11 +34,11 @@ import Testing
         }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let bytes = try await response.body.collect(upTo: 1 << 20)
-        return Reply(status: Int(response.status.code), json: try? JSONValue.parse(bytes.readableBytesView))
+        return Reply(status: Int(response.status.code), json: try? JSONValue.parse(bytes.readableBytesView), headers: response.headers)
     }
 
-    static func post(_ base: String, _ path: String, _ value: JSONValue) async throws -> Reply {
-        try await send(base, .POST, path, body: try CanonicalJSON.bytes(value))
+    static func post(_ base: String, _ path: String, _ value: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
+        try await send(base, .POST, path, body: try CanonicalJSON.bytes(value), headers: headers)
     }
 
     /// The step 1 that used to end the process (abs(now - Int64.min) traps): refused, and the
@@ -84,17 +87,52 @@ import Testing
         await h.stop()
     }
 
-    /// Each route takes the body it needs: a step 1 padded past 8 KiB with an extra member (which
-    /// would be stored in the transcript) is refused, while step 3 may carry a certificate chain.
+    /// Each route takes the body it needs: a step 1 padded past 4 KiB with an extra member (which
+    /// would travel in its ticket and the transcript) is refused, and so is a shorter one whose
+    /// canonical form (numbers written out) would make a ticket too long for a header field;
+    /// step 3 may carry a certificate chain.
     @Test func stepOneIsSmall() async throws {
         let h = try await Harness.start()
         var client = ClientHandshake(did: h.agent, key: h.agentKey)
         guard case .object(var members) = try client.makeRequest(now: Date()) else { Issue.record("step 1 is an object"); return }
-        members["padding"] = .string(String(repeating: "x", count: 9 * 1024))
-        let reply = try await Self.post(h.server.baseURL, "/ath/handshake", .object(members))
+        members["padding"] = .string(String(repeating: "x", count: 5 * 1024))
+        var reply = try await Self.post(h.server.baseURL, "/ath/handshake", .object(members))
         #expect(reply.status == 413 && reply.code == "PAYLOAD_TOO_LARGE")
-        members["padding"] = .string(String(repeating: "x", count: 6 * 1024))
-        #expect(try await Self.post(h.server.baseURL, "/ath/handshake", .object(members)).status == 200)
+        members["padding"] = .string(String(repeating: "x", count: 3 * 1024))
+        reply = try await Self.post(h.server.baseURL, "/ath/handshake", .object(members))
+        #expect(reply.status == 200 && !reply.ticket.isEmpty)
+        members["padding"] = nil
+        let m1 = try CanonicalJSON.bytes(.object(members))
+        let numbers = Array(#","padding":["#.utf8) + Array(repeating: Array("1e20,".utf8), count: 600).joined() + Array("1]}".utf8)
+        let swollen = Array(m1.dropLast()) + numbers
+        #expect(swollen.count < 4 * 1024)
+        reply = try await Self.send(h.server.baseURL, .POST, "/ath/handshake", body: swollen)
+        #expect(reply.status == 413 && reply.code == "PAYLOAD_TOO_LARGE", "\(reply.status) \(reply.code ?? "-")")
+        await h.stop()
+    }
+
+    /// Step 1 writes nothing; a step 3 refused with a genuine ticket ends its handshake as any
+    /// later refusal does: it is stored ended, with its audit record, and the genuine step 3
+    /// brought with the same ticket afterwards gets the same error.
+    @Test func aRefusedStepThreeEndsItsHandshake() async throws {
+        let h = try await Harness.start()
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let auditBefore = try await h.store.auditRecords(after: 0, limit: 1_000).count
+        let step2 = try await Self.post(h.server.baseURL, "/ath/handshake", try client.makeRequest(now: Date()))
+        let id = try #require(step2.json?["handshake_id"]?.stringValue)
+        #expect(try await h.store.handshake(id: id) == nil)
+        #expect(try await h.store.auditRecords(after: 0, limit: 1_000).count == auditBefore)
+        let m3 = try client.receiveResponse(try #require(step2.json), now: Date())
+        guard case .object(var forged) = m3, let signature = forged["signature"]?.stringValue else { Issue.record("step 3 is signed"); return }
+        forged["signature"] = .string(String(signature.reversed()))
+        let refused = try await Self.post(h.server.baseURL, "/ath/handshake/\(id)/identity", .object(forged), headers: step2.ticket)
+        #expect(refused.status == 401 && refused.code == "INVALID_SIGNATURE")
+        #expect(try await h.store.handshake(id: id)?.handshake.state == .failed)
+        let records = try await h.store.auditRecords(after: 0, limit: 1_000).map(\.event)
+        #expect(records.last?.event == "handshake.identity" && records.last?.outcome == "INVALID_SIGNATURE")
+        let genuine = try await Self.post(h.server.baseURL, "/ath/handshake/\(id)/identity", m3, headers: step2.ticket)
+        #expect(genuine.status == 401 && genuine.code == "INVALID_SIGNATURE")
         await h.stop()
     }
 
@@ -110,10 +148,11 @@ import Testing
     /// Steps 1-4 by hand; returns the client (ready for step 5) and the handshake id.
     static func identified(_ h: Harness) async throws -> (ClientHandshake, String) {
         var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
-        let m2 = try #require(try await post(h.server.baseURL, "/ath/handshake", try client.makeRequest(now: Date())).json)
+        let step2 = try await post(h.server.baseURL, "/ath/handshake", try client.makeRequest(now: Date()))
+        let m2 = try #require(step2.json)
         let id = try #require(m2["handshake_id"]?.stringValue)
         let m3 = try client.receiveResponse(m2, now: Date())
-        let m4 = try #require(try await post(h.server.baseURL, "/ath/handshake/\(id)/identity", m3).json)
+        let m4 = try #require(try await post(h.server.baseURL, "/ath/handshake/\(id)/identity", m3, headers: step2.ticket).json)
         _ = try client.receiveIdentityResult(m4, now: Date())
         return (client, id)
     }

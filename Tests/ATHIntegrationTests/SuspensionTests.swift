@@ -40,10 +40,11 @@ import Testing
         await #expect { try await first.get("/api/goods") } throws: { ATHError.code($0) == .tokenRevoked }
         await #expect { try await second.get("/api/goods") } throws: { ATHError.code($0) == .tokenRevoked }
         #expect(try await other.get("/api/goods").status == 200)
-        // No new handshake: refused at step 1 with the documented error, and nothing is stored.
+        // No new handshake: refused at step 3, its first write, with the documented error, and
+        // nothing is stored.
         await #expect { try await h.handshake() } throws: {
             let e = $0 as? ATHError
-            return e?.code == .accountSuspended && e?.step == 1 && e?.httpStatus == 403
+            return e?.code == .accountSuspended && e?.step == 3 && e?.httpStatus == 403
         }
         #expect(try await h.store.credentials(userDID: h.user.value, now: Freshness.unix(Date())).allSatisfy { $0.active_grants <= 1 })
         // Suspending again keeps the first time and ends nothing more.

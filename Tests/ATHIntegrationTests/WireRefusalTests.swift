@@ -107,16 +107,33 @@ import Testing
         await h.stop()
     }
 
+    /// A step 1 sent twice is answered twice (step 1 stores nothing), but only one of the two
+    /// handshakes passes step 3: the other finds the step-1 nonce used (NONCE_REPLAYED) and is
+    /// not stored. The first's step 3 sent again, ticket and all, is out of order.
     @Test func replayedHandshakeRequestIsRefused() async throws {
         let h = try await Harness.start()
         try await h.registerParties()
-        var client = ClientHandshake(did: h.agent, key: h.agentKey)
-        let m1 = try JSONEncoder().encode(try client.makeRequest(now: Date()))
-        var (status, _) = try await send(h.server.baseURL, .POST, "/ath/handshake", body: m1)
-        #expect(status == 200)
-        var body: ATHErrorBody?
-        (status, body) = try await send(h.server.baseURL, .POST, "/ath/handshake", body: m1)
-        #expect(status == 401 && body?.code == "NONCE_REPLAYED")
+        let base = h.server.baseURL
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let m1 = try client.makeRequest(now: Date())
+        var replayer = client
+        let first = try await HardeningTests.post(base, "/ath/handshake", m1)
+        let second = try await HardeningTests.post(base, "/ath/handshake", m1)
+        #expect(first.status == 200 && second.status == 200)
+        let firstID = try #require(first.json?["handshake_id"]?.stringValue)
+        let secondID = try #require(second.json?["handshake_id"]?.stringValue)
+        #expect(firstID != secondID)
+        let m3 = try client.receiveResponse(try #require(first.json), now: Date())
+        let replayedM3 = try replayer.receiveResponse(try #require(second.json), now: Date())
+        #expect(try await HardeningTests.post(base, "/ath/handshake/\(firstID)/identity", m3, headers: first.ticket).status == 200)
+        let replayed = try await HardeningTests.post(base, "/ath/handshake/\(secondID)/identity", replayedM3, headers: second.ticket)
+        #expect(replayed.status == 401 && replayed.code == "NONCE_REPLAYED", "\(replayed.status) \(replayed.code ?? "-")")
+        #expect(try await h.store.handshake(id: secondID) == nil)
+        let again = try await HardeningTests.post(base, "/ath/handshake/\(firstID)/identity", m3, headers: first.ticket)
+        #expect(again.status == 409 && again.code == "UNEXPECTED_MESSAGE")
+        // A ticket is for its own handshake only.
+        let swapped = try await HardeningTests.post(base, "/ath/handshake/\(secondID)/identity", replayedM3, headers: first.ticket)
+        #expect(swapped.status == 404 && swapped.code == "HANDSHAKE_NOT_FOUND")
         await h.stop()
     }
 

@@ -59,14 +59,19 @@ public struct SecretSealer: Sendable {
     }
 
     static func derivedKey(_ privateKey: PrivateKey) -> SymmetricKey {
+        derivedKey(privateKey, purpose: "ath/0.1 secrets at rest")
+    }
+
+    /// A key of the server's own for `purpose` (HKDF-SHA256 from its private key, the purpose as
+    /// info): one key per use, none of them the signing key.
+    static func derivedKey(_ privateKey: PrivateKey, purpose: String) -> SymmetricKey {
         let material: Data =
             switch privateKey {
             case .p256(let k): k.rawRepresentation
             case .ed25519(let k): k.rawRepresentation
             }
         return HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: SymmetricKey(data: material), salt: Data("ath/0.1".utf8), info: Data("ath/0.1 secrets at rest".utf8),
-            outputByteCount: 32)
+            inputKeyMaterial: SymmetricKey(data: material), salt: Data("ath/0.1".utf8), info: Data(purpose.utf8), outputByteCount: 32)
     }
 
     /// 0xA7 ‖ key id ‖ nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes).

@@ -1,11 +1,12 @@
 import ATHCore
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// The HTTP binding of the handshake (docs/PROTOCOL.md, "HTTP binding").
 ///
-/// POST /ath/handshake                       step 1 -> step 2
-/// POST /ath/handshake/{id}/identity         step 3 -> step 4
+/// POST /ath/handshake                       step 1 -> step 2, and its ATH-Handshake-Ticket
+/// POST /ath/handshake/{id}/identity         step 3 with that ticket -> step 4
 /// POST /ath/handshake/{id}/scope            step 5 -> 202 pending, or 200 steps 8+9
 /// GET  /ath/handshake/{id}/result?wait=N    202 pending, or 200 steps 8+9, or the error
 /// GET  /ath/confirmations                   the user's pending step-6 requests (ATH-User auth)
@@ -18,9 +19,10 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
     let service: ATHService
     /// The largest body of any handshake route: step 3 with a certificate chain.
     public static var bodyLimit: Int { 64 * 1024 }
-    /// Step 1 holds a PEM key and a few short fields; a larger one is stored in the transcript for
-    /// nothing, so it is refused before it is read.
-    public static var stepOneLimit: Int { 8 * 1024 }
+    /// Step 1 holds a PEM key and a few short fields (about 500 bytes); a larger one would travel
+    /// in its ticket (`HandshakeTicket.maxLength`) and the transcript for nothing, so it is
+    /// refused before it is read.
+    public static var stepOneLimit: Int { 4 * 1024 }
     /// Steps 5 and 7: a credential, a context of at most 1000 characters, a key share; a decision.
     public static var decisionLimit: Int { 16 * 1024 }
 
@@ -35,12 +37,16 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         group.post("handshake") { request, context in
             var request = request
             let peer = try await context.peerAgentIdentity()
-            return try JSONResponse.message(try await service.begin(request.json(limit: Self.stepOneLimit), peerAIC: peer))
+            let start = try await service.begin(request.json(limit: Self.stepOneLimit), peerAIC: peer)
+            var response = try JSONResponse.message(start.response)
+            response.headers[.athHandshakeTicket] = start.ticket
+            return response
         }
         group.post("handshake/:id/identity") { request, context in
             var request = request
             let id = try context.parameters.require("id")
-            return try JSONResponse.message(try await service.identityProof(handshakeID: id, request.json(limit: limit)))
+            let ticket = request.headers[.athHandshakeTicket]
+            return try JSONResponse.message(try await service.identityProof(handshakeID: id, ticket: ticket, request.json(limit: limit)))
         }
         group.post("handshake/:id/scope") { request, context in
             var request = request
@@ -90,4 +96,8 @@ public struct HandshakeRoutes<Context: ATHRequestContextProtocol>: Sendable {
         case .complete(let outcome): try JSONResponse.message(outcome)
         }
     }
+}
+
+extension HTTPField.Name {
+    static let athHandshakeTicket = HTTPField.Name(HandshakeTicket.header)!
 }

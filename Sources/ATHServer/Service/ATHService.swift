@@ -29,6 +29,8 @@ public final class ATHService: Sendable {
     /// Seals session secrets before they reach the store; public so that the v0.1 API of the
     /// same server seals with the same ring rather than deriving its own.
     public let sealer: SecretSealer
+    /// Carries a handshake from step 2 to step 3 instead of the store (`HandshakeTicket`).
+    let tickets: HandshakeTicket
     /// Refusals of unauthenticated input are audited in batches (see `RefusalAudit`).
     public let refusals: RefusalAudit
     /// Agents' certificates (ACPs CAI), when this service takes them; see `AgentCertificatePolicy`.
@@ -150,6 +152,7 @@ public final class ATHService: Sendable {
         self.logger = logger
         refusals = RefusalAudit(store: store, logger: logger)
         self.sealer = sealer ?? SecretSealer(derivedFrom: identity)
+        tickets = HandshakeTicket(derivedFrom: identity)
         tokenCodec = try await JWTCodec(key: identity.tokenKey)
         tokenVerifier = try await JWTVerifierRing(keys: identity.keyRing.map(\.publicKey))
         self.retention = retention
@@ -225,9 +228,16 @@ public final class ATHService: Sendable {
 
     // MARK: Handshake, steps 1-4
 
-    /// `peerAIC`: the AIC of the TLS client certificate this request came with, if any (see
-    /// `ATHRequestContextProtocol.peerAgentIdentity`); the handshake is bound to it.
-    public func begin(_ raw: JSONValue, peerAIC: AgentIdentityCode? = nil) async throws -> JSONValue {
+    /// Step 2 and the ticket that carries the handshake to step 3 (`HandshakeTicket`).
+    public struct HandshakeStart: Sendable {
+        public var response: JSONValue
+        public var ticket: String
+    }
+
+    /// Step 1 writes nothing: the handshake travels in its ticket until the agent has signed
+    /// step 3. `peerAIC`: the AIC of the TLS client certificate this request came with, if any
+    /// (see `ATHRequestContextProtocol.peerAgentIdentity`); the handshake is bound to it.
+    public func begin(_ raw: JSONValue, peerAIC: AgentIdentityCode? = nil) async throws -> HandshakeStart {
         let now = clock()
         let clientDID = raw["client_did"]?.stringValue ?? "?"
         do {
@@ -238,20 +248,7 @@ public final class ATHService: Sendable {
             var (handshake, response) = try ServerHandshake.begin(
                 request: raw, id: Nonce.generate(), identity: identity, policy: policy, registeredKey: registered, now: now)
             if let peerAIC { try await bind(peerAIC, to: &handshake, step: 1) }
-            // Step-1 nonces are single-use for as long as their timestamp could pass the check;
-            // nonce, handshake and audit record are one write, which refuses a suspended agent.
-            let t = Freshness.unix(now)
-            let fresh = try await store.beginHandshake(
-                handshake, nonce: "hs1:\(handshake.clientDID.value):\(handshake.clientNonce)", nonceExpiresAt: t + 2 * Freshness.maxSkew,
-                now: t,
-                audit: [
-                    AuditEvent(
-                        at: t, event: "handshake.start", actor: clientDID, subject: handshake.id, outcome: "ok",
-                        detail: handshake.clientAIC.map { "aic=\($0)" } ?? "")
-                ])
-            guard fresh else { throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 1) }
-            writtenHandshakes.set(StoredHandshake(handshake: handshake, revision: 0), forKey: handshake.id)
-            return response
+            return HandshakeStart(response: response, ticket: try tickets.make(handshake))
         } catch let error as ATHError {
             refusals.record(
                 AuditEvent(
@@ -261,8 +258,75 @@ public final class ATHService: Sendable {
         }
     }
 
-    public func identityProof(handshakeID: String, _ raw: JSONValue) async throws -> JSONValue {
-        try await step(handshakeID) { stored, copy in try await self.identityProof(stored, raw, copy: copy) }
+    /// Step 3 with the ticket of step 2. Without one, the stored handshake: one begun by a
+    /// release that stored step 1, or a repeated step 3, which the stored state answers.
+    public func identityProof(handshakeID: String, ticket: String?, _ raw: JSONValue) async throws -> JSONValue {
+        guard let ticket else {
+            return try await step(handshakeID) { stored, copy in try await self.identityProof(stored, raw, copy: copy) }
+        }
+        let now = clock()
+        var h: ServerHandshake
+        do {
+            h = try tickets.open(ticket, handshakeID: handshakeID)
+        } catch let error as ATHError {
+            refusals.record(
+                AuditEvent(
+                    at: Freshness.unix(now), event: "handshake.identity", actor: "-", subject: String(handshakeID.prefix(128)),
+                    outcome: error.code.rawValue, detail: error.message))
+            throw error
+        }
+        let start = h.clientAIC.map { "aic=\($0)" } ?? ""
+        let t = Freshness.unix(now)
+        // Single use: the step-1 nonce is written with the handshake. It is kept for as long as
+        // any ticket made from that step 1 could be brought back: its timestamp passed within
+        // the skew, and a ticket lasts the handshake timeout.
+        let nonce = "hs1:\(h.clientDID.value):\(h.clientNonce)"
+        let nonceExpiresAt = h.createdAt + Int64(policy.handshakeTimeout) + 2 * Freshness.maxSkew
+        do {
+            let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
+            do {
+                try await verifyCredentials(raw, handshake: &h, now: now)
+            } catch let error as ATHError {
+                h.fail(error)
+                throw error
+            }
+            let fresh = try await store.beginHandshake(
+                h, nonce: nonce, nonceExpiresAt: nonceExpiresAt, now: t,
+                audit: [
+                    AuditEvent(at: t, event: "handshake.start", actor: h.clientDID.value, subject: h.id, outcome: "ok", detail: start),
+                    AuditEvent(
+                        at: t, event: "handshake.identity", actor: h.clientDID.value, subject: h.id, outcome: "ok",
+                        detail: h.clientAIC.map { "aic=\($0)" } ?? ""),
+                ])
+            guard fresh else { return try await identityProofAfterTicket(handshakeID, raw) }
+            writtenHandshakes.set(StoredHandshake(handshake: h, revision: 0), forKey: h.id)
+            signals.signal(h.id)
+            return reply
+        } catch let error as ATHError {
+            // A refusal ends the handshake as at any later step: it is stored ended, with its
+            // record, so that the same ticket is refused again. An expired ticket (its handshake
+            // would be deleted as it is written) and a suspended agent write nothing.
+            if h.state == .failed, error.code != .handshakeExpired, error.code != .accountSuspended {
+                _ = try? await store.beginHandshake(
+                    h, nonce: nonce, nonceExpiresAt: nonceExpiresAt, now: t,
+                    audit: [
+                        AuditEvent(
+                            at: t, event: "handshake.identity", actor: h.clientDID.value, subject: h.id, outcome: error.code.rawValue,
+                            detail: error.message)
+                    ])
+            }
+            throw error
+        }
+    }
+
+    /// A ticket whose step-1 nonce was written already: its own handshake's step 3 again (the
+    /// stored state answers it, as any repeated message), or another handshake made from the
+    /// same step 1, which is a replay.
+    private func identityProofAfterTicket(_ id: String, _ raw: JSONValue) async throws -> JSONValue {
+        guard let stored = try await store.handshake(id: id) else {
+            throw ATHError(.nonceReplayed, "this handshake_request nonce was already used", step: 3)
+        }
+        return try await identityProof(stored, raw, copy: false)
     }
 
     private func identityProof(_ stored: StoredHandshake, _ raw: JSONValue, copy: Bool) async throws -> JSONValue {
