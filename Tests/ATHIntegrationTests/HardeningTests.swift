@@ -136,6 +136,31 @@ import Testing
         await h.stop()
     }
 
+    /// A ticket lasts as long as its handshake: brought back after the handshake timeout (here to
+    /// a second instance on the same store whose clock is past it), it is refused with
+    /// HANDSHAKE_EXPIRED and nothing is stored; before that, the same ticket is taken.
+    @Test func aTicketPastItsHandshakesDeadlineWritesNothing() async throws {
+        let key = PrivateKey.generate()
+        let h = try await Harness.start(serverKey: key)
+        try await h.registerParties()
+        var client = ClientHandshake(did: h.agent, key: h.agentKey, expectedServer: ShoppingPlatform.did)
+        let start = try await h.service.begin(try client.makeRequest(now: Date()))
+        let id = try #require(start.response["handshake_id"]?.stringValue)
+        let m3 = try client.receiveResponse(start.response, now: Date())
+        let later = Date().addingTimeInterval(Double(ShoppingPlatform.policy.handshakeTimeout + 5))
+        let other = try await ATHService(
+            identity: ServerIdentity(did: ShoppingPlatform.did, keys: [key]), policy: ShoppingPlatform.policy, store: h.store,
+            clock: { later })
+        await #expect { try await other.identityProof(handshakeID: id, ticket: start.ticket, m3) } throws: {
+            ATHError.code($0) == .handshakeExpired
+        }
+        #expect(try await h.store.handshake(id: id) == nil)
+        // Within the timeout the same ticket is taken.
+        let m4 = try await h.service.identityProof(handshakeID: id, ticket: start.ticket, m3)
+        #expect(m4["success"] == true)
+        await h.stop()
+    }
+
     /// An answer to a confirmation request that does not exist: 404, nothing written.
     @Test func anAnswerToNoRequest() async throws {
         let h = try await Harness.start()

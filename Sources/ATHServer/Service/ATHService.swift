@@ -305,8 +305,15 @@ public final class ATHService: Sendable {
         } catch let error as ATHError {
             // A refusal ends the handshake as at any later step: it is stored ended, with its
             // record, so that the same ticket is refused again. An expired ticket (its handshake
-            // would be deleted as it is written) and a suspended agent write nothing.
-            if h.state == .failed, error.code != .handshakeExpired, error.code != .accountSuspended {
+            // would be deleted as it is written), a suspended agent and a replayed step 1 write
+            // nothing and are audited with the other refusals of unauthenticated input.
+            let writesNothing: Set<ATHError.Code> = [.handshakeExpired, .accountSuspended, .nonceReplayed]
+            if writesNothing.contains(error.code) {
+                refusals.record(
+                    AuditEvent(
+                        at: t, event: "handshake.identity", actor: String(h.clientDID.value.prefix(256)), subject: h.id,
+                        outcome: error.code.rawValue, detail: error.message))
+            } else if h.state == .failed {
                 _ = try? await store.beginHandshake(
                     h, nonce: nonce, nonceExpiresAt: nonceExpiresAt, now: t,
                     audit: [
