@@ -55,9 +55,11 @@ public struct HandshakeTicket: Sendable {
     public func open(_ ticket: String, handshakeID id: String) throws -> ServerHandshake {
         let refused = ATHError(.handshakeNotFound, "no handshake with this id and ticket", step: 3)
         guard ticket.utf8.count <= Self.maxLength, ticket.hasPrefix(Self.prefix) else { throw refused }
-        let parts = ticket.utf8.dropFirst(Self.prefix.utf8.count).split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        guard parts.count == 2, let document = Base64URL.decode(String(decoding: parts[0], as: UTF8.self)),
-            let mac = Base64URL.decode(String(decoding: parts[1], as: UTF8.self)),
+        // base64url has no ".": whatever comes before the last one is the document, or fails to decode.
+        let body = ticket.utf8.dropFirst(Self.prefix.utf8.count)
+        guard let dot = body.lastIndex(of: UInt8(ascii: ".")),
+            let document = Base64URL.decode(String(Substring(body[..<dot]))),
+            let mac = Base64URL.decode(String(Substring(body[body.index(after: dot)...]))),
             keys.contains(where: { HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: document, using: $0) })
         else { throw refused }
         // Made by this server, so it decodes; a document from a release that wrote it otherwise
