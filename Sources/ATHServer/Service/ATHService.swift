@@ -275,7 +275,7 @@ public final class ATHService: Sendable {
                     outcome: error.code.rawValue, detail: error.message))
             throw error
         }
-        let start = h.clientAIC.map { "aic=\($0)" } ?? ""
+        let start = Self.aicDetail(h)
         let t = Freshness.unix(now)
         // Single use: the step-1 nonce is written with the handshake. It is kept for as long as
         // any ticket made from that step 1 could be brought back: its timestamp passed within
@@ -283,20 +283,12 @@ public final class ATHService: Sendable {
         let nonce = "hs1:\(h.clientDID.value):\(h.clientNonce)"
         let nonceExpiresAt = h.createdAt + Int64(policy.handshakeTimeout) + 2 * Freshness.maxSkew
         do {
-            let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
-            do {
-                try await verifyCredentials(raw, handshake: &h, now: now)
-            } catch let error as ATHError {
-                h.fail(error)
-                throw error
-            }
+            let reply = try await proveIdentity(&h, raw, now: now)
             let fresh = try await store.beginHandshake(
                 h, nonce: nonce, nonceExpiresAt: nonceExpiresAt, now: t,
                 audit: [
                     AuditEvent(at: t, event: "handshake.start", actor: h.clientDID.value, subject: h.id, outcome: "ok", detail: start),
-                    AuditEvent(
-                        at: t, event: "handshake.identity", actor: h.clientDID.value, subject: h.id, outcome: "ok",
-                        detail: h.clientAIC.map { "aic=\($0)" } ?? ""),
+                    AuditEvent(at: t, event: "handshake.identity", actor: h.clientDID.value, subject: h.id, outcome: "ok", detail: Self.aicDetail(h)),
                 ])
             guard fresh else { return try await identityProofAfterTicket(handshakeID, raw) }
             writtenHandshakes.set(StoredHandshake(handshake: h, revision: 0), forKey: h.id)
@@ -336,20 +328,28 @@ public final class ATHService: Sendable {
         return try await identityProof(stored, raw, copy: false)
     }
 
+    /// Step 3 on a handshake, from its ticket or the store: the message, then the agent's
+    /// certificates. Like any refusal after step 1, a refused certificate ends the handshake.
+    private func proveIdentity(_ h: inout ServerHandshake, _ raw: JSONValue, now: Date) async throws -> JSONValue {
+        let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
+        do {
+            try await verifyCredentials(raw, handshake: &h, now: now)
+        } catch let error as ATHError {
+            h.fail(error)
+            throw error
+        }
+        return reply
+    }
+
+    /// The audit detail naming the agent's bound certificate, if any.
+    private static func aicDetail(_ h: ServerHandshake) -> String { h.clientAIC.map { "aic=\($0)" } ?? "" }
+
     private func identityProof(_ stored: StoredHandshake, _ raw: JSONValue, copy: Bool) async throws -> JSONValue {
         let now = clock()
         var h = stored.handshake
         do {
-            let reply = try h.receiveIdentityProof(raw, policy: policy, now: now, acceptsCredentials: agentCertificates != nil)
-            do {
-                try await verifyCredentials(raw, handshake: &h, now: now)
-            } catch let error as ATHError {
-                h.fail(error)  // like any refusal after step 1, a refused certificate ends the handshake
-                throw error
-            }
-            try await save(
-                h, revision: stored.revision, event: "handshake.identity", outcome: "ok", detail: h.clientAIC.map { "aic=\($0)" } ?? "",
-                now: now)
+            let reply = try await proveIdentity(&h, raw, now: now)
+            try await save(h, revision: stored.revision, event: "handshake.identity", outcome: "ok", detail: Self.aicDetail(h), now: now)
             return reply
         } catch let error as ATHError {
             if copy { throw StaleCopy() }
